@@ -1,0 +1,3 @@
+from ironhold.cli.main import run
+
+run()

@@ -1,0 +1,187 @@
+"""The aiohttp application: routes, the edge middleware, and the OpenAI handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ironhold.api.admin import add_admin_routes
+from ironhold.api.errors import error_response, plain_error
+from ironhold.api.requests import check_body, read_json_body
+from ironhold.bootstrap import Gateway
+from ironhold.core.errors import IronholdError, ModelNotFoundError
+from ironhold.core.exchange import Exchange, Operation, Reply
+from ironhold.core.ids import accept_request_id
+
+log = logging.getLogger("ironhold.api")
+
+GATEWAY = web.AppKey("gateway", Gateway)
+_REQUEST_ID = "ironhold.request_id"
+
+_HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    app = web.Application(
+        middlewares=[_edge],
+        # Reading is bounded in read_json_body; this is aiohttp's own backstop.
+        client_max_size=gateway.config.server.max_body_bytes + 1,
+    )
+    app[GATEWAY] = gateway
+    app.router.add_post("/v1/chat/completions", _operation(Operation.CHAT))
+    app.router.add_post("/v1/completions", _operation(Operation.COMPLETION))
+    app.router.add_post("/v1/embeddings", _operation(Operation.EMBEDDING))
+    app.router.add_get("/v1/models", _list_models)
+    app.router.add_get("/v1/models/{model:.+}", _get_model)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    add_admin_routes(app, GATEWAY)
+
+    async def on_startup(_: web.Application) -> None:
+        await gateway.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await gateway.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def request_id_of(request: web.Request) -> str:
+    return str(request[_REQUEST_ID])
+
+
+@web.middleware
+async def _edge(request: web.Request, handler: _HttpHandler) -> web.StreamResponse:
+    """Request ids on every response, and every error in the OpenAI shape; never a stack trace."""
+    request_id = accept_request_id(request.headers.get("x-request-id"))
+    request[_REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except IronholdError as exc:
+        return error_response(exc, request_id)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return plain_error(404, f"Unknown route: {request.method} {request.path}",
+                               "not_found", request_id)
+        if exc.status == 405:
+            return plain_error(405, f"Method {request.method} is not allowed on {request.path}",
+                               "method_not_allowed", request_id)
+        if exc.status == 413:
+            return plain_error(413, "The request body is too large.", "payload_too_large",
+                               request_id)
+        if exc.status < 400:
+            raise
+        return plain_error(exc.status, exc.reason, "http_error", request_id)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        return plain_error(500, f"Internal error (request id {request_id}).", "internal_error",
+                           request_id)
+    if not response.prepared:
+        response.headers["x-request-id"] = request_id
+    return response
+
+
+def _operation(operation: Operation) -> _HttpHandler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[GATEWAY]
+        body = await read_json_body(request, gateway.config.server.max_body_bytes)
+        model, stream = check_body(operation, body)
+        exchange = Exchange(
+            request_id=request_id_of(request),
+            operation=operation,
+            model=model,
+            body=body,
+            stream=stream,
+            credential=request.headers.get("Authorization"),
+        )
+        reply = await gateway.handle(exchange)
+        reply.headers["x-ironhold-model"] = model
+        reply.headers["x-request-id"] = exchange.request_id
+        if reply.stream is None:
+            return web.Response(status=reply.status, body=reply.body,
+                                content_type=reply.content_type, headers=reply.headers)
+        return await _send_stream(request, reply)
+
+    return handle
+
+
+async def _send_stream(request: web.Request, reply: Reply) -> web.StreamResponse:
+    assert reply.stream is not None
+    response = web.StreamResponse(status=reply.status, headers=reply.headers)
+    response.content_type = "text/event-stream"
+    response.headers["Cache-Control"] = "no-cache"
+    try:
+        await response.prepare(request)
+        async for chunk in reply.stream:
+            await response.write(chunk)
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        # The client went away: closing the stream below cancels the upstream request.
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(reply.stream.aclose())
+    return response
+
+
+async def _list_models(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
+    data = [
+        _model_object(name, group.created, group.owned_by)
+        for name, group in gateway.router.groups.items()
+        if principal.may_use(name)
+    ]
+    return _json({"object": "list", "data": data})
+
+
+async def _get_model(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
+    name = request.match_info["model"]
+    if not principal.may_use(name):
+        raise ModelNotFoundError(
+            f"The model '{name}' does not exist or you do not have access to it.", param="model"
+        )
+    group = gateway.router.group(name)
+    return _json(_model_object(name, group.created, group.owned_by))
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    groups = {
+        name: [{"deployment": d.name, "available": d.available, "healthy": d.healthy}
+               for d in group.deployments]
+        for name, group in gateway.router.groups.items()
+    }
+    ready = gateway.ready()
+    return _json({"status": "ready" if ready else "not_ready", "models": groups},
+                 status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[GATEWAY].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+def _model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")

@@ -1,0 +1,68 @@
+"""Running the HTTP server: uvloop when available, graceful stop on SIGINT and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ironhold.api.app import create_app
+from ironhold.bootstrap import Gateway
+
+log = logging.getLogger("ironhold")
+
+
+async def start_server(gateway: Gateway, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
+    app = create_app(gateway)
+    # handler_cancellation: a client that disconnects cancels its handler, and with it the
+    # upstream request, even before the first byte of the response.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = port
+    for address in runner.addresses:
+        bound = int(address[1])
+        break
+    return runner, bound
+
+
+async def serve_until_stopped(
+    gateway: Gateway, host: str, port: int, on_ready: Callable[[int], None] | None = None
+) -> None:
+    runner, bound = await start_server(gateway, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("gateway listening", extra={"host": host, "port": bound})
+    if on_ready is not None:
+        on_ready(bound)
+    try:
+        await stop.wait()
+    finally:
+        log.info("gateway stopping")
+        await runner.cleanup()
+
+
+def run_server(
+    gateway: Gateway, host: str, port: int, on_ready: Callable[[int], None] | None = None
+) -> None:
+    try:
+        import uvloop
+
+        runner: Callable[..., None] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        runner = asyncio.run
+    runner(serve_until_stopped(gateway, host, port, on_ready))

@@ -1,0 +1,136 @@
+"""The composition root: a ``Config`` in, a wired ``Gateway`` out.
+
+Nothing else constructs stages, stores, transports or clients. Tests call the same root with a
+test config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ironhold.config.schema import Config, DeploymentConfig, ModelGroupConfig
+from ironhold.core.pipeline import Handler, Stage, build_pipeline
+from ironhold.identity.keys import KeyService, load_key_secret
+from ironhold.identity.stage import IdentityStage
+from ironhold.routing.deployment import Deployment, ModelGroup
+from ironhold.routing.router import Router
+from ironhold.store.sql import SqlStore, open_sql_store
+from ironhold.telemetry.metrics import Metrics
+from ironhold.telemetry.stage import TelemetryStage
+from ironhold.upstream.http import HttpTransport
+from ironhold.upstream.local import LocalModelServer
+from ironhold.upstream.transport import Deadlines
+
+log = logging.getLogger("ironhold")
+
+
+@dataclass
+class Gateway:
+    """Everything a running gateway holds; ``api.create_app`` puts HTTP in front of it."""
+
+    config: Config
+    store: SqlStore
+    keys: KeyService
+    metrics: Metrics
+    identity: IdentityStage
+    router: Router
+    handle: Handler
+    local_servers: list[LocalModelServer] = field(default_factory=list)
+    transports: list[HttpTransport] = field(default_factory=list)
+    started: bool = False
+
+    async def start(self) -> None:
+        """Start managed local model servers (verifying their files first)."""
+        await asyncio.gather(*(server.start() for server in self.local_servers))
+        self.started = True
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.stop() for s in self.local_servers), return_exceptions=True)
+        await asyncio.gather(*(t.close() for t in self.transports), return_exceptions=True)
+        await asyncio.to_thread(self.store.close)
+
+    def ready(self) -> bool:
+        return self.started and any(
+            d.available for g in self.router.groups.values() for d in g.deployments
+        )
+
+
+def open_key_service(config: Config) -> KeyService:
+    """The key service alone, for the CLI's ``keys`` commands."""
+    store = open_sql_store(config.state.url, config.base_dir)
+    configured = config.auth.key_secret.get_secret_value() if config.auth.key_secret else None
+    return KeyService(store, load_key_secret(configured, store.state_dir), config.auth.cache_ttl)
+
+
+def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
+    keys = open_key_service(config)
+    metrics = Metrics()
+    transports: list[HttpTransport] = []
+    local_servers: list[LocalModelServer] = []
+    groups: dict[str, ModelGroup] = {}
+    for group_config in config.models:
+        deployments = [
+            _build_deployment(config, group_config, i, dc, metrics, transports, local_servers,
+                              log_dir)
+            for i, dc in enumerate(group_config.deployments)
+        ]
+        t = group_config.timeout
+        groups[group_config.name] = ModelGroup(
+            name=group_config.name,
+            deployments=deployments,
+            deadlines=Deadlines(connect=t.connect, first_token=t.first_token, total=t.total),
+            owned_by=group_config.owned_by,
+        )
+    router = Router(groups, metrics)
+    identity = IdentityStage(keys)
+    stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access), identity]
+    return Gateway(
+        config=config,
+        store=keys.store,
+        keys=keys,
+        metrics=metrics,
+        identity=identity,
+        router=router,
+        handle=build_pipeline(stages, router),
+        local_servers=local_servers,
+        transports=transports,
+    )
+
+
+def _build_deployment(
+    config: Config,
+    group: ModelGroupConfig,
+    index: int,
+    dc: DeploymentConfig,
+    metrics: Metrics,
+    transports: list[HttpTransport],
+    local_servers: list[LocalModelServer],
+    log_dir: Path | None,
+) -> Deployment:
+    name = dc.name or f"{group.name}-{index}"
+    if dc.local is not None:
+        deployment = Deployment(name=name, group=group.name, upstream_model=dc.model or group.name,
+                                transport=None,  # type: ignore[arg-type]  # set just below
+                                weight=dc.weight, available=False)
+
+        def on_availability(up: bool, d: Deployment = deployment) -> None:
+            d.available = up
+            metrics.set_available(group.name, d.name, up)
+
+        server = LocalModelServer(name, dc.local, config.base_dir, on_availability, log_dir)
+        local_servers.append(server)
+        transport = HttpTransport(server.base_url, max_connections=dc.max_connections)
+        deployment.transport = transport
+    else:
+        assert dc.url is not None
+        api_key = dc.api_key.get_secret_value() if dc.api_key else None
+        transport = HttpTransport(dc.url, api_key, dc.max_connections)
+        deployment = Deployment(name=name, group=group.name,
+                                upstream_model=dc.model or group.name,
+                                transport=transport, weight=dc.weight)
+        metrics.set_available(group.name, name, True)
+    transports.append(transport)
+    return deployment

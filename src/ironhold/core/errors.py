@@ -1,0 +1,82 @@
+"""Ironhold's one exception hierarchy.
+
+Core code raises these; only ``api/`` turns them into HTTP statuses and the OpenAI error body.
+
+    IronholdError
+    ├── ConfigError                  the config file is invalid (names file, field path, problem)
+    ├── ArtifactIntegrityError       a model file does not match its pinned digest
+    ├── InvalidRequestError          the request is malformed or has invalid fields
+    │   └── PayloadTooLargeError     the request body is over the configured limit
+    ├── AuthenticationError          no credential, or one that is unknown, revoked or expired
+    ├── PermissionDeniedError        a valid identity that may not do this
+    ├── NotFoundError                no such thing (a key, a route)
+    │   └── ModelNotFoundError       no model group of that name
+    └── UpstreamError                the model servers could not answer
+        ├── BadGatewayError          an upstream answered with garbage or failed mid-way
+        ├── UpstreamUnavailableError no deployment could be reached or all failed
+        └── UpstreamTimeoutError     a deadline passed before the upstream answered
+"""
+
+from __future__ import annotations
+
+
+class IronholdError(Exception):
+    """Base of every error Ironhold raises on purpose."""
+
+    #: A stable machine-readable code (the OpenAI error body's ``code``).
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(IronholdError):
+    code = "invalid_config"
+
+
+class ArtifactIntegrityError(IronholdError):
+    code = "artifact_integrity"
+
+
+class InvalidRequestError(IronholdError):
+    code = "invalid_request"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    code = "payload_too_large"
+
+
+class AuthenticationError(IronholdError):
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(IronholdError):
+    code = "permission_denied"
+
+
+class NotFoundError(IronholdError):
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class UpstreamError(IronholdError):
+    code = "upstream_error"
+
+
+class BadGatewayError(UpstreamError):
+    code = "bad_gateway"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    code = "upstream_timeout"

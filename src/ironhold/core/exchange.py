@@ -1,0 +1,101 @@
+"""The ``Exchange`` (one request's context as it passes the stages) and the ``Reply``."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Operation(enum.Enum):
+    """What the client asked for; each maps to one upstream path."""
+
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+
+    @property
+    def upstream_path(self) -> str:
+        return _PATHS[self]
+
+    @property
+    def gen_ai_name(self) -> str:
+        """The OpenTelemetry GenAI ``gen_ai.operation.name``."""
+        return _GEN_AI_NAMES[self]
+
+
+_PATHS = {
+    Operation.CHAT: "/chat/completions",
+    Operation.COMPLETION: "/completions",
+    Operation.EMBEDDING: "/embeddings",
+}
+_GEN_AI_NAMES = {
+    Operation.CHAT: "chat",
+    Operation.COMPLETION: "text_completion",
+    Operation.EMBEDDING: "embeddings",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: for now an API key; later OIDC users and agents."""
+
+    key_id: str
+    name: str
+    models: frozenset[str] | None  # None: every model group
+    admin: bool
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's context: identity, model, body, deadline and the decisions taken so far."""
+
+    request_id: str
+    operation: Operation
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    #: The raw ``Authorization`` header; the identity stage turns it into ``principal``.
+    credential: str | None = None
+    principal: Principal | None = None
+    started: float = field(default_factory=time.perf_counter)
+    #: Set by the router: which deployment answered and how many attempts it took.
+    deployment: str | None = None
+    attempts: int = 0
+    first_token_at: float | None = None
+    usage: Usage | None = None
+    #: Set when the reply is complete (or the stream ended or was cut).
+    outcome: str = "pending"
+
+
+class ChunkStream(Protocol):
+    """A reply body that arrives in chunks. ``aclose`` must release everything it holds even
+    if iteration never started, so the edge always calls it when it is done."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Reply:
+    """What goes back to the client: a whole JSON body, or a stream of SSE bytes."""
+
+    status: int = 200
+    body: bytes | None = None
+    stream: ChunkStream | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"

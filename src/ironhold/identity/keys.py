@@ -1,0 +1,189 @@
+"""API keys: created once, shown once, stored only as a keyed hash (HMAC-SHA256).
+
+Verification hashes the presented key with the server's secret, looks the hash up, and compares
+in constant time. Verified keys are cached for ``auth.cache_ttl`` seconds, which bounds how long
+a revoked key keeps working on a running gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from sqlalchemy import insert, or_, select, update
+
+from ironhold.core.errors import AuthenticationError, ConfigError, InvalidRequestError
+from ironhold.core.exchange import Principal
+from ironhold.store.sql import SqlStore, api_keys
+
+KEY_PREFIX = "ih-"
+_SECRET_FILE = "key-secret"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    prefix: str
+    models: tuple[str, ...] | None
+    admin: bool
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def principal(self) -> Principal:
+        models = None if self.models is None else frozenset(self.models)
+        return Principal(key_id=self.id, name=self.name, models=models, admin=self.admin)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "models": list(self.models) if self.models is not None else None,
+            "admin": self.admin,
+            "created_at": int(self.created_at),
+            "revoked_at": int(self.revoked_at) if self.revoked_at else None,
+        }
+
+
+def load_key_secret(configured: str | None, state_dir: Path) -> bytes:
+    """The configured secret, or one generated once into the state directory (mode 0600)."""
+    if configured:
+        if len(configured) < 16:
+            raise ConfigError("auth.key_secret: must be at least 16 characters")
+        return configured.encode()
+    path = state_dir / _SECRET_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+class KeyService:
+    def __init__(self, store: SqlStore, secret: bytes, cache_ttl: float = 5.0):
+        self.store = store
+        self._secret = secret
+        self._ttl = cache_ttl
+        # hash -> (key, expires at); only valid keys are cached, so the size is bounded by
+        # the number of real keys in use, not by what attackers send.
+        self._cache: dict[str, tuple[ApiKey, float]] = {}
+
+    def _hash(self, secret_key: str) -> str:
+        return hmac.new(self._secret, secret_key.encode(), hashlib.sha256).hexdigest()
+
+    # -- administration (synchronous; the CLI calls these directly) --------------------------
+
+    def create(
+        self, name: str, models: list[str] | None = None, admin: bool = False
+    ) -> tuple[ApiKey, str]:
+        """Create a key; returns it and its secret, which is never stored or shown again."""
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidRequestError("a key name must be 1 to 200 characters", param="name")
+        if models is not None:
+            models = sorted({m.strip() for m in models if m.strip()})
+        secret_key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey(
+            id="key_" + secrets.token_hex(8),
+            name=name,
+            prefix=secret_key[:10],
+            models=tuple(models) if models is not None else None,
+            admin=admin,
+            created_at=time.time(),
+            revoked_at=None,
+        )
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                insert(api_keys).values(
+                    id=key.id,
+                    name=key.name,
+                    prefix=key.prefix,
+                    hash=self._hash(secret_key),
+                    models=orjson.dumps(models).decode() if models is not None else None,
+                    admin=admin,
+                    created_at=key.created_at,
+                    revoked_at=None,
+                )
+            )
+        return key, secret_key
+
+    def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
+        query = select(api_keys).order_by(api_keys.c.created_at)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        with self.store.engine.connect() as conn:
+            return [_row_to_key(row) for row in conn.execute(query).mappings()]
+
+    def revoke(self, id_or_name: str) -> list[ApiKey]:
+        """Revoke the key with this id, or every active key with this name."""
+        now = time.time()
+        match = or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name)
+        with self.store.engine.begin() as conn:
+            rows = conn.execute(
+                select(api_keys).where(match, api_keys.c.revoked_at.is_(None))
+            ).mappings().all()
+            if rows:
+                conn.execute(
+                    update(api_keys)
+                    .where(api_keys.c.id.in_([r["id"] for r in rows]))
+                    .values(revoked_at=now)
+                )
+        self._cache.clear()
+        return [_row_to_key({**row, "revoked_at": now}) for row in rows]
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    async def verify(self, secret_key: str) -> ApiKey:
+        if not secret_key.startswith(KEY_PREFIX) or len(secret_key) > 128:
+            raise AuthenticationError("Incorrect API key provided.")
+        digest = self._hash(secret_key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        key = await asyncio.to_thread(self._find_hash, digest)
+        if key is None or not key.active:
+            self._cache.pop(digest, None)
+            raise AuthenticationError("Incorrect API key provided.")
+        self._cache[digest] = (key, now + self._ttl)
+        return key
+
+    def find(self, secret_key: str) -> ApiKey | None:
+        """The key this secret belongs to (active or revoked), or None. Blocking."""
+        return self._find_hash(self._hash(secret_key))
+
+    def _find_hash(self, digest: str) -> ApiKey | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                select(api_keys).where(api_keys.c.hash == digest)
+            ).mappings().first()
+        if row is None or not hmac.compare_digest(row["hash"], digest):
+            return None
+        return _row_to_key(row)
+
+
+def _row_to_key(row: object) -> ApiKey:
+    r = dict(row)  # type: ignore[call-overload]
+    models = orjson.loads(r["models"]) if r["models"] is not None else None
+    return ApiKey(
+        id=r["id"],
+        name=r["name"],
+        prefix=r["prefix"],
+        models=tuple(models) if models is not None else None,
+        admin=bool(r["admin"]),
+        created_at=float(r["created_at"]),
+        revoked_at=float(r["revoked_at"]) if r["revoked_at"] is not None else None,
+    )

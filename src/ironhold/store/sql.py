@@ -1,0 +1,98 @@
+"""The relational store: SQLite (WAL) on one node, PostgreSQL for several replicas.
+
+One SQLAlchemy engine per process, made here; the schema is created on open. Calls are
+synchronous and short; async callers run them in a worker thread so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from ironhold.core.errors import ConfigError
+
+metadata = MetaData()
+
+api_keys = Table(
+    "ironhold_api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True, index=True),
+    Column("models", Text, nullable=True),  # JSON list, or NULL for every model
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class SqlStore:
+    engine: Engine
+    #: Where local secrets (the key-hashing secret) live when not given in the config.
+    state_dir: Path
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_sql_store(url: str, base_dir: Path) -> SqlStore:
+    """Open (and create if needed) the store named by ``url``."""
+    if url.startswith("sqlite:///"):
+        raw = url.removeprefix("sqlite:///")
+        if raw in ("", ":memory:"):
+            raise ConfigError("state.url: an in-memory SQLite database loses keys; use a file")
+        path = Path(raw)
+        if not path.is_absolute():
+            path = (base_dir / path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 15})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        state_dir = path.parent
+    else:
+        sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        engine = create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        state_dir = (base_dir / ".ironhold").resolve()
+    try:
+        metadata.create_all(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        # The URL may hold a password: name the engine, not the URL.
+        raise ConfigError(
+            f"state.url: cannot open the {engine.dialect.name} database: "
+            f"{type(getattr(exc, 'orig', None) or exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    return SqlStore(engine=engine, state_dir=state_dir)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig) if orig is not None else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"

@@ -1,0 +1,90 @@
+"""Prometheus metrics with the OpenTelemetry GenAI semantic-convention names.
+
+Each ``Metrics`` owns its registry (no module-level state), so several gateways can live in one
+process, as they do in tests. Labelled children are cached: ``.labels()`` is the costly part.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+# Bucket boundaries recommended by the OpenTelemetry GenAI semantic conventions.
+_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                     40.96, 81.92)
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                 5.0, 7.5, 10.0)
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.operation_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration, from request to the last byte of the response.",
+            ["gen_ai_operation_name", "gen_ai_request_model", "error_type"],
+            buckets=_DURATION_BUCKETS, registry=r,
+        )
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens used per operation, by token type (input or output).",
+            ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"],
+            buckets=_TOKEN_BUCKETS, registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time from the request to the first token (first response byte) from the model.",
+            ["gen_ai_operation_name", "gen_ai_request_model"],
+            buckets=_TTFT_BUCKETS, registry=r,
+        )
+        self.requests = Counter(
+            "ironhold_requests", "Requests answered, by route and HTTP status.",
+            ["route", "status"], registry=r,
+        )
+        self.upstream_attempts = Counter(
+            "ironhold_upstream_attempts",
+            "Attempts sent to deployments, by outcome (HTTP status or error code).",
+            ["model", "deployment", "outcome"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "ironhold_requests_in_flight", "Requests being served now.", registry=r
+        )
+        self.deployment_available = Gauge(
+            "ironhold_deployment_available",
+            "1 if the deployment is available (a managed local server is up), else 0.",
+            ["model", "deployment"], registry=r,
+        )
+        self._children: dict[tuple[object, ...], object] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> object:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def request(self, route: str, status: int) -> None:
+        self._child(self.requests, route, str(status)).inc()  # type: ignore[attr-defined]
+
+    def upstream_attempt(self, model: str, deployment: str, outcome: str) -> None:
+        self._child(self.upstream_attempts, model, deployment, outcome).inc()  # type: ignore[attr-defined]
+
+    def operation(self, operation: str, model: str, seconds: float, error_type: str) -> None:
+        child = self._child(self.operation_duration, operation, model, error_type)
+        child.observe(seconds)  # type: ignore[attr-defined]
+
+    def first_token(self, operation: str, model: str, seconds: float) -> None:
+        self._child(self.time_to_first_token, operation, model).observe(seconds)  # type: ignore[attr-defined]
+
+    def tokens(self, operation: str, model: str, prompt: int, completion: int) -> None:
+        self._child(self.token_usage, operation, model, "input").observe(prompt)  # type: ignore[attr-defined]
+        if completion:
+            self._child(self.token_usage, operation, model, "output").observe(completion)  # type: ignore[attr-defined]
+
+    def set_available(self, model: str, deployment: str, up: bool) -> None:
+        self.deployment_available.labels(model, deployment).set(1 if up else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

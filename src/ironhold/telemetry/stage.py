@@ -1,0 +1,135 @@
+"""The telemetry stage: GenAI metrics and one access-log line per request, recorded when the
+reply is complete (for streams: when the stream ends or is cut)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from ironhold.core.errors import IronholdError
+from ironhold.core.exchange import ChunkStream, Exchange, Reply, Usage
+from ironhold.core.pipeline import Handler
+from ironhold.telemetry.metrics import Metrics
+
+log = logging.getLogger("ironhold.access")
+
+
+class TelemetryStage:
+    def __init__(self, metrics: Metrics, access_log: bool = True):
+        self._metrics = metrics
+        self._access_log = access_log
+
+    async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
+        self._metrics.in_flight.inc()
+        try:
+            reply = await next_(exchange)
+        except IronholdError as exc:
+            self._metrics.in_flight.dec()
+            self.finish(exchange, error_type=exc.code, status=None)
+            raise
+        except BaseException:
+            self._metrics.in_flight.dec()
+            self.finish(exchange, error_type="internal_error", status=None)
+            raise
+        if reply.stream is not None:
+            reply.stream = _Observed(reply.stream, exchange, self)
+            return reply
+        self._metrics.in_flight.dec()
+        if reply.body is not None and reply.status == 200:
+            exchange.usage = _usage_of(reply.body)
+        self.finish(exchange, error_type="" if reply.status < 400 else str(reply.status),
+                    status=reply.status)
+        return reply
+
+    def finish(self, exchange: Exchange, error_type: str, status: int | None) -> None:
+        now = time.perf_counter()
+        op = exchange.operation.gen_ai_name
+        self._metrics.operation(op, exchange.model, now - exchange.started, error_type)
+        if exchange.first_token_at is not None and not error_type:
+            ttft = exchange.first_token_at - exchange.started
+            self._metrics.first_token(op, exchange.model, ttft)
+        if exchange.usage is not None:
+            self._metrics.tokens(op, exchange.model, exchange.usage.prompt_tokens,
+                                 exchange.usage.completion_tokens)
+        exchange.outcome = error_type or "ok"
+        if self._access_log:
+            log.info(
+                "request",
+                extra={
+                    "request_id": exchange.request_id,
+                    "operation": op,
+                    "model": exchange.model,
+                    "deployment": exchange.deployment,
+                    "key_id": exchange.principal.key_id if exchange.principal else None,
+                    "stream": exchange.stream,
+                    "status": status,
+                    "outcome": exchange.outcome,
+                    "attempts": exchange.attempts,
+                    "latency_ms": round((now - exchange.started) * 1000, 3),
+                },
+            )
+
+
+class _Observed:
+    """Wraps a stream: sniffs the usage chunk and records metrics once when it ends or is cut."""
+
+    __slots__ = ("_done", "_error", "_exchange", "_inner", "_stage")
+
+    def __init__(self, inner: ChunkStream, exchange: Exchange, stage: TelemetryStage):
+        self._inner = inner
+        self._exchange = exchange
+        self._stage = stage
+        self._done = False
+        self._error = ""
+
+    def __aiter__(self) -> _Observed:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._inner.__anext__()
+        if b'"usage":{' in chunk or b'"usage": {' in chunk:
+            usage = _usage_in_sse(chunk)
+            if usage is not None:
+                self._exchange.usage = usage
+        if chunk.startswith(b'data: {"error"') or b'\n\ndata: {"error"' in chunk:
+            self._error = "stream_error"
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+        if not self._done:
+            self._done = True
+            self._stage._metrics.in_flight.dec()
+            self._stage.finish(self._exchange, error_type=self._error, status=200)
+
+
+def _usage_of(body: bytes) -> Usage | None:
+    if b'"usage"' not in body:
+        return None
+    try:
+        return _parse_usage(orjson.loads(body).get("usage"))
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+
+
+def _usage_in_sse(chunk: bytes) -> Usage | None:
+    for line in chunk.split(b"\n"):
+        if line.startswith(b"data: {") and b'"usage"' in line:
+            try:
+                usage = _parse_usage(orjson.loads(line[6:]).get("usage"))
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if usage is not None:
+                return usage
+    return None
+
+
+def _parse_usage(raw: object) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)

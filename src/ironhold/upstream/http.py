@@ -1,0 +1,115 @@
+"""The OpenAI-compatible HTTP transport, on aiohttp's pooled keep-alive client.
+
+aiohttp was chosen over httpx by measurement: see ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+
+from ironhold.core.errors import BadGatewayError, UpstreamTimeoutError, UpstreamUnavailableError
+from ironhold.upstream.transport import UpstreamRequest
+
+
+class HttpResponse:
+    __slots__ = ("_response", "_total", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse, total: float):
+        self._response = response
+        self._total = total
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError("the model server did not finish in time") from exc
+        except aiohttp.ClientError as exc:
+            raise BadGatewayError(f"the model server broke off its response: {_why(exc)}") from exc
+        finally:
+            self._response.release()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError("the model server stalled mid-stream") from exc
+        except aiohttp.ClientError as exc:
+            raise BadGatewayError(f"the model server broke off the stream: {_why(exc)}") from exc
+
+    def close(self) -> None:
+        # close(), not release(): a half-read body must not go back into the pool.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class HttpTransport:
+    """Sends requests to one deployment's base URL over a pool of keep-alive connections."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, max_connections: int = 256):
+        self._base_url = base_url.rstrip("/")
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def send(self, request: UpstreamRequest) -> HttpResponse:
+        session = self._open()
+        deadlines = request.deadlines
+        timeout = aiohttp.ClientTimeout(
+            total=deadlines.total,
+            sock_connect=deadlines.connect,
+            # Between chunks of a stream, a stall longer than the first-token deadline is a hang.
+            sock_read=deadlines.first_token if request.stream else None,
+        )
+        headers = {"Content-Type": "application/json", **request.headers, **self._auth}
+        try:
+            response = await session.post(
+                self._base_url + request.path,
+                data=request.body,
+                headers=headers,
+                timeout=timeout,
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError("the model server did not answer in time") from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+            raise UpstreamUnavailableError(
+                f"cannot reach the model server: {_why(exc)}"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise BadGatewayError(f"the model server failed: {_why(exc)}") from exc
+        return HttpResponse(response, deadlines.total)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            # Let the connector's transports finish closing before the loop goes away.
+            await asyncio.sleep(0)
+
+
+def _why(exc: BaseException) -> str:
+    # Never the request (it may carry a key): just the kind of failure and the OS reason.
+    reason = getattr(exc, "os_error", None) or exc
+    return f"{type(exc).__name__}: {str(reason)[:200]}" if str(reason) else type(exc).__name__

@@ -1,0 +1,176 @@
+"""The managed local model: a llama.cpp server (``llama-cpp-python[server]``) as a supervised
+child process.
+
+Start-up verifies the GGUF file against its pinned SHA-256 and refuses to serve on a mismatch,
+starts the server on a free loopback port, and waits until it answers. A supervisor task
+restarts it with exponential backoff if it dies, and ``stop`` ends it on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+
+from ironhold.config.schema import LocalModelConfig
+from ironhold.core.errors import ArtifactIntegrityError, UpstreamUnavailableError
+from ironhold.upstream.artifacts import verify_artifact
+
+log = logging.getLogger("ironhold.local")
+
+_BACKOFF_START_S = 1.0
+_BACKOFF_MAX_S = 30.0
+
+
+class LocalModelServer:
+    def __init__(
+        self,
+        name: str,
+        config: LocalModelConfig,
+        base_dir: Path,
+        on_availability: Callable[[bool], None] = lambda up: None,
+        log_dir: Path | None = None,
+    ):
+        self.name = name
+        self.config = config
+        gguf = config.gguf
+        self.gguf = gguf if gguf.is_absolute() else (base_dir / gguf).resolve()
+        self.port = _free_port()
+        self._on_availability = on_availability
+        self._log_dir = log_dir
+        self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        """Verify, start, and wait until the server answers; then supervise it."""
+        log.info("verifying model file", extra={"deployment": self.name, "path": str(self.gguf)})
+        await asyncio.to_thread(verify_artifact, self.gguf, self.config.sha256)
+        await self._spawn_and_wait()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise:{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._on_availability(False)
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await self._terminate()
+
+    async def _spawn_and_wait(self) -> None:
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.gguf),
+            "--model_alias", self.name,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--n_ctx", str(self.config.ctx_size),
+            "--verbose", "False",
+        ]
+        if self.config.threads:
+            command += ["--n_threads", str(self.config.threads)]
+        command += self.config.args
+        output: int | IO[bytes] = asyncio.subprocess.DEVNULL
+        log_file: IO[bytes] | None = None
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            log_file = (self._log_dir / f"{_safe(self.name)}.log").open("ab")
+            output = log_file
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            if log_file is not None:
+                log_file.close()
+        log.info("local model server starting",
+                 extra={"deployment": self.name, "pid": self._process.pid, "port": self.port})
+        await self._wait_ready(self.config.startup_timeout)
+        self._on_availability(True)
+        log.info("local model server ready", extra={"deployment": self.name, "port": self.port})
+
+    async def _wait_ready(self, within_s: float) -> None:
+        deadline = time.monotonic() + within_s
+        url = f"http://127.0.0.1:{self.port}/v1/models"
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self._process is None or self._process.returncode is not None:
+                    code = self._process.returncode if self._process else None
+                    raise UpstreamUnavailableError(
+                        f"local model server {self.name} exited with code {code} while "
+                        f"starting (is llama-cpp-python[server] installed?)"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:
+                            return
+                await asyncio.sleep(0.2)
+        await self._terminate()
+        raise UpstreamUnavailableError(
+            f"local model server {self.name} was not ready within {within_s:.0f}s"
+        )
+
+    async def _supervise(self) -> None:
+        backoff = _BACKOFF_START_S
+        while not self._stopping:
+            assert self._process is not None
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            self._on_availability(False)
+            log.warning("local model server died; restarting",
+                        extra={"deployment": self.name, "exit_code": code, "backoff_s": backoff})
+            await asyncio.sleep(backoff)
+            started = time.monotonic()
+            try:
+                await self._spawn_and_wait()
+                self.restarts += 1
+            except (UpstreamUnavailableError, ArtifactIntegrityError, OSError) as exc:
+                log.error("local model server restart failed",
+                          extra={"deployment": self.name, "error": str(exc)})
+            # A server that stayed up a while earns a fresh backoff; a crash loop backs off.
+            if time.monotonic() - started > 60:
+                backoff = _BACKOFF_START_S
+            else:
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _terminate(self) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

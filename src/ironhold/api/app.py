@@ -22,7 +22,7 @@ from ironhold.core.ids import accept_request_id
 log = logging.getLogger("ironhold.api")
 
 GATEWAY = web.AppKey("gateway", Gateway)
-_REQUEST_ID = "ironhold.request_id"
+_REQUEST_ID = web.RequestKey("request_id", str)
 
 _HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -56,7 +56,7 @@ def create_app(gateway: Gateway) -> web.Application:
 
 
 def request_id_of(request: web.Request) -> str:
-    return str(request[_REQUEST_ID])
+    return request[_REQUEST_ID]
 
 
 @web.middleware

@@ -27,6 +27,8 @@ class Simulator:
         self._rng = random.Random(self.profile.seed)
         self.requests: deque[dict[str, Any]] = deque(maxlen=keep_requests)
         self.served = 0
+        #: Streams whose client went away before the end (the gateway cancelled upstream).
+        self.disconnects = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -67,7 +69,8 @@ class Simulator:
             {"id": "simulated", "object": "model", "created": 0, "owned_by": "simulator"}]})
 
     async def _recorded(self, _: web.Request) -> web.Response:
-        return _json({"served": self.served, "requests": list(self.requests)})
+        return _json({"served": self.served, "disconnects": self.disconnects,
+                      "requests": list(self.requests)})
 
     async def _set_profile(self, request: web.Request) -> web.Response:
         self.profile = SimulatorProfile.model_validate(orjson.loads(await request.read()))
@@ -137,6 +140,16 @@ class Simulator:
             return _json(_whole(chat, rid, created, model, words, tools, usage))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        try:
+            await self._stream(request, response, body, chat, rid, created, model, words, usage)
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise
+        return response
+
+    async def _stream(self, request: web.Request, response: web.StreamResponse,
+                      body: dict[str, Any], chat: bool, rid: str, created: int, model: str,
+                      words: list[str], usage: dict[str, int]) -> None:
         cut = self._draw_fault(("cut",))
         kind = "chat.completion.chunk" if chat else "text_completion"
         for i, word in enumerate(words):
@@ -144,7 +157,7 @@ class Simulator:
                 # End the connection without [DONE]: a mid-stream failure.
                 if request.transport is not None:
                     request.transport.close()
-                return response
+                return
             if i:
                 await asyncio.sleep(self.profile.token_latency.sample(self._rng))
             text = word if i == 0 else " " + word
@@ -170,7 +183,6 @@ class Simulator:
                                          "model": model, "choices": [], "usage": usage}))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-        return response
 
     async def _token_delays(self, n_tokens: int) -> None:
         total = sum(self.profile.token_latency.sample(self._rng) for _ in range(n_tokens - 1))

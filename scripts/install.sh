@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install Ironhold with the local-model and dev extras into the virtual environment in $1.
+# llama-cpp-python compiles llama.cpp the first time (about 10 minutes on 2 cores; pip caches
+# the wheel afterwards), so its build progress is shown instead of silence.
+set -euo pipefail
+bin="$1"
+log="$(mktemp -t ironhold-install.XXXXXX.log)"
+
+if ! "$bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
+  echo "Installing llama.cpp's server (llama-cpp-python). If no wheel is cached, this compiles"
+  echo "llama.cpp: about 10 minutes on 2 cores. Build progress follows; full log: $log"
+fi
+# -v makes pip show the CMake build; only its progress lines reach the terminal.
+"$bin/python" -m pip install -v -e '.[local,dev]' >"$log" 2>&1 &
+pid=$!
+last=""
+while kill -0 "$pid" 2>/dev/null; do
+  line="$(grep -oE '^\s*\[ *[0-9]+%\] [A-Za-z]+.*' "$log" | tail -n 1 | cut -c1-100 || true)"
+  if [ -n "$line" ] && [ "$line" != "$last" ]; then echo "  llama.cpp build:$line"; last="$line"; fi
+  sleep 5
+done
+if ! wait "$pid"; then
+  echo "Installation failed; the last lines of $log:" >&2
+  tail -n 40 "$log" >&2
+  exit 1
+fi
+grep -E '^Successfully installed' "$log" | cut -c1-300 || true
+rm -f "$log"

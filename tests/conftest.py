@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ironhold.simulator import SimulatorProfile
+from tests.servers import GatewayServer, SimulatorServer, gateway_config
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorServer]:
+    server = SimulatorServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_simulator() -> Iterator[Callable[..., SimulatorServer]]:
+    made: list[SimulatorServer] = []
+
+    def make(**profile: Any) -> SimulatorServer:
+        server = SimulatorServer(SimulatorProfile.model_validate(profile))
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.close()
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
+    made: list[GatewayServer] = []
+
+    def make(models: list[dict[str, Any]], **sections: Any) -> GatewayServer:
+        server = GatewayServer(gateway_config(tmp_path, models, **sections))
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.close()
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., GatewayServer],
+            simulator: SimulatorServer) -> GatewayServer:
+    """A gateway with one model group, ``chat``, on the simulator."""
+    return make_gateway([{"name": "chat", "deployments": [
+        {"url": simulator.url, "model": "sim-upstream"}]}])

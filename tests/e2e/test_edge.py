@@ -1,0 +1,164 @@
+"""The HTTP edge spoken to directly: malformed input, limits, request ids, admin, health,
+metrics, and cancellation when the client goes away."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.servers import GatewayServer, SimulatorServer
+
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def post(gw: GatewayServer, key: str | None, body: object = None, *, content: bytes | None = None,
+         headers: dict[str, str] | None = None, path: str = "/v1/chat/completions") -> httpx.Response:
+    h = dict(headers or {})
+    if key is not None:
+        h["Authorization"] = f"Bearer {key}"
+    return httpx.post(gw.base_url + path, json=body if content is None else None,
+                      content=content, headers=h, timeout=10)
+
+
+def assert_openai_error(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in response.text
+    return error  # type: ignore[no-any-return]
+
+
+def test_malformed_json_is_400(gateway: GatewayServer) -> None:
+    key = gateway.create_key()
+    error = assert_openai_error(post(gateway, key, content=b'{"model": "chat",'), 400)
+    assert "parse the JSON" in str(error["message"])
+
+
+@pytest.mark.parametrize("body", [
+    [], "text", 3, None, {}, {"model": ""}, {"model": 5, "messages": []},
+    {"model": "chat"}, {"model": "chat", "messages": "hi"}, {"model": "chat", "messages": [1]},
+    {"model": "chat", "messages": [{"content": "no role"}]},
+    {**CHAT, "stream": "yes"}, {**CHAT, "stream_options": {"include_usage": True}},
+])
+def test_invalid_bodies_are_400_never_500(gateway: GatewayServer, body: object) -> None:
+    assert_openai_error(post(gateway, gateway.create_key(), content=httpx.Request(
+        "POST", "http://x", json=body).content), 400)
+
+
+def test_invalid_embedding_and_completion_bodies(gateway: GatewayServer) -> None:
+    key = gateway.create_key()
+    for path, body in [("/v1/embeddings", {"model": "chat"}),
+                       ("/v1/embeddings", {"model": "chat", "input": "x", "stream": True}),
+                       ("/v1/completions", {"model": "chat", "prompt": 12})]:
+        assert_openai_error(post(gateway, key, body, path=path), 400)
+
+
+def test_body_over_the_limit_is_413(make_gateway, simulator: SimulatorServer) -> None:  # type: ignore[no-untyped-def]
+    gw = make_gateway([{"name": "chat", "deployments": [{"url": simulator.url}]}],
+                      server={"max_body_bytes": 2048})
+    key = gw.create_key()
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 4096}]}
+    error = assert_openai_error(post(gw, key, big), 413)
+    assert "2048" in str(error["message"])
+    assert post(gw, key, CHAT).status_code == 200
+    assert simulator.simulator.served == 1
+
+
+def test_missing_and_malformed_credentials_are_401(gateway: GatewayServer) -> None:
+    assert assert_openai_error(post(gateway, None, CHAT), 401)["code"] == "missing_api_key"
+    assert_openai_error(post(gateway, None, CHAT, headers={"Authorization": "Basic abc"}), 401)
+    assert_openai_error(post(gateway, "ih-wrong", CHAT), 401)
+    assert_openai_error(httpx.get(gateway.v1 + "/models"), 401)
+
+
+def test_revoked_key_is_refused(gateway: GatewayServer) -> None:
+    key, secret = gateway.gateway.keys.create("short-lived")
+    assert post(gateway, secret, CHAT).status_code == 200
+    gateway.gateway.keys.revoke(key.id)
+    assert_openai_error(post(gateway, secret, CHAT), 401)
+
+
+def test_request_id_accepted_generated_and_forwarded(gateway: GatewayServer,
+                                                     simulator: SimulatorServer) -> None:
+    key = gateway.create_key()
+    ok = post(gateway, key, CHAT, headers={"x-request-id": "client-abc.123"})
+    assert ok.headers["x-request-id"] == "client-abc.123"
+    forwarded = {k.lower(): v for k, v in simulator.simulator.requests[-1]["headers"].items()}
+    assert forwarded["x-request-id"] == "client-abc.123"
+    bad = post(gateway, key, CHAT, headers={"x-request-id": "bad id\twith spaces"})
+    assert bad.headers["x-request-id"].startswith("req_")
+    assert post(gateway, None, CHAT).headers["x-request-id"].startswith("req_")
+    unknown = httpx.get(gateway.base_url + "/no/such/route")
+    assert_openai_error(unknown, 404)
+    assert unknown.headers["x-request-id"].startswith("req_")
+    assert_openai_error(httpx.get(gateway.v1 + "/chat/completions"), 405)
+
+
+def test_admin_routes_need_an_admin_key(gateway: GatewayServer) -> None:
+    user, admin = gateway.create_key("user"), gateway.create_key("ops", admin=True)
+    assert_openai_error(httpx.get(gateway.base_url + "/admin/keys"), 401)
+    assert_openai_error(httpx.get(gateway.base_url + "/admin/keys",
+                                  headers={"Authorization": f"Bearer {user}"}), 403)
+    auth = {"Authorization": f"Bearer {admin}"}
+    created = httpx.post(gateway.base_url + "/admin/keys", json={"name": "svc", "models": ["chat"]},
+                         headers=auth)
+    assert created.status_code == 201 and created.json()["key"].startswith("ih-")
+    listing = httpx.get(gateway.base_url + "/admin/keys", headers=auth)
+    names = [k["name"] for k in listing.json()["data"]]
+    assert names == ["user", "ops", "svc"]
+    assert created.json()["key"] not in listing.text and user not in listing.text  # no secrets
+    assert all(len(k["prefix"]) == 10 for k in listing.json()["data"])
+    revoked = httpx.delete(gateway.base_url + f"/admin/keys/{created.json()['id']}", headers=auth)
+    assert revoked.status_code == 200
+    assert_openai_error(post(gateway, created.json()["key"], CHAT), 401)
+    assert_openai_error(httpx.delete(gateway.base_url + "/admin/keys/key_nope", headers=auth), 404)
+    assert_openai_error(httpx.post(gateway.base_url + "/admin/keys", json={"name": 3},
+                                   headers=auth), 400)
+
+
+def test_health_readiness_and_metrics(make_gateway, simulator: SimulatorServer) -> None:  # type: ignore[no-untyped-def]
+    gw = make_gateway([{"name": "chat", "deployments": [{"url": simulator.url}]}])
+    assert httpx.get(gw.base_url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(gw.base_url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    key = gw.create_key()
+    post(gw, key, {**CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    post(gw, key, CHAT)
+    post(gw, key, {**CHAT, "model": "missing"})
+    text = httpx.get(gw.base_url + "/metrics").text
+    assert 'gen_ai_client_operation_duration_seconds_count{error_type="",' \
+           'gen_ai_operation_name="chat",gen_ai_request_model="chat"} 2.0' in text
+    assert 'gen_ai_client_token_usage_count{gen_ai_operation_name="chat",' \
+           'gen_ai_request_model="chat",gen_ai_token_type="output"} 2.0' in text
+    assert "gen_ai_server_time_to_first_token_seconds_count" in text
+    assert 'error_type="model_not_found"' in text
+    assert 'ironhold_upstream_attempts_total{deployment="chat-0",model="chat",outcome="200"} 2.0' \
+        in text
+    assert "ironhold_requests_in_flight 0.0" in text
+
+
+def test_client_disconnect_cancels_the_upstream_stream(make_gateway, make_simulator) -> None:  # type: ignore[no-untyped-def]
+    slow = make_simulator(completion_tokens=400, token_latency={"ms": 20})
+    gw = make_gateway([{"name": "chat", "deployments": [{"url": slow.url}]}])
+    key = gw.create_key()
+    with httpx.stream("POST", gw.v1 + "/chat/completions", headers={
+            "Authorization": f"Bearer {key}"}, json={**CHAT, "stream": True}) as response:
+        for _ in response.iter_bytes():
+            break  # one chunk, then hang up
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and slow.simulator.disconnects == 0:
+        time.sleep(0.05)
+    assert slow.simulator.disconnects == 1
+
+    async def outstanding() -> int:
+        return gw.gateway.router.groups["chat"].deployments[0].outstanding
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and gw.run(outstanding) != 0:
+        time.sleep(0.05)
+    assert gw.run(outstanding) == 0
+    assert "ironhold_requests_in_flight 0.0" in httpx.get(gw.base_url + "/metrics").text

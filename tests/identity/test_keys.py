@@ -1,0 +1,113 @@
+"""One contract for the key store, run against every engine: SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import select
+
+from ironhold.core.errors import AuthenticationError, ConfigError, InvalidRequestError
+from ironhold.identity.keys import KeyService, load_key_secret
+from ironhold.store.sql import api_keys, open_sql_store
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    name = f"ironhold_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def keys(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyService]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'keys.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = open_sql_store(url, tmp_path)
+    service = KeyService(store, b"a-test-secret-of-enough-length", cache_ttl=60)
+    yield service
+    store.close()
+
+
+async def test_create_then_verify(keys: KeyService) -> None:
+    key, secret = keys.create("alice", models=["chat", "embed"], admin=False)
+    assert secret.startswith("ih-") and len(secret) > 40
+    verified = await keys.verify(secret)
+    assert verified.id == key.id and verified.models == ("chat", "embed")
+    principal = verified.principal()
+    assert principal.may_use("chat") and not principal.may_use("other")
+    admin_key, admin_secret = keys.create("ops", admin=True)
+    assert (await keys.verify(admin_secret)).principal().admin
+    assert (await keys.verify(admin_secret)).principal().may_use("anything")
+
+
+async def test_only_a_keyed_hash_is_stored(keys: KeyService) -> None:
+    _, secret = keys.create("bob")
+    with keys.store.engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(select(api_keys)).mappings()]
+    assert len(rows) == 1
+    assert all(secret not in str(value) for value in rows[0].values())
+    assert rows[0]["prefix"] == secret[:10]
+    # A service with another secret cannot verify it: the hash is keyed.
+    other = KeyService(keys.store, b"another-secret-entirely-1234", cache_ttl=0.001)
+    with pytest.raises(AuthenticationError):
+        await other.verify(secret)
+
+
+async def test_wrong_and_malformed_keys_are_refused(keys: KeyService) -> None:
+    _, secret = keys.create("carol")
+    for bad in [secret[:-1] + ("A" if secret[-1] != "A" else "B"), "ih-", "sk-foo",
+                "", "ih-" + "x" * 500]:
+        with pytest.raises(AuthenticationError):
+            await keys.verify(bad)
+
+
+async def test_revoke_by_id_or_name_and_listing(keys: KeyService) -> None:
+    a, a_secret = keys.create("team")
+    b, b_secret = keys.create("team")
+    c, _ = keys.create("solo")
+    await keys.verify(a_secret)  # cached now
+    assert [k.id for k in keys.revoke(a.id)] == [a.id]
+    with pytest.raises(AuthenticationError):
+        await keys.verify(a_secret)  # revocation clears this process's cache
+    assert await keys.verify(b_secret)
+    assert [k.id for k in keys.revoke("team")] == [b.id]
+    assert keys.revoke("team") == []
+    assert [k.id for k in keys.list_keys()] == [c.id]
+    assert {k.id for k in keys.list_keys(include_revoked=True)} == {a.id, b.id, c.id}
+    assert keys.find(a_secret) is not None and not keys.find(a_secret).active  # type: ignore[union-attr]
+
+
+def test_key_names_are_checked(keys: KeyService) -> None:
+    with pytest.raises(InvalidRequestError):
+        keys.create("   ")
+    assert keys.create("x", models=[" chat ", "chat", ""])[0].models == ("chat",)
+
+
+def test_generated_secret_is_private_and_stable(tmp_path: Path) -> None:
+    first = load_key_secret(None, tmp_path / "state")
+    mode = stat.S_IMODE(os.stat(tmp_path / "state" / "key-secret").st_mode)
+    assert mode == 0o600
+    assert load_key_secret(None, tmp_path / "state") == first
+    assert load_key_secret("configured-secret-value", tmp_path) == b"configured-secret-value"
+    with pytest.raises(ConfigError):
+        load_key_secret("short", tmp_path)
+
+
+def test_unreachable_database_is_a_clear_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        open_sql_store("postgresql://nobody:pw@127.0.0.1:1/none", tmp_path)
+    assert "cannot open the postgresql database" in err.value.message
+    assert "pw" not in err.value.message

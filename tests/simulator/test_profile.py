@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+
+from ironhold.core.errors import ConfigError
+from ironhold.simulator import Latency, load_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_latency_distributions() -> None:
+    rng = random.Random(5)
+    assert Latency(distribution="fixed", ms=20).sample(rng) == 0.02
+    uniform = [Latency(distribution="uniform", min_ms=10, max_ms=20).sample(rng)
+               for _ in range(500)]
+    assert 0.01 <= min(uniform) and max(uniform) <= 0.02
+    lognormal = [Latency(distribution="lognormal", median_ms=40, sigma=0.5).sample(rng)
+                 for _ in range(4000)]
+    assert 0.036 < statistics.median(lognormal) < 0.044
+    expo = [Latency(distribution="exponential", mean_ms=10).sample(rng) for _ in range(4000)]
+    assert 0.009 < statistics.mean(expo) < 0.011
+    assert Latency(distribution="normal", mean_ms=1, stddev_ms=50).sample(rng) >= 0
+
+
+def test_shipped_profiles_load_and_bad_ones_are_named(tmp_path: Path) -> None:
+    for path in (ROOT / "examples" / "profiles").glob("*.yaml"):
+        load_profile(path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("faults: [{kind: explode, rate: 2}]\n")
+    with pytest.raises(ConfigError, match="faults.0"):
+        load_profile(bad)

@@ -122,7 +122,8 @@ def _build_deployment(
 
         server = LocalModelServer(name, dc.local, config.base_dir, on_availability, log_dir)
         local_servers.append(server)
-        transport = HttpTransport(server.base_url, max_connections=dc.max_connections)
+        transport = HttpTransport(server.base_url, max_connections=dc.max_connections,
+                                  uuid_request_ids_only=True)
         deployment.transport = transport
     else:
         assert dc.url is not None

@@ -48,7 +48,7 @@ async def test_create_then_verify(keys: KeyService) -> None:
     assert verified.id == key.id and verified.models == ("chat", "embed")
     principal = verified.principal()
     assert principal.may_use("chat") and not principal.may_use("other")
-    admin_key, admin_secret = keys.create("ops", admin=True)
+    _, admin_secret = keys.create("ops", admin=True)
     assert (await keys.verify(admin_secret)).principal().admin
     assert (await keys.verify(admin_secret)).principal().may_use("anything")
 

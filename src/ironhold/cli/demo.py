@@ -53,7 +53,8 @@ def demo(
         "state": {"url": f"sqlite:///{data_dir / 'ironhold.db'}"},
         "logging": {"level": "warning"},
         "models": [{"name": DEMO_MODEL, "deployments": [
-            {"name": "gemma-local", "local": {"gguf": str(gguf), "sha256": digest}}]}],
+            {"name": "gemma-local", "local": {
+                "gguf": str(gguf), "sha256": digest, "chat_format": "gemma"}}]}],
     }, sort_keys=False))
     try:
         config = load_config(config_path)

@@ -91,8 +91,8 @@ def simulate(
     try:
         import uvloop
 
-        web.run_app(sim.app(), host=host, port=port, print=None, access_log=None, shutdown_timeout=1,
-                    loop=uvloop.new_event_loop())
+        web.run_app(sim.app(), host=host, port=port, print=None, access_log=None,
+                    shutdown_timeout=1, loop=uvloop.new_event_loop())
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc}")
 

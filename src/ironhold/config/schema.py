@@ -83,6 +83,8 @@ class LocalModelConfig(_Strict):
     sha256: str
     ctx_size: int = Field(2048, gt=0)
     threads: int | None = Field(None, gt=0)
+    #: llama.cpp's chat template name (e.g. ``gemma``); default: the one in the GGUF file.
+    chat_format: str | None = None
     #: Extra command-line arguments for ``python -m llama_cpp.server``.
     args: list[str] = Field(default_factory=list)
     startup_timeout: Seconds = 120.0

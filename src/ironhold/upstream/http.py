@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 
 from ironhold.core.errors import BadGatewayError, UpstreamTimeoutError, UpstreamUnavailableError
+from ironhold.core.ids import is_uuid
 from ironhold.upstream.transport import UpstreamRequest
 
 
@@ -53,8 +54,11 @@ class HttpResponse:
 class HttpTransport:
     """Sends requests to one deployment's base URL over a pool of keep-alive connections."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, max_connections: int = 256):
+    def __init__(self, base_url: str, api_key: str | None = None, max_connections: int = 256,
+                 uuid_request_ids_only: bool = False):
         self._base_url = base_url.rstrip("/")
+        # llama-cpp-python's server answers 400 to an X-Request-ID that is not a UUID.
+        self._uuid_ids_only = uuid_request_ids_only
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -85,6 +89,8 @@ class HttpTransport:
             sock_read=deadlines.first_token if request.stream else None,
         )
         headers = {"Content-Type": "application/json", **request.headers, **self._auth}
+        if self._uuid_ids_only and not is_uuid(headers.get("X-Request-Id", "")):
+            headers.pop("X-Request-Id", None)
         try:
             response = await session.post(
                 self._base_url + request.path,

@@ -86,6 +86,8 @@ class LocalModelServer:
             "--n_ctx", str(self.config.ctx_size),
             "--verbose", "False",
         ]
+        if self.config.chat_format:
+            command += ["--chat_format", self.config.chat_format]
         if self.config.threads:
             command += ["--n_threads", str(self.config.threads)]
         command += self.config.args

@@ -1,0 +1,126 @@
+"""The real Gemma 3 270M model under the managed llama.cpp server, through the gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from ironhold.core.errors import ArtifactIntegrityError
+from ironhold.upstream.artifacts import demo_model_path
+from tests.e2e.test_cli import free_port
+from tests.servers import GatewayServer, gateway_config
+
+pytestmark = pytest.mark.model
+MODEL_CACHE = Path(os.environ.get("IRONHOLD_MODEL_CACHE", "~/.cache/ironhold/models")).expanduser()
+
+
+@pytest.fixture(scope="module")
+def gemma() -> tuple[Path, str]:
+    return demo_model_path(MODEL_CACHE)
+
+
+@pytest.fixture(scope="module")
+def model_gateway(tmp_path_factory: pytest.TempPathFactory,
+                  gemma: tuple[Path, str]) -> Iterator[GatewayServer]:
+    tmp = tmp_path_factory.mktemp("model")
+    gguf, digest = gemma
+    config = gateway_config(tmp, [{"name": "gemma", "timeout": {"total": "120s"}, "deployments": [
+        {"name": "gemma-local", "local": {"gguf": str(gguf), "sha256": digest,
+                                          "ctx_size": 1024, "threads": 2,
+                                          "chat_format": "gemma"}}]}])
+    server = GatewayServer(config, log_dir=tmp / "logs")
+    yield server
+    server.close()
+
+
+def test_chat_through_the_real_model(model_gateway: GatewayServer) -> None:
+    with openai.OpenAI(base_url=model_gateway.v1, api_key=model_gateway.create_key(),
+                       max_retries=0, timeout=120) as client:
+        reply = client.chat.completions.create(
+            model="gemma", messages=[{"role": "user", "content": "Name a colour."}],
+            max_tokens=12, temperature=0, seed=1)
+        assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 12
+        assert reply.usage.prompt_tokens > 3
+        assert isinstance(reply.choices[0].message.content, str)
+        assert reply.choices[0].message.content.strip()
+
+        chunks = list(client.chat.completions.create(
+            model="gemma", messages=[{"role": "user", "content": "Count to five."}],
+            max_tokens=16, temperature=0, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) > 3 and text.strip()
+    metrics = httpx.get(model_gateway.base_url + "/metrics").text
+    assert re.search(r'gen_ai_client_token_usage_count\{gen_ai_operation_name="chat",'
+                     r'gen_ai_request_model="gemma",gen_ai_token_type="output"\} [1-9]', metrics)
+
+
+def test_a_killed_model_server_is_restarted(model_gateway: GatewayServer) -> None:
+    server = model_gateway.gateway.local_servers[0]
+    old_pid = server.pid
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if server.pid != old_pid and httpx.get(model_gateway.base_url + "/readyz").status_code \
+                == 200:
+            break
+        time.sleep(0.2)
+    assert server.pid != old_pid and server.restarts == 1
+    with openai.OpenAI(base_url=model_gateway.v1, api_key=model_gateway.create_key(),
+                       max_retries=0, timeout=120) as client:
+        reply = client.completions.create(model="gemma", prompt="The sky is", max_tokens=4)
+    assert reply.choices[0].text
+
+
+def test_a_digest_mismatch_refuses_to_serve(tmp_path: Path, gemma: tuple[Path, str]) -> None:
+    gguf, digest = gemma
+    wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
+    config = gateway_config(tmp_path, [{"name": "gemma", "deployments": [
+        {"local": {"gguf": str(gguf), "sha256": wrong}}]}])
+    with pytest.raises(ArtifactIntegrityError) as err:
+        GatewayServer(config)
+    assert f"has SHA-256 {digest}" in err.value.message and wrong in err.value.message
+
+
+def test_demo_command_serves_and_reuses_its_state(tmp_path: Path) -> None:
+    keys = []
+    for _ in range(2):
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ironhold", "demo", "--port", str(port),
+             "--data-dir", str(tmp_path / "demo"), "--model-cache", str(MODEL_CACHE)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            assert process.stdout is not None
+            output = ""
+            deadline = time.monotonic() + 120
+            while "api_key=" not in output and time.monotonic() < deadline:
+                output += process.stdout.readline()
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            key = re.search(r'api_key="(ih-[^"]+)"', output)
+            assert key, output
+            keys.append(key.group(1))
+            with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1),
+                               max_retries=0, timeout=120) as client:
+                reply = client.chat.completions.create(
+                    model="gemma-3-270m", messages=[{"role": "user", "content": "Hi"}],
+                    max_tokens=5)
+            assert reply.choices[0].message.content is not None
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+            for stream in (process.stdout, process.stderr):
+                if stream:
+                    stream.close()
+    assert keys[0] == keys[1]  # the second run reuses the demo key

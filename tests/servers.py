@@ -4,6 +4,7 @@ its own event loop, built through the same composition root as production."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,12 @@ from ironhold.api.server import start_server
 from ironhold.bootstrap import Gateway, build_gateway
 from ironhold.config import Config, parse_config
 from ironhold.simulator import Simulator, SimulatorProfile
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class LoopThread:

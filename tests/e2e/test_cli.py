@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import openai
 import pytest
 
 from ironhold.core.ids import is_uuid
-from tests.servers import SimulatorServer
+from tests.servers import SimulatorServer, free_port
 
 IRONHOLD = [sys.executable, "-m", "ironhold"]
 
@@ -25,12 +24,6 @@ IRONHOLD = [sys.executable, "-m", "ironhold"]
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*IRONHOLD, *args], capture_output=True, text=True, timeout=60,
                           cwd=cwd)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

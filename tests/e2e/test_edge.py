@@ -141,6 +141,11 @@ def test_health_readiness_and_metrics(make_gateway, simulator: SimulatorServer) 
     assert 'ironhold_upstream_attempts_total{deployment="chat-0",model="chat",outcome="200"} 2.0' \
         in text
     assert "ironhold_requests_in_flight 0.0" in text
+    assert 'ironhold_requests_total{route="/v1/chat/completions",status="200"} 2.0' in text
+    assert 'ironhold_requests_total{route="/v1/chat/completions",status="404"} 1.0' in text
+    httpx.get(gw.base_url + "/nowhere")
+    assert 'ironhold_requests_total{route="unmatched",status="404"} 1.0' in httpx.get(
+        gw.base_url + "/metrics").text
 
 
 def test_client_disconnect_cancels_the_upstream_stream(make_gateway, make_simulator) -> None:  # type: ignore[no-untyped-def]

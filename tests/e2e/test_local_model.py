@@ -17,8 +17,7 @@ import pytest
 
 from ironhold.core.errors import ArtifactIntegrityError
 from ironhold.upstream.artifacts import demo_model_path
-from tests.e2e.test_cli import free_port
-from tests.servers import GatewayServer, gateway_config
+from tests.servers import GatewayServer, free_port, gateway_config
 
 pytestmark = pytest.mark.model
 MODEL_CACHE = Path(os.environ.get("IRONHOLD_MODEL_CACHE", "~/.cache/ironhold/models")).expanduser()

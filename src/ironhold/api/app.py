@@ -64,6 +64,15 @@ async def _edge(request: web.Request, handler: _HttpHandler) -> web.StreamRespon
     """Request ids on every response, and every error in the OpenAI shape; never a stack trace."""
     request_id = accept_request_id(request.headers.get("x-request-id"))
     request[_REQUEST_ID] = request_id
+    response = await _respond(request, handler, request_id)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[GATEWAY].metrics.request(route, response.status)
+    return response
+
+
+async def _respond(request: web.Request, handler: _HttpHandler,
+                   request_id: str) -> web.StreamResponse:
     try:
         response = await handler(request)
     except IronholdError as exc:

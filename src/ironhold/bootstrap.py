@@ -53,8 +53,9 @@ class Gateway:
         await asyncio.to_thread(self.store.close)
 
     def ready(self) -> bool:
+        """Started, and at least one deployment is up and has not failed in the last moments."""
         return self.started and any(
-            d.available for g in self.router.groups.values() for d in g.deployments
+            d.healthy for g in self.router.groups.values() for d in g.deployments
         )
 
 

@@ -62,6 +62,7 @@ def test_keys_create_list_revoke(config_file: Path) -> None:
     created = run("keys", "create", "--config", str(config_file), "--name", "ci",
                   "--models", "chat,other", "--admin", "--json")
     assert created.returncode == 0, created.stderr
+    assert "no model group 'other'" in created.stderr
     key = json.loads(created.stdout)
     assert key["key"].startswith("ih-") and key["models"] == ["chat", "other"] and key["admin"]
     # State lives relative to the config file, not the working directory.

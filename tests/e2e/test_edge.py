@@ -148,6 +148,37 @@ def test_health_readiness_and_metrics(make_gateway, simulator: SimulatorServer) 
         gw.base_url + "/metrics").text
 
 
+def test_readiness_follows_deployment_health(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gw = make_gateway([{"name": "chat", "deployments": [{"url": "http://127.0.0.1:9/v1"}]}])
+    assert httpx.get(gw.base_url + "/readyz").status_code == 200  # nothing known to be wrong
+    assert_openai_error(post(gw, gw.create_key(), CHAT), 503)
+    ready = httpx.get(gw.base_url + "/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["models"]["chat"][0]["healthy"] is False
+
+
+def test_upstream_429_passes_through_with_retry_after(make_gateway, make_simulator) -> None:  # type: ignore[no-untyped-def]
+    limited = make_simulator(faults=[{"kind": "status", "status": 429, "rate": 1.0,
+                                      "retry_after": 7}])
+    gw = make_gateway([{"name": "chat", "deployments": [{"url": limited.url}]}])
+    key = gw.create_key()
+    for body in (CHAT, {**CHAT, "stream": True}):
+        response = post(gw, key, body)
+        assert_openai_error(response, 429)
+        assert response.headers["retry-after"] == "7"
+    assert limited.simulator.served == 2  # a 4xx is the upstream's answer: no failover
+
+
+@pytest.mark.parametrize("content", [
+    b"\xff\xfe not utf-8", b"[" * 5000 + b"]" * 5000, b'{"model": "chat", "messages": 1e999}',
+    b'{"model": "chat", "messages": [{"role": "user", "content": "\\ud800"}]}',
+])
+def test_hostile_bodies_get_a_4xx_never_a_500(gateway: GatewayServer, content: bytes) -> None:
+    response = post(gateway, gateway.create_key(), content=content)
+    assert 400 <= response.status_code < 500, response.text
+    assert "Traceback" not in response.text
+
+
 def test_client_disconnect_cancels_the_upstream_stream(make_gateway, make_simulator) -> None:  # type: ignore[no-untyped-def]
     slow = make_simulator(completion_tokens=400, token_latency={"ms": 20})
     gw = make_gateway([{"name": "chat", "deployments": [{"url": slow.url}]}])

@@ -23,6 +23,10 @@ log = logging.getLogger("ironhold.api")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 _REQUEST_ID = web.RequestKey("request_id", str)
+#: The status already sent, once a streamed response has started.
+_SENT_STATUS = web.RequestKey("sent_status", int)
+#: nginx's convention for "the client closed the connection before an answer".
+_CLIENT_CLOSED = 499
 
 _HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,11 +68,18 @@ async def _edge(request: web.Request, handler: _HttpHandler) -> web.StreamRespon
     """Request ids on every response, and every error in the OpenAI shape; never a stack trace."""
     request_id = accept_request_id(request.headers.get("x-request-id"))
     request[_REQUEST_ID] = request_id
-    response = await _respond(request, handler, request_id)
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    request.app[GATEWAY].metrics.request(route, response.status)
-    return response
+    status = _CLIENT_CLOSED
+    try:
+        response = await _respond(request, handler, request_id)
+        status = response.status
+        return response
+    finally:
+        # Counted even when a client disconnect cancels the handler mid-stream.
+        if status == _CLIENT_CLOSED:
+            status = request.get(_SENT_STATUS, _CLIENT_CLOSED)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[GATEWAY].metrics.request(route, status)
 
 
 async def _respond(request: web.Request, handler: _HttpHandler,
@@ -132,13 +143,16 @@ async def _send_stream(request: web.Request, reply: Reply) -> web.StreamResponse
     response.headers["Cache-Control"] = "no-cache"
     try:
         await response.prepare(request)
+        request[_SENT_STATUS] = reply.status
         async for chunk in reply.stream:
             await response.write(chunk)
+        await reply.stream.aclose()
         await response.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        # The client went away: closing the stream below cancels the upstream request.
-        pass
+    except ConnectionResetError:
+        pass  # the client went away; closing the stream below cancels the upstream request
     finally:
+        # Also on cancellation (client disconnect): release the upstream connection, record
+        # telemetry. Shielded so a second cancellation cannot cut the clean-up short.
         with contextlib.suppress(Exception):
             await asyncio.shield(reply.stream.aclose())
     return response

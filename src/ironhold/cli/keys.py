@@ -35,7 +35,11 @@ def create(
 ) -> None:
     """Create a key. Its secret is printed once and stored only as a keyed hash."""
     service = _service(config)
-    model_list = [m for m in models.split(",")] if models is not None else None
+    model_list = [m.strip() for m in models.split(",")] if models is not None else None
+    known = {group.name for group in load_or_exit(config).models}
+    for unknown in sorted(set(model_list or ()) - known - {""}):
+        typer.secho(f"warning: {config} has no model group {unknown!r} (yet)",
+                    fg=typer.colors.YELLOW, err=True)
     try:
         key, secret = service.create(name, model_list, admin)
     except IronholdError as exc:

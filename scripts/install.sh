@@ -15,8 +15,13 @@ fi
 pid=$!
 last=""
 while kill -0 "$pid" 2>/dev/null; do
-  line="$(grep -oE '^\s*\[ *[0-9]+%\] [A-Za-z]+.*' "$log" | tail -n 1 | cut -c1-100 || true)"
-  if [ -n "$line" ] && [ "$line" != "$last" ]; then echo "  llama.cpp build:$line"; last="$line"; fi
+  # Ninja prints "[181/193] g++ ... -c .../file.cpp", make prints "[ 45%] Building ...".
+  step="$(grep -oE '^\s*\[ *[0-9]+(/[0-9]+|%)\]' "$log" | tail -n 1 | tr -d ' ' || true)"
+  if [ -n "$step" ] && [ "$step" != "$last" ]; then
+    file="$(grep -E '^\s*\[ *[0-9]+(/[0-9]+|%)\]' "$log" | tail -n 1 | grep -oE '[A-Za-z0-9_.-]+\.(c|cpp|cu)( |$)' | tail -n 1 || true)"
+    echo "  building llama.cpp $step ${file}"
+    last="$step"
+  fi
   sleep 5
 done
 if ! wait "$pid"; then

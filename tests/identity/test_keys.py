@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from ironhold.core.errors import AuthenticationError, ConfigError, InvalidRequestError
 from ironhold.identity.keys import KeyService, load_key_secret
@@ -111,3 +111,19 @@ def test_unreachable_database_is_a_clear_config_error(tmp_path: Path) -> None:
         open_sql_store("postgresql://nobody:pw@127.0.0.1:1/none", tmp_path)
     assert "cannot open the postgresql database" in err.value.message
     assert "pw" not in err.value.message
+
+
+def test_the_schema_matches_the_migrations(keys: KeyService) -> None:
+    """The tables the code declares are exactly what the migrations build."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from ironhold.store.sql import metadata, migrate
+
+    with keys.store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        version = conn.execute(select(text("version_num")).select_from(
+            text("alembic_version"))).scalar_one()
+    assert diff == []
+    assert version == "0001"
+    migrate(keys.store.engine)  # a second upgrade is a no-op

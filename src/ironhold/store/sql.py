@@ -1,7 +1,9 @@
 """The relational store: SQLite (WAL) on one node, PostgreSQL for several replicas.
 
-One SQLAlchemy engine per process, made here; the schema is created on open. Calls are
-synchronous and short; async callers run them in a worker thread so the event loop never blocks.
+One SQLAlchemy engine per process, made here. On open the schema is brought to the latest
+alembic revision (``store/migrations/``); on PostgreSQL an advisory lock makes replicas that
+start together migrate one at a time. Calls are synchronous and short; async callers run them in
+a worker thread so the event loop never blocks.
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ from sqlalchemy import (
     Column,
     Engine,
     Float,
+    Index,
     MetaData,
     String,
     Table,
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
 from ironhold.core.errors import ConfigError
+
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: Any fixed 64-bit number: the PostgreSQL advisory lock held while migrating.
+_MIGRATION_LOCK = 7_215_011_742
 
 metadata = MetaData()
 
@@ -34,11 +42,12 @@ api_keys = Table(
     Column("id", String(32), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("prefix", String(16), nullable=False),
-    Column("hash", String(64), nullable=False, unique=True, index=True),
+    Column("hash", String(64), nullable=False),
     Column("models", Text, nullable=True),  # JSON list, or NULL for every model
     Column("admin", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Index("ix_ironhold_api_keys_hash", "hash", unique=True),
 )
 
 
@@ -74,7 +83,7 @@ def open_sql_store(url: str, base_dir: Path) -> SqlStore:
         engine = create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
         state_dir = (base_dir / ".ironhold").resolve()
     try:
-        metadata.create_all(engine)
+        migrate(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
         # The URL may hold a password: name the engine, not the URL.
@@ -83,6 +92,20 @@ def open_sql_store(url: str, base_dir: Path) -> SqlStore:
             f"{type(getattr(exc, 'orig', None) or exc).__name__}: {_first_line(exc)}"
         ) from exc
     return SqlStore(engine=engine, state_dir=state_dir)
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the latest revision."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

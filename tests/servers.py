@@ -53,7 +53,8 @@ class SimulatorServer:
     def __init__(self, profile: SimulatorProfile | None = None):
         self.simulator = Simulator(profile)
         self._thread = LoopThread()
-        self._runner = web.AppRunner(self.simulator.app(), access_log=None, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(self.simulator.app(), access_log=None, shutdown_timeout=0.5,
+                                     handler_cancellation=True)
         self.port = self._thread.call(self._start())
 
     async def _start(self) -> int:

@@ -179,6 +179,61 @@ def test_hostile_bodies_get_a_4xx_never_a_500(gateway: GatewayServer, content: b
     assert "Traceback" not in response.text
 
 
+def test_client_giving_up_before_the_first_byte_cancels_upstream(make_gateway,
+                                                                make_simulator) -> None:  # type: ignore[no-untyped-def]
+    slow = make_simulator(ttft={"ms": 3000})
+    gw = make_gateway([{"name": "chat", "deployments": [{"url": slow.url}]}])
+    key = gw.create_key()
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.v1 + "/chat/completions", json=CHAT, timeout=0.3,
+                   headers={"Authorization": f"Bearer {key}"})
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and slow.simulator.disconnects == 0:
+        time.sleep(0.05)
+    assert slow.simulator.disconnects == 1
+    assert time.monotonic() - started < 2.5  # well before the upstream would have answered
+
+    async def outstanding() -> int:
+        return gw.gateway.router.groups["chat"].deployments[0].outstanding
+
+    assert gw.run(outstanding) == 0
+    metrics = httpx.get(gw.base_url + "/metrics").text
+    assert 'ironhold_requests_total{route="/v1/chat/completions",status="499"} 1.0' in metrics
+
+
+def test_stream_request_answered_whole_is_passed_on_as_json(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    # The fixed upstream of the benchmarks ignores "stream": any server may.
+    from aiohttp import web
+
+    from tests.servers import LoopThread
+
+    async def whole(_: web.Request) -> web.Response:
+        return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", whole)
+    thread = LoopThread()
+    runner = web.AppRunner(app)
+
+    async def start() -> int:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return int(runner.addresses[0][1])
+
+    port = thread.call(start())
+    try:
+        gw = make_gateway([{"name": "chat", "deployments": [
+            {"url": f"http://127.0.0.1:{port}/v1"}]}])
+        response = post(gw, gw.create_key(), {**CHAT, "stream": True})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["object"] == "chat.completion"
+    finally:
+        thread.call(runner.cleanup())
+        thread.stop()
+
+
 def test_client_disconnect_cancels_the_upstream_stream(make_gateway, make_simulator) -> None:  # type: ignore[no-untyped-def]
     slow = make_simulator(completion_tokens=400, token_latency={"ms": 20})
     gw = make_gateway([{"name": "chat", "deployments": [{"url": slow.url}]}])

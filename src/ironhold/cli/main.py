@@ -92,7 +92,8 @@ def simulate(
         import uvloop
 
         web.run_app(sim.app(), host=host, port=port, print=None, access_log=None,
-                    shutdown_timeout=1, loop=uvloop.new_event_loop())
+                    shutdown_timeout=1, handler_cancellation=True,
+                    loop=uvloop.new_event_loop())
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc}")
 

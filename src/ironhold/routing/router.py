@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -28,6 +29,8 @@ from ironhold.routing.balancer import LeastOutstandingP2C
 from ironhold.routing.deployment import Deployment, ModelGroup
 from ironhold.telemetry.metrics import Metrics
 from ironhold.upstream.transport import UpstreamRequest, UpstreamResponse
+
+log = logging.getLogger("ironhold.routing")
 
 #: Upstream response headers worth passing to the client.
 _PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests")
@@ -81,6 +84,10 @@ class Router:
                 deployment.outstanding -= 1
                 deployment.record_failure()
                 self._metrics.upstream_attempt(group.name, deployment.name, exc.code)
+                log.warning("upstream attempt failed", extra={
+                    "request_id": exchange.request_id, "model": group.name,
+                    "deployment": deployment.name, "attempt": exchange.attempts,
+                    "error": exc.code, "detail": exc.message})
                 last_error = exc
                 continue
             except BaseException:
@@ -104,7 +111,9 @@ class Router:
                     f"the model server answered {status}{_error_hint(detail)}"
                 )
             passed = {h: response.headers[h] for h in _PASS_HEADERS if h in response.headers}
-            if not exchange.stream or status != 200:
+            is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+            # A server that ignored "stream" and answered whole is passed on whole, as JSON.
+            if not exchange.stream or status != 200 or not is_sse:
                 body = await response.read()
                 deployment.outstanding -= 1
                 deployment.record_success()

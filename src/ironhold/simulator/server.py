@@ -27,7 +27,7 @@ class Simulator:
         self._rng = random.Random(self.profile.seed)
         self.requests: deque[dict[str, Any]] = deque(maxlen=keep_requests)
         self.served = 0
-        #: Streams whose client went away before the end (the gateway cancelled upstream).
+        #: Requests whose client went away before the end (the gateway cancelled upstream).
         self.disconnects = 0
 
     def app(self) -> web.Application:
@@ -119,6 +119,14 @@ class Simulator:
         )
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        try:
+            return await self._answer(request, chat)
+        except (ConnectionResetError, asyncio.CancelledError):
+            # Seen when the server runs with handler_cancellation, as `ironhold simulate` does.
+            self.disconnects += 1
+            raise
+
+    async def _answer(self, request: web.Request, chat: bool) -> web.StreamResponse:
         body = await self._record(request)
         fault = await self._before_first_byte()
         if fault is not None:
@@ -140,11 +148,7 @@ class Simulator:
             return _json(_whole(chat, rid, created, model, words, tools, usage))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        try:
-            await self._stream(request, response, body, chat, rid, created, model, words, usage)
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.disconnects += 1
-            raise
+        await self._stream(request, response, body, chat, rid, created, model, words, usage)
         return response
 
     async def _stream(self, request: web.Request, response: web.StreamResponse,

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo   create .venv, install, serve the bundled Gemma model on 127.0.0.1:8080"
 	@echo "make test   create .venv, install dev deps, start needed services, run lint + tests"
-	@echo "make bench  run bench/overhead.py (added latency and max requests/s)"
+	@echo "make bench  added latency and max requests/s: direct, Ironhold, LiteLLM's proxy"
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Ironhold needs Python >= 3.11"'
@@ -36,8 +36,17 @@ lint: $(STAMP)
 test: $(STAMP) services lint
 	$(BIN)/pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/overhead.py
+# LiteLLM's proxy, for the side-by-side, lives in its own virtual environment.
+LITELLM_VENV := .venv-litellm
+
+$(LITELLM_VENV)/bin/litellm:
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@echo "Installing LiteLLM's proxy into $(LITELLM_VENV) for the side-by-side benchmark"
+	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm[proxy]'
+
+bench: $(STAMP) $(LITELLM_VENV)/bin/litellm
+	$(BIN)/python bench/overhead.py --litellm $(LITELLM_VENV)/bin/litellm $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .ironhold .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) .ironhold .pytest_cache .mypy_cache .ruff_cache

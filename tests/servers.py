@@ -110,5 +110,6 @@ def gateway_config(tmp_path: Path, models: list[dict[str, Any]], **sections: Any
         "models": models,
         **sections,
     }
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "ironhold.yaml").write_text(yaml.safe_dump(data))
     return parse_config(data, source="test.yaml", base_dir=tmp_path)

@@ -113,19 +113,19 @@ def _build_deployment(
 ) -> Deployment:
     name = dc.name or f"{group.name}-{index}"
     if dc.local is not None:
-        deployment = Deployment(name=name, group=group.name, upstream_model=dc.model or group.name,
-                                transport=None,  # type: ignore[arg-type]  # set just below
-                                weight=dc.weight, available=False)
-
-        def on_availability(up: bool, d: Deployment = deployment) -> None:
-            d.available = up
-            metrics.set_available(group.name, d.name, up)
-
-        server = LocalModelServer(name, dc.local, config.base_dir, on_availability, log_dir)
-        local_servers.append(server)
+        server = LocalModelServer(name, dc.local, config.base_dir, log_dir)
         transport = HttpTransport(server.base_url, max_connections=dc.max_connections,
                                   uuid_request_ids_only=True)
-        deployment.transport = transport
+        deployment = Deployment(name=name, group=group.name, upstream_model=dc.model or group.name,
+                                transport=transport, weight=dc.weight, available=False)
+
+        def on_availability(up: bool) -> None:
+            deployment.available = up
+            metrics.set_available(group.name, name, up)
+
+        server.on_availability = on_availability
+        metrics.set_available(group.name, name, False)
+        local_servers.append(server)
     else:
         assert dc.url is not None
         api_key = dc.api_key.get_secret_value() if dc.api_key else None

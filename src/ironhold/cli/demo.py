@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 
 from ironhold.cli.common import fail
 from ironhold.core.errors import IronholdError
+
+if TYPE_CHECKING:
+    from ironhold.identity.keys import KeyService
 
 DEMO_MODEL = "gemma-3-270m"
 _KEY_FILE = "demo-key"
@@ -81,10 +84,7 @@ def demo(
         fail(f"cannot serve on {host}:{port}: {exc}")
 
 
-def _demo_key(data_dir: Path, service: object) -> str:
-    from ironhold.identity.keys import KeyService
-
-    assert isinstance(service, KeyService)
+def _demo_key(data_dir: Path, service: KeyService) -> str:
     path = data_dir / _KEY_FILE
     try:
         if path.exists():

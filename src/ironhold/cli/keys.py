@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -12,10 +13,13 @@ from rich.table import Table
 from ironhold.cli.common import ConfigOption, fail, load_or_exit
 from ironhold.core.errors import IronholdError
 
+if TYPE_CHECKING:
+    from ironhold.identity.keys import KeyService
+
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
 
-def _service(config: ConfigOption):  # type: ignore[no-untyped-def]
+def _service(config: Path) -> KeyService:
     from ironhold.bootstrap import open_key_service
 
     try:

@@ -13,8 +13,10 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import insert, or_, select, update
@@ -175,8 +177,7 @@ class KeyService:
         return _row_to_key(row)
 
 
-def _row_to_key(row: object) -> ApiKey:
-    r = dict(row)  # type: ignore[call-overload]
+def _row_to_key(r: Mapping[Any, Any]) -> ApiKey:
     models = orjson.loads(r["models"]) if r["models"] is not None else None
     return ApiKey(
         id=r["id"],

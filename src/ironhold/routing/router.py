@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import orjson
 
@@ -137,7 +137,7 @@ class Router:
         )
 
 
-async def _first_chunk(chunks: AsyncIterator[bytes], deadline: float) -> bytes:
+async def _first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> bytes:
     try:
         async with asyncio.timeout(deadline):
             first = await anext(chunks, b"")
@@ -158,7 +158,7 @@ class _Relay:
     def __init__(
         self,
         first: bytes,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncGenerator[bytes, None],
         response: UpstreamResponse,
         deployment: Deployment,
     ):
@@ -200,7 +200,7 @@ class _Relay:
         self._deployment.outstanding -= 1
         self._response.close()
         with contextlib.suppress(Exception):
-            await self._chunks.aclose()  # type: ignore[attr-defined]
+            await self._chunks.aclose()
 
 
 async def _bounded_read(response: UpstreamResponse) -> bytes:

@@ -56,32 +56,39 @@ class Metrics:
             "1 if the deployment is available (a managed local server is up), else 0.",
             ["model", "deployment"], registry=r,
         )
-        self._children: dict[tuple[object, ...], object] = {}
+        self._counters: dict[tuple[str, ...], Counter] = {}
+        self._histograms: dict[tuple[str, ...], Histogram] = {}
 
-    def _child(self, metric: Counter | Histogram, *labels: str) -> object:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
+    def _counter(self, metric: Counter, *labels: str) -> Counter:
+        key = (metric._name, *labels)
+        child = self._counters.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            child = self._counters[key] = metric.labels(*labels)
+        return child
+
+    def _histogram(self, metric: Histogram, *labels: str) -> Histogram:
+        key = (metric._name, *labels)
+        child = self._histograms.get(key)
+        if child is None:
+            child = self._histograms[key] = metric.labels(*labels)
         return child
 
     def request(self, route: str, status: int) -> None:
-        self._child(self.requests, route, str(status)).inc()  # type: ignore[attr-defined]
+        self._counter(self.requests, route, str(status)).inc()
 
     def upstream_attempt(self, model: str, deployment: str, outcome: str) -> None:
-        self._child(self.upstream_attempts, model, deployment, outcome).inc()  # type: ignore[attr-defined]
+        self._counter(self.upstream_attempts, model, deployment, outcome).inc()
 
     def operation(self, operation: str, model: str, seconds: float, error_type: str) -> None:
-        child = self._child(self.operation_duration, operation, model, error_type)
-        child.observe(seconds)  # type: ignore[attr-defined]
+        self._histogram(self.operation_duration, operation, model, error_type).observe(seconds)
 
     def first_token(self, operation: str, model: str, seconds: float) -> None:
-        self._child(self.time_to_first_token, operation, model).observe(seconds)  # type: ignore[attr-defined]
+        self._histogram(self.time_to_first_token, operation, model).observe(seconds)
 
     def tokens(self, operation: str, model: str, prompt: int, completion: int) -> None:
-        self._child(self.token_usage, operation, model, "input").observe(prompt)  # type: ignore[attr-defined]
+        self._histogram(self.token_usage, operation, model, "input").observe(prompt)
         if completion:
-            self._child(self.token_usage, operation, model, "output").observe(completion)  # type: ignore[attr-defined]
+            self._histogram(self.token_usage, operation, model, "output").observe(completion)
 
     def set_available(self, model: str, deployment: str, up: bool) -> None:
         self.deployment_available.labels(model, deployment).set(1 if up else 0)

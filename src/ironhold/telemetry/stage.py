@@ -26,17 +26,14 @@ class TelemetryStage:
         try:
             reply = await next_(exchange)
         except IronholdError as exc:
-            self._metrics.in_flight.dec()
             self.finish(exchange, error_type=exc.code, status=None)
             raise
         except BaseException:
-            self._metrics.in_flight.dec()
             self.finish(exchange, error_type="internal_error", status=None)
             raise
         if reply.stream is not None:
             reply.stream = _Observed(reply.stream, exchange, self)
             return reply
-        self._metrics.in_flight.dec()
         if reply.body is not None and reply.status == 200:
             exchange.usage = _usage_of(reply.body)
         self.finish(exchange, error_type="" if reply.status < 400 else str(reply.status),
@@ -44,6 +41,8 @@ class TelemetryStage:
         return reply
 
     def finish(self, exchange: Exchange, error_type: str, status: int | None) -> None:
+        """Record a request that has ended: exactly once per request."""
+        self._metrics.in_flight.dec()
         now = time.perf_counter()
         op = exchange.operation.gen_ai_name
         self._metrics.operation(op, exchange.model, now - exchange.started, error_type)
@@ -101,7 +100,6 @@ class _Observed:
         await self._inner.aclose()
         if not self._done:
             self._done = True
-            self._stage._metrics.in_flight.dec()
             self._stage.finish(self._exchange, error_type=self._error, status=200)
 
 

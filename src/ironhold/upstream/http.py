@@ -6,7 +6,7 @@ aiohttp was chosen over httpx by measurement: see ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 
@@ -34,7 +34,7 @@ class HttpResponse:
         finally:
             self._response.release()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk

@@ -37,7 +37,6 @@ class LocalModelServer:
         name: str,
         config: LocalModelConfig,
         base_dir: Path,
-        on_availability: Callable[[bool], None] = lambda up: None,
         log_dir: Path | None = None,
     ):
         self.name = name
@@ -45,7 +44,8 @@ class LocalModelServer:
         gguf = config.gguf
         self.gguf = gguf if gguf.is_absolute() else (base_dir / gguf).resolve()
         self.port = _free_port()
-        self._on_availability = on_availability
+        #: Told True when the server answers, False when it dies or stops.
+        self.on_availability: Callable[[bool], None] = lambda up: None
         self._log_dir = log_dir
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -69,7 +69,7 @@ class LocalModelServer:
 
     async def stop(self) -> None:
         self._stopping = True
-        self._on_availability(False)
+        self.on_availability(False)
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,7 +108,7 @@ class LocalModelServer:
         log.info("local model server starting",
                  extra={"deployment": self.name, "pid": self._process.pid, "port": self.port})
         await self._wait_ready(self.config.startup_timeout)
-        self._on_availability(True)
+        self.on_availability(True)
         log.info("local model server ready", extra={"deployment": self.name, "port": self.port})
 
     async def _wait_ready(self, within_s: float) -> None:
@@ -139,7 +139,7 @@ class LocalModelServer:
             code = await self._process.wait()
             if self._stopping:
                 return
-            self._on_availability(False)
+            self.on_availability(False)
             log.warning("local model server died; restarting",
                         extra={"deployment": self.name, "exit_code": code, "backoff_s": backoff})
             await asyncio.sleep(backoff)

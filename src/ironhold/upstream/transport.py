@@ -10,7 +10,7 @@ the server breaks the protocol. An HTTP error status is not an exception: it is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,7 +39,7 @@ class UpstreamResponse(Protocol):
         """The whole body (non-streaming responses and error bodies)."""
         ...
 
-    def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncGenerator[bytes, None]:
         """The body as it arrives, for streams."""
         ...
 

@@ -125,6 +125,7 @@ def test_upstream_failures_map_to_502_503_504(make_gateway, make_simulator) -> N
         with pytest.raises(openai.InternalServerError) as e502:
             c.chat.completions.create(model="failing", messages=msgs)  # type: ignore[arg-type]
         assert e502.value.status_code == 502
+        assert "answered (500)" in e502.value.message
         assert "after 2 attempts" in e502.value.message
         with pytest.raises(openai.InternalServerError) as e503:
             c.chat.completions.create(model="down", messages=msgs)  # type: ignore[arg-type]
@@ -136,6 +137,18 @@ def test_upstream_failures_map_to_502_503_504(make_gateway, make_simulator) -> N
             list(c.chat.completions.create(model="hanging", messages=msgs, stream=True))  # type: ignore[arg-type]
         assert e504s.value.status_code == 504
     assert failing.simulator.served == 2  # one attempt per deployment, then it gave up
+
+
+@pytest.mark.parametrize("status, says", [(401, "refused the gateway's credentials"),
+                                          (404, "does not know the model")])
+def test_upstream_misconfiguration_is_a_502_not_the_clients_fault(
+    make_gateway, make_simulator, status: int, says: str  # type: ignore[no-untyped-def]
+) -> None:
+    refusing = make_simulator(faults=[{"kind": "status", "status": status, "rate": 1.0}])
+    gw = make_gateway([{"name": "chat", "deployments": [{"url": refusing.url}]}])
+    with client(gw, gw.create_key()) as c, pytest.raises(openai.InternalServerError) as err:
+        c.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.status_code == 502 and says in err.value.message
 
 
 def test_failover_to_a_healthy_deployment(make_gateway, make_simulator) -> None:  # type: ignore[no-untyped-def]

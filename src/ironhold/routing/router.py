@@ -35,6 +35,10 @@ log = logging.getLogger("ironhold.routing")
 #: Upstream response headers worth passing to the client.
 _PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests")
 _MAX_ERROR_BODY = 64 * 1024
+#: Upstream answers that say the gateway is misconfigured (its credential, the upstream model
+#: name or path), not that the client erred: never passed on as if they were the client's fault.
+_MISCONFIGURED = {401: "refused the gateway's credentials", 403: "refused the gateway's access",
+                  404: "does not know the model or path the gateway asked for"}
 
 
 class Router:
@@ -105,10 +109,11 @@ class Router:
         response = await deployment.transport.send(request)
         try:
             status = response.status
-            if status >= 500:
+            if status >= 500 or status in _MISCONFIGURED:
                 detail = await _bounded_read(response)
+                what = _MISCONFIGURED.get(status, "answered")
                 raise BadGatewayError(
-                    f"the model server answered {status}{_error_hint(detail)}"
+                    f"the model server {what} ({status}){_error_hint(detail)}"
                 )
             passed = {h: response.headers[h] for h in _PASS_HEADERS if h in response.headers}
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
@@ -118,8 +123,6 @@ class Router:
                 deployment.outstanding -= 1
                 deployment.record_success()
                 self._metrics.upstream_attempt(exchange.model, deployment.name, str(status))
-                if exchange.first_token_at is None:
-                    exchange.first_token_at = time.perf_counter()
                 return Reply(status=status, body=_as_openai_body(status, body), headers=passed)
             chunks = response.chunks()
             first = await _first_chunk(chunks, request.deadlines.first_token)

@@ -35,7 +35,7 @@ class Metrics:
         )
         self.time_to_first_token = Histogram(
             "gen_ai_server_time_to_first_token_seconds",
-            "Time from the request to the first token (first response byte) from the model.",
+            "Streams: time from the request to the first chunk from the model.",
             ["gen_ai_operation_name", "gen_ai_request_model"],
             buckets=_TTFT_BUCKETS, registry=r,
         )

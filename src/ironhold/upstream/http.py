@@ -6,21 +6,21 @@ aiohttp was chosen over httpx by measurement: see ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 
 from ironhold.core.errors import BadGatewayError, UpstreamTimeoutError, UpstreamUnavailableError
 from ironhold.core.ids import is_uuid
-from ironhold.upstream.transport import UpstreamRequest
+from ironhold.upstream.transport import Deadlines, UpstreamRequest
 
 
 class HttpResponse:
-    __slots__ = ("_response", "_total", "headers", "status")
+    __slots__ = ("_response", "headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse, total: float):
+    def __init__(self, response: aiohttp.ClientResponse):
         self._response = response
-        self._total = total
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
 
@@ -81,13 +81,7 @@ class HttpTransport:
 
     async def send(self, request: UpstreamRequest) -> HttpResponse:
         session = self._open()
-        deadlines = request.deadlines
-        timeout = aiohttp.ClientTimeout(
-            total=deadlines.total,
-            sock_connect=deadlines.connect,
-            # Between chunks of a stream, a stall longer than the first-token deadline is a hang.
-            sock_read=deadlines.first_token if request.stream else None,
-        )
+        timeout = _client_timeout(request.deadlines, request.stream)
         headers = {"Content-Type": "application/json", **request.headers, **self._auth}
         if self._uuid_ids_only and not is_uuid(headers.get("X-Request-Id", "")):
             headers.pop("X-Request-Id", None)
@@ -106,13 +100,23 @@ class HttpTransport:
             ) from exc
         except aiohttp.ClientError as exc:
             raise BadGatewayError(f"the model server failed: {_why(exc)}") from exc
-        return HttpResponse(response, deadlines.total)
+        return HttpResponse(response)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             # Let the connector's transports finish closing before the loop goes away.
             await asyncio.sleep(0)
+
+
+@functools.lru_cache(maxsize=256)
+def _client_timeout(deadlines: Deadlines, stream: bool) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=deadlines.total,
+        sock_connect=deadlines.connect,
+        # Between chunks of a stream, a stall longer than the first-token deadline is a hang.
+        sock_read=deadlines.first_token if stream else None,
+    )
 
 
 def _why(exc: BaseException) -> str:

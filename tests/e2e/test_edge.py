@@ -184,15 +184,14 @@ def test_client_giving_up_before_the_first_byte_cancels_upstream(make_gateway,
     slow = make_simulator(ttft={"ms": 3000})
     gw = make_gateway([{"name": "chat", "deployments": [{"url": slow.url}]}])
     key = gw.create_key()
-    started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(gw.v1 + "/chat/completions", json=CHAT, timeout=0.3,
                    headers={"Authorization": f"Bearer {key}"})
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline and slow.simulator.disconnects == 0:
         time.sleep(0.05)
+    # Seen by the upstream while it was still before its first byte: the request was cancelled.
     assert slow.simulator.disconnects == 1
-    assert time.monotonic() - started < 2.5  # well before the upstream would have answered
 
     async def outstanding() -> int:
         return gw.gateway.router.groups["chat"].deployments[0].outstanding

@@ -4,6 +4,7 @@ metrics, and cancellation when the client goes away."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -22,6 +23,23 @@ def post(gw: GatewayServer, key: str | None, body: object = None, *,
         h["Authorization"] = f"Bearer {key}"
     return httpx.post(gw.base_url + path, json=body if content is None else None,
                       content=content, headers=h, timeout=10)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def outstanding(gw: GatewayServer, group: str = "chat") -> int:
+    """Requests the gateway has in flight to the group's first deployment, read on its loop."""
+    async def read() -> int:
+        return gw.gateway.router.groups[group].deployments[0].outstanding
+
+    return int(gw.run(read))
 
 
 def assert_openai_error(response: httpx.Response, status: int) -> dict[str, object]:
@@ -187,16 +205,9 @@ def test_client_giving_up_before_the_first_byte_cancels_upstream(make_gateway,
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(gw.v1 + "/chat/completions", json=CHAT, timeout=0.3,
                    headers={"Authorization": f"Bearer {key}"})
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and slow.simulator.disconnects == 0:
-        time.sleep(0.05)
     # Seen by the upstream while it was still before its first byte: the request was cancelled.
-    assert slow.simulator.disconnects == 1
-
-    async def outstanding() -> int:
-        return gw.gateway.router.groups["chat"].deployments[0].outstanding
-
-    assert gw.run(outstanding) == 0
+    assert wait_until(lambda: slow.simulator.disconnects == 1, seconds=2)
+    assert wait_until(lambda: outstanding(gw) == 0, seconds=2)
     metrics = httpx.get(gw.base_url + "/metrics").text
     assert 'ironhold_requests_total{route="/v1/chat/completions",status="499"} 1.0' in metrics
 
@@ -241,16 +252,6 @@ def test_client_disconnect_cancels_the_upstream_stream(make_gateway, make_simula
             "Authorization": f"Bearer {key}"}, json={**CHAT, "stream": True}) as response:
         for _ in response.iter_bytes():
             break  # one chunk, then hang up
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and slow.simulator.disconnects == 0:
-        time.sleep(0.05)
-    assert slow.simulator.disconnects == 1
-
-    async def outstanding() -> int:
-        return gw.gateway.router.groups["chat"].deployments[0].outstanding
-
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and gw.run(outstanding) != 0:
-        time.sleep(0.05)
-    assert gw.run(outstanding) == 0
+    assert wait_until(lambda: slow.simulator.disconnects == 1)
+    assert wait_until(lambda: outstanding(gw) == 0)
     assert "ironhold_requests_in_flight 0.0" in httpx.get(gw.base_url + "/metrics").text

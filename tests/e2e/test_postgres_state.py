@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
-import psycopg
 import pytest
 
 from tests.servers import GatewayServer, SimulatorServer, gateway_config
 
 pytestmark = pytest.mark.postgres
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-@pytest.fixture
-def database() -> Iterator[str]:
-    name = f"ironhold_e2e_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_two_gateways_share_keys_through_postgres(tmp_path: Path, database: str,
+def test_two_gateways_share_keys_through_postgres(tmp_path: Path, postgres_url: str,
                                                   simulator: SimulatorServer) -> None:
     models = [{"name": "chat", "deployments": [{"url": simulator.url}]}]
-    shared = {"state": {"url": database}, "auth": {"key_secret": "replicas-share-this-secret"}}
+    shared = {"state": {"url": postgres_url}, "auth": {"key_secret": "replicas-share-this-secret"}}
     first = GatewayServer(gateway_config(tmp_path / "a", models, **shared))
     second = GatewayServer(gateway_config(tmp_path / "b", models, **shared))
     try:

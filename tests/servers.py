@@ -80,7 +80,12 @@ class GatewayServer:
         self.config = config
         self.gateway: Gateway = build_gateway(config, log_dir=log_dir)
         self._thread = LoopThread()
-        self._runner, self.port = self._thread.call(start_server(self.gateway, "127.0.0.1", 0))
+        try:
+            self._runner, self.port = self._thread.call(
+                start_server(self.gateway, "127.0.0.1", 0))
+        except BaseException:
+            self._thread.stop()
+            raise
 
     @property
     def base_url(self) -> str:

@@ -43,8 +43,16 @@ class Gateway:
     started: bool = False
 
     async def start(self) -> None:
-        """Start managed local model servers (verifying their files first)."""
-        await asyncio.gather(*(server.start() for server in self.local_servers))
+        """Start managed local model servers (verifying their files first). If one fails, the
+        others are cancelled and stopped, so no child process outlives a failed start."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for server in self.local_servers:
+                    group.create_task(server.start())
+        except BaseExceptionGroup as failed:
+            await asyncio.gather(*(s.stop() for s in self.local_servers), return_exceptions=True)
+            first = failed.exceptions[0]
+            raise first from None
         self.started = True
 
     async def close(self) -> None:

@@ -91,6 +91,33 @@ def test_a_digest_mismatch_refuses_to_serve(tmp_path: Path, gemma: tuple[Path, s
     assert f"has SHA-256 {digest}" in err.value.message and wrong in err.value.message
 
 
+def test_one_failed_start_stops_every_other_model_server(tmp_path: Path,
+                                                       gemma: tuple[Path, str]) -> None:
+    gguf, digest = gemma
+    local = {"gguf": str(gguf), "sha256": digest, "ctx_size": 256}
+    config = gateway_config(tmp_path, [{"name": "gemma", "deployments": [
+        {"name": "good", "local": {**local, "startup_timeout": "60s"}},
+        {"name": "broken", "local": {**local, "args": ["--no-such-flag"]}},
+    ]}])
+    from ironhold.api.server import start_server
+    from ironhold.bootstrap import build_gateway
+    from ironhold.core.errors import UpstreamUnavailableError
+    from tests.servers import LoopThread
+
+    gateway = build_gateway(config, log_dir=tmp_path / "logs")
+    thread = LoopThread()
+    try:
+        with pytest.raises(UpstreamUnavailableError, match="broken exited with code"):
+            thread.call(start_server(gateway, "127.0.0.1", 0))
+    finally:
+        thread.stop()
+    good = gateway.local_servers[0]
+    if good.pid is not None:  # it had been started: it must be gone now
+        with pytest.raises(ProcessLookupError):
+            os.kill(good.pid, 0)
+    assert gateway.store.engine.pool.checkedout() == 0
+
+
 def test_demo_command_serves_and_reuses_its_state(tmp_path: Path) -> None:
     keys = []
     for _ in range(2):

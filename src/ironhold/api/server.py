@@ -23,7 +23,11 @@ async def start_server(gateway: Gateway, host: str, port: int) -> tuple[web.AppR
     # upstream request, even before the first byte of the response.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=5.0)
-    await runner.setup()
+    try:
+        await runner.setup()  # runs on_startup: starts local model servers
+    except BaseException:
+        await gateway.close()
+        raise
     try:
         site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
         await site.start()

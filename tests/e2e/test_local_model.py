@@ -15,9 +15,11 @@ import httpx
 import openai
 import pytest
 
-from ironhold.core.errors import ArtifactIntegrityError
+from ironhold.api.server import start_server
+from ironhold.bootstrap import build_gateway
+from ironhold.core.errors import ArtifactIntegrityError, UpstreamUnavailableError
 from ironhold.upstream.artifacts import demo_model_path
-from tests.servers import GatewayServer, free_port, gateway_config
+from tests.servers import GatewayServer, LoopThread, free_port, gateway_config
 
 pytestmark = pytest.mark.model
 MODEL_CACHE = Path(os.environ.get("IRONHOLD_MODEL_CACHE", "~/.cache/ironhold/models")).expanduser()
@@ -99,10 +101,6 @@ def test_one_failed_start_stops_every_other_model_server(tmp_path: Path,
         {"name": "good", "local": {**local, "startup_timeout": "60s"}},
         {"name": "broken", "local": {**local, "args": ["--no-such-flag"]}},
     ]}])
-    from ironhold.api.server import start_server
-    from ironhold.bootstrap import build_gateway
-    from ironhold.core.errors import UpstreamUnavailableError
-    from tests.servers import LoopThread
 
     gateway = build_gateway(config, log_dir=tmp_path / "logs")
     thread = LoopThread()

@@ -29,6 +29,16 @@ log = logging.getLogger("ironhold.local")
 
 _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
+#: A server that stayed up this long before dying earns a fresh backoff.
+_STABLE_AFTER_S = 60.0
+
+
+def restart_delay(previous: float | None, uptime: float) -> float:
+    """How long to wait before restarting a server that died after ``uptime`` seconds:
+    doubling while it crash-loops, back to the start once it had been stable."""
+    if previous is None or uptime >= _STABLE_AFTER_S:
+        return _BACKOFF_START_S
+    return min(previous * 2, _BACKOFF_MAX_S)
 
 
 class LocalModelServer:
@@ -133,28 +143,25 @@ class LocalModelServer:
         )
 
     async def _supervise(self) -> None:
-        backoff = _BACKOFF_START_S
+        delay: float | None = None
+        up_since = time.monotonic()
         while not self._stopping:
             assert self._process is not None
             code = await self._process.wait()
             if self._stopping:
                 return
+            delay = restart_delay(delay, time.monotonic() - up_since)
             self.on_availability(False)
             log.warning("local model server died; restarting",
-                        extra={"deployment": self.name, "exit_code": code, "backoff_s": backoff})
-            await asyncio.sleep(backoff)
-            started = time.monotonic()
+                        extra={"deployment": self.name, "exit_code": code, "backoff_s": delay})
+            await asyncio.sleep(delay)
             try:
                 await self._spawn_and_wait()
                 self.restarts += 1
             except (UpstreamUnavailableError, ArtifactIntegrityError, OSError) as exc:
                 log.error("local model server restart failed",
                           extra={"deployment": self.name, "error": str(exc)})
-            # A server that stayed up a while earns a fresh backoff; a crash loop backs off.
-            if time.monotonic() - started > 60:
-                backoff = _BACKOFF_START_S
-            else:
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            up_since = time.monotonic()
 
     async def _terminate(self) -> None:
         process = self._process

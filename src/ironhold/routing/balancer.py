@@ -21,9 +21,9 @@ class LeastOutstandingP2C:
     def pick(
         self, deployments: Sequence[Deployment], exclude: Collection[Deployment] = ()
     ) -> Deployment | None:
-        candidates = [d for d in deployments if d not in exclude]
-        if not candidates:
-            return None
+        candidates = [d for d in deployments if d not in exclude] if exclude else deployments
+        if len(candidates) <= 1:  # the common single-deployment group: nothing to choose
+            return candidates[0] if candidates else None
         healthy = [d for d in candidates if d.healthy]
         pool = healthy or [d for d in candidates if d.available] or candidates
         if len(pool) == 1:

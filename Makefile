@@ -17,7 +17,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall only when the dependencies change.
-$(STAMP): pyproject.toml scripts/install.sh | $(BIN)/python
+$(STAMP): pyproject.toml constraints.txt scripts/install.sh | $(BIN)/python
 	scripts/install.sh $(BIN)
 	@touch $(STAMP)
 

@@ -11,7 +11,9 @@ if ! "$bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
   echo "llama.cpp: about 10 minutes on 2 cores. Build progress follows; full log: $log"
 fi
 # -v makes pip show the CMake build; only its progress lines reach the terminal.
-"$bin/python" -m pip install -v -e '.[local,dev]' >"$log" 2>&1 &
+# constraints.txt pins every package to the versions CI last passed with; regenerate it with
+# `pip freeze --exclude-editable > constraints.txt` from a fresh `make test` venv to upgrade.
+"$bin/python" -m pip install -v -c constraints.txt -e '.[local,dev]' >"$log" 2>&1 &
 pid=$!
 last=""
 while kill -0 "$pid" 2>/dev/null; do

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +35,24 @@ def simulator() -> Iterator[SimulatorServer]:
 
 @pytest.fixture
 def make_simulator() -> Iterator[Callable[..., SimulatorServer]]:
-    made: list[SimulatorServer] = []
+    with ExitStack() as made:
+        def make(**profile: Any) -> SimulatorServer:
+            server = SimulatorServer(SimulatorProfile.model_validate(profile))
+            made.callback(server.close)
+            return server
 
-    def make(**profile: Any) -> SimulatorServer:
-        server = SimulatorServer(SimulatorProfile.model_validate(profile))
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.close()
+        yield make
 
 
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayServer]]:
-    made: list[GatewayServer] = []
+    with ExitStack() as made:
+        def make(models: list[dict[str, Any]], **sections: Any) -> GatewayServer:
+            server = GatewayServer(gateway_config(tmp_path, models, **sections))
+            made.callback(server.close)
+            return server
 
-    def make(models: list[dict[str, Any]], **sections: Any) -> GatewayServer:
-        server = GatewayServer(gateway_config(tmp_path, models, **sections))
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        server.close()
+        yield make
 
 
 @pytest.fixture

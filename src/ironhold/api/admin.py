@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 from aiohttp import web
 
 from ironhold.api.requests import read_json_body
+from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         gateway = await require_admin(request)
         include_revoked = request.query.get("include_revoked", "false").lower() == "true"
         keys = await asyncio.to_thread(gateway.keys.list_keys, include_revoked)
-        return _json({"object": "list", "data": [k.as_dict() for k in keys]})
+        return json_response({"object": "list", "data": [k.as_dict() for k in keys]})
 
     async def create_key(request: web.Request) -> web.Response:
         gateway = await require_admin(request)
@@ -46,7 +46,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         if not isinstance(admin, bool):
             raise InvalidRequestError("'admin' must be a boolean.", param="admin")
         created, secret = await asyncio.to_thread(gateway.keys.create, name, models, admin)
-        return _json({**created.as_dict(), "key": secret}, status=201)
+        return json_response({**created.as_dict(), "key": secret}, status=201)
 
     async def revoke_key(request: web.Request) -> web.Response:
         gateway = await require_admin(request)
@@ -54,12 +54,8 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         revoked = await asyncio.to_thread(gateway.keys.revoke, key_id)
         if not revoked:
             raise NotFoundError(f"No active key '{key_id}'.", code="key_not_found")
-        return _json({"object": "list", "data": [k.as_dict() for k in revoked]})
+        return json_response({"object": "list", "data": [k.as_dict() for k in revoked]})
 
     app.router.add_get("/admin/keys", list_keys)
     app.router.add_post("/admin/keys", create_key)
     app.router.add_delete("/admin/keys/{key_id}", revoke_key)
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")

@@ -8,12 +8,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from ironhold.api.admin import add_admin_routes
 from ironhold.api.errors import error_response, plain_error
 from ironhold.api.requests import check_body, read_json_body
+from ironhold.api.responses import json_response
 from ironhold.bootstrap import Gateway
 from ironhold.core.errors import IronholdError, ModelNotFoundError
 from ironhold.core.exchange import Exchange, Operation, Reply
@@ -127,7 +127,6 @@ def _operation(operation: Operation) -> _HttpHandler:
         )
         reply = await gateway.handle(exchange)
         reply.headers["x-ironhold-model"] = model
-        reply.headers["x-request-id"] = exchange.request_id
         if reply.stream is None:
             return web.Response(status=reply.status, body=reply.body,
                                 content_type=reply.content_type, headers=reply.headers)
@@ -138,6 +137,8 @@ def _operation(operation: Operation) -> _HttpHandler:
 
 async def _send_stream(request: web.Request, reply: Reply) -> web.StreamResponse:
     assert reply.stream is not None
+    # Sent before the middleware sees the response, so the request id goes on here.
+    reply.headers["x-request-id"] = request[_REQUEST_ID]
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
     response.content_type = "text/event-stream"
     response.headers["Cache-Control"] = "no-cache"
@@ -166,7 +167,7 @@ async def _list_models(request: web.Request) -> web.Response:
         for name, group in gateway.router.groups.items()
         if principal.may_use(name)
     ]
-    return _json({"object": "list", "data": data})
+    return json_response({"object": "list", "data": data})
 
 
 async def _get_model(request: web.Request) -> web.Response:
@@ -178,11 +179,11 @@ async def _get_model(request: web.Request) -> web.Response:
             f"The model '{name}' does not exist or you do not have access to it.", param="model"
         )
     group = gateway.router.group(name)
-    return _json(_model_object(name, group.created, group.owned_by))
+    return json_response(_model_object(name, group.created, group.owned_by))
 
 
 async def _healthz(_: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -193,7 +194,7 @@ async def _readyz(request: web.Request) -> web.Response:
         for name, group in gateway.router.groups.items()
     }
     ready = gateway.ready()
-    return _json({"status": "ready" if ready else "not_ready", "models": groups},
+    return json_response({"status": "ready" if ready else "not_ready", "models": groups},
                  status=200 if ready else 503)
 
 
@@ -204,7 +205,3 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def _model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")

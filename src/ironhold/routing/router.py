@@ -243,13 +243,8 @@ def _as_openai_body(status: int, body: bytes) -> bytes:
 
 
 def _exhausted(last_error: IronholdError | None, attempts: int) -> UpstreamError:
-    if isinstance(last_error, UpstreamTimeoutError):
-        return UpstreamTimeoutError(
-            f"{last_error.message} (after {attempts} attempt{'s' if attempts != 1 else ''})"
-        )
-    if isinstance(last_error, BadGatewayError):
-        return BadGatewayError(
-            f"{last_error.message} (after {attempts} attempt{'s' if attempts != 1 else ''})"
-        )
+    if isinstance(last_error, UpstreamTimeoutError | BadGatewayError):
+        plural = "s" if attempts != 1 else ""
+        return type(last_error)(f"{last_error.message} (after {attempts} attempt{plural})")
     reason = last_error.message if last_error else "no deployment is available"
     return UpstreamUnavailableError(f"all deployments failed: {reason}")

@@ -56,18 +56,18 @@ class Metrics:
             "1 if the deployment is available (a managed local server is up), else 0.",
             ["model", "deployment"], registry=r,
         )
-        self._counters: dict[tuple[str, ...], Counter] = {}
-        self._histograms: dict[tuple[str, ...], Histogram] = {}
+        self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+        self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
 
     def _counter(self, metric: Counter, *labels: str) -> Counter:
-        key = (metric._name, *labels)
+        key = (metric, labels)
         child = self._counters.get(key)
         if child is None:
             child = self._counters[key] = metric.labels(*labels)
         return child
 
     def _histogram(self, metric: Histogram, *labels: str) -> Histogram:
-        key = (metric._name, *labels)
+        key = (metric, labels)
         child = self._histograms.get(key)
         if child is None:
             child = self._histograms[key] = metric.labels(*labels)

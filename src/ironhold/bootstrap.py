@@ -11,18 +11,20 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ironhold.chaos import ChaosStage, FaultTransport
 from ironhold.config.schema import Config, DeploymentConfig, ModelGroupConfig
 from ironhold.core.pipeline import Handler, Stage, build_pipeline
 from ironhold.identity.keys import KeyService, load_key_secret
 from ironhold.identity.stage import IdentityStage
-from ironhold.routing.deployment import Deployment, ModelGroup
+from ironhold.routing.deployment import Deployment
+from ironhold.routing.group import ModelGroup
+from ironhold.routing.health import HealthChecker
 from ironhold.routing.router import Router
 from ironhold.store.sql import SqlStore, open_sql_store
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.stage import TelemetryStage
 from ironhold.upstream.http import HttpTransport
 from ironhold.upstream.local import LocalModelServer
-from ironhold.upstream.transport import Deadlines
 
 log = logging.getLogger("ironhold")
 
@@ -40,6 +42,7 @@ class Gateway:
     handle: Handler
     local_servers: list[LocalModelServer] = field(default_factory=list)
     transports: list[HttpTransport] = field(default_factory=list)
+    health_checkers: list[HealthChecker] = field(default_factory=list)
     started: bool = False
 
     async def start(self) -> None:
@@ -53,15 +56,18 @@ class Gateway:
             await asyncio.gather(*(s.stop() for s in self.local_servers), return_exceptions=True)
             first = failed.exceptions[0]
             raise first from None
+        for checker in self.health_checkers:
+            checker.start()
         self.started = True
 
     async def close(self) -> None:
+        await asyncio.gather(*(c.stop() for c in self.health_checkers), return_exceptions=True)
         await asyncio.gather(*(s.stop() for s in self.local_servers), return_exceptions=True)
         await asyncio.gather(*(t.close() for t in self.transports), return_exceptions=True)
         await asyncio.to_thread(self.store.close)
 
     def ready(self) -> bool:
-        """Started, and at least one deployment is up and has not failed in the last moments."""
+        """Started, and at least one deployment is up, not ejected, passing health checks."""
         return self.started and any(
             d.healthy for g in self.router.groups.values() for d in g.deployments
         )
@@ -80,22 +86,29 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
     transports: list[HttpTransport] = []
     local_servers: list[LocalModelServer] = []
     groups: dict[str, ModelGroup] = {}
+    checkers: list[HealthChecker] = []
     for group_config in config.models:
         deployments = [
             _build_deployment(config, group_config, i, dc, metrics, transports, local_servers,
                               log_dir)
             for i, dc in enumerate(group_config.deployments)
         ]
-        t = group_config.timeout
-        groups[group_config.name] = ModelGroup(
+        group = groups[group_config.name] = ModelGroup(
             name=group_config.name,
             deployments=deployments,
-            deadlines=Deadlines(connect=t.connect, first_token=t.first_token, total=t.total),
+            policy=group_config.routing,
+            metrics=metrics,
+            fallbacks=list(group_config.fallbacks),
+            fallback_on=group_config.fallback_on,
             owned_by=group_config.owned_by,
         )
+        health_check = group_config.routing.outlier.health_check
+        if health_check is not None:
+            checkers.append(HealthChecker(group, health_check))
     router = Router(groups, metrics)
     identity = IdentityStage(keys)
-    stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access), identity]
+    stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access), identity,
+                           ChaosStage(config.chaos.header, config.chaos.keys)]
     return Gateway(
         config=config,
         store=keys.store,
@@ -106,6 +119,7 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
         handle=build_pipeline(stages, router),
         local_servers=local_servers,
         transports=transports,
+        health_checkers=checkers,
     )
 
 
@@ -120,12 +134,15 @@ def _build_deployment(
     log_dir: Path | None,
 ) -> Deployment:
     name = dc.name or f"{group.name}-{index}"
+    faults = [*group.faults, *dc.faults]
     if dc.local is not None:
         server = LocalModelServer(name, dc.local, config.base_dir, log_dir)
         transport = HttpTransport(server.base_url, max_connections=dc.max_connections,
                                   uuid_request_ids_only=True)
         deployment = Deployment(name=name, group=group.name, upstream_model=dc.model or group.name,
-                                transport=transport, weight=dc.weight, available=False)
+                                transport=FaultTransport(transport, name, faults, metrics),
+                                weight=dc.weight, max_concurrent=dc.max_concurrent,
+                                available=False)
 
         def on_availability(up: bool) -> None:
             deployment.available = up
@@ -140,7 +157,8 @@ def _build_deployment(
         transport = HttpTransport(dc.url, api_key, dc.max_connections)
         deployment = Deployment(name=name, group=group.name,
                                 upstream_model=dc.model or group.name,
-                                transport=transport, weight=dc.weight)
+                                transport=FaultTransport(transport, name, faults, metrics),
+                                weight=dc.weight, max_concurrent=dc.max_concurrent)
         metrics.set_available(group.name, name, True)
     transports.append(transport)
     return deployment

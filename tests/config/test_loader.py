@@ -70,8 +70,18 @@ def test_unknown_keys_and_missing_env_are_reported(tmp_path: Path) -> None:
     ("models: [{name: a, deployments: [{model: x}]}]", "exactly one of 'url' or 'local'"),
     ("models: [{name: a, deployments: [{url: 'http://x/v1'}]}, "
      "{name: a, deployments: [{url: 'http://x/v1'}]}]", "defined twice"),
-    ("models: [{name: a, timeout: {total: soon}, deployments: [{url: 'http://x/v1'}]}]",
+    ("models: [{name: a, routing: {timeout: {total: soon}}, deployments: [{url: 'http://x/v1'}]}]",
      "not a duration"),
+    ("models: [{name: a, timeout: {total: 1s}, deployments: [{url: 'http://x/v1'}]}]",
+     "'timeout' now lives under 'routing'"),
+    ("models: [{name: a, fallbacks: [b], deployments: [{url: 'http://x/v1'}]}]",
+     "falls back to 'b', which is not defined"),
+    ("models: [{name: a, routing: {balancer: random}, deployments: [{url: 'http://x/v1'}]}]",
+     "routing.balancer"),
+    ("models: [{name: a, deployments: [{url: 'http://x/v1', faults: [{kind: boom}]}]}]",
+     "faults[0].kind"),
+    ("models: [{name: a, deployments: [{name: d, url: 'http://x/v1'}, {name: d, url: 'http://y/v1'}]}]",
+     "deployment names must be unique"),
     ("state: {url: 'mysql://x'}", "state.url: must start with"),
     ("models: [{name: a, deployments: [{local: {gguf: x.gguf, sha256: abc}}]}]",
      "64-character hex"),
@@ -85,10 +95,10 @@ def test_invalid_configs(tmp_path: Path, text: str, problem: str) -> None:
 
 
 def test_durations() -> None:
-    config = parse_config({"models": [{"name": "a", "timeout": {
-        "connect": "250ms", "first_token": "2m", "total": 90},
+    config = parse_config({"models": [{"name": "a", "routing": {"timeout": {
+        "connect": "250ms", "first_token": "2m", "total": 90}},
         "deployments": [{"url": "http://x/v1"}]}]})
-    timeout = config.models[0].timeout
+    timeout = config.models[0].routing.timeout
     assert (timeout.connect, timeout.first_token, timeout.total) == (0.25, 120.0, 90.0)
 
 

@@ -35,7 +35,8 @@ def model_gateway(tmp_path_factory: pytest.TempPathFactory,
                   gemma: tuple[Path, str]) -> Iterator[GatewayServer]:
     tmp = tmp_path_factory.mktemp("model")
     gguf, digest = gemma
-    config = gateway_config(tmp, [{"name": "gemma", "timeout": {"total": "120s"}, "deployments": [
+    config = gateway_config(tmp, [{"name": "gemma", "routing": {"timeout": {"total": "120s"}},
+                                   "deployments": [
         {"name": "gemma-local", "local": {"gguf": str(gguf), "sha256": digest,
                                           "ctx_size": 1024, "threads": 2,
                                           "chat_format": "gemma"}}]}])

@@ -12,9 +12,10 @@ from aiohttp import web
 
 from ironhold.api.admin import add_admin_routes
 from ironhold.api.errors import error_response, plain_error
-from ironhold.api.requests import check_body, read_json_body
+from ironhold.api.requests import check_body, parse_timeout_header, read_json_body
 from ironhold.api.responses import json_response
 from ironhold.bootstrap import Gateway
+from ironhold.chaos.stage import HEADER as FAULT_HEADER
 from ironhold.core.errors import IronholdError, ModelNotFoundError
 from ironhold.core.exchange import Exchange, Operation, Reply
 from ironhold.core.ids import accept_request_id
@@ -27,6 +28,10 @@ _REQUEST_ID = web.RequestKey("request_id", str)
 _SENT_STATUS = web.RequestKey("sent_status", int)
 #: nginx's convention for "the client closed the connection before an answer".
 _CLIENT_CLOSED = 499
+
+#: Per-request deadlines a client may ask for (shorter than the group's, never longer).
+_TIMEOUT = "x-ironhold-timeout"
+_FIRST_TOKEN_TIMEOUT = "x-ironhold-first-token-timeout"
 
 _HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -117,16 +122,23 @@ def _operation(operation: Operation) -> _HttpHandler:
         gateway = request.app[GATEWAY]
         body = await read_json_body(request, gateway.config.server.max_body_bytes)
         model, stream = check_body(operation, body)
+        headers = request.headers
         exchange = Exchange(
             request_id=request_id_of(request),
             operation=operation,
             model=model,
             body=body,
             stream=stream,
-            credential=request.headers.get("Authorization"),
+            credential=headers.get("Authorization"),
         )
+        if _TIMEOUT in headers:
+            exchange.timeout = parse_timeout_header(_TIMEOUT, headers[_TIMEOUT])
+        if _FIRST_TOKEN_TIMEOUT in headers:
+            exchange.first_token_timeout = parse_timeout_header(
+                _FIRST_TOKEN_TIMEOUT, headers[_FIRST_TOKEN_TIMEOUT])
+        exchange.fault_header = headers.get(FAULT_HEADER)
         reply = await gateway.handle(exchange)
-        reply.headers["x-ironhold-model"] = model
+        reply.headers.setdefault("x-ironhold-model", model)
         if reply.stream is None:
             return web.Response(status=reply.status, body=reply.body,
                                 content_type=reply.content_type, headers=reply.headers)

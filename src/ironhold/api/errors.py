@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import orjson
 from aiohttp import web
 
@@ -14,6 +16,7 @@ _STATUS: list[tuple[type[errors.IronholdError], int, str]] = [
     (errors.AuthenticationError, 401, "invalid_request_error"),
     (errors.PermissionDeniedError, 403, "permission_error"),
     (errors.NotFoundError, 404, "invalid_request_error"),
+    (errors.RateLimitedError, 429, "rate_limit_error"),
     (errors.UpstreamTimeoutError, 504, "upstream_error"),
     (errors.BadGatewayError, 502, "upstream_error"),
     (errors.UpstreamError, 503, "upstream_error"),
@@ -36,7 +39,9 @@ def error_body(message: str, kind: str, code: str | None, param: str | None = No
 def error_response(exc: errors.IronholdError, request_id: str) -> web.Response:
     status, kind = status_of(exc)
     headers = {"x-request-id": request_id}
-    if status == 503:
+    if isinstance(exc, errors.RateLimitedError):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    elif status == 503:
         headers["Retry-After"] = "1"
     return web.Response(
         status=status,

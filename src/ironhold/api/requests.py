@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ironhold.config.schema import parse_duration
 from ironhold.core.errors import InvalidRequestError, PayloadTooLargeError
 from ironhold.core.exchange import Operation
 
@@ -78,3 +79,16 @@ def check_body(operation: Operation, body: dict[str, Any]) -> tuple[str, bool]:
 
 def _too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"The request body is larger than the limit of {limit} bytes.")
+
+
+def parse_timeout_header(name: str, value: str) -> float:
+    """A per-request deadline header: ``2.5`` (seconds), ``500ms``, ``30s`` or ``2m``."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = None
+    if not isinstance(seconds, int | float) or not 0 < seconds < 86400:
+        raise InvalidRequestError(
+            f"The {name} header must be a positive duration such as 500ms, 30s or 2m "
+            f"(got {value[:40]!r}).", param=name)
+    return float(seconds)

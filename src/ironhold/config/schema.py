@@ -71,9 +71,131 @@ class LoggingConfig(_Strict):
 
 
 class TimeoutConfig(_Strict):
+    """A request's deadlines. ``total`` covers every attempt, retries and hedges included;
+    ``first_token`` bounds the wait for a stream's first chunk (and a stall between chunks).
+    A client may ask for shorter ones per request (``x-ironhold-timeout``,
+    ``x-ironhold-first-token-timeout``), never longer."""
+
     connect: Seconds = 5.0
     first_token: Seconds = 60.0
     total: Seconds = 600.0
+
+
+class RetryConfig(_Strict):
+    """Retries happen only before the commit point (the first byte sent to the client)."""
+
+    #: Most attempts one request may make in one model group, the first one and hedges included.
+    attempts: int = Field(3, ge=1, le=10)
+    #: Retries and hedges together may add at most this share of the group's requests...
+    budget_percent: float = Field(20.0, ge=0, le=100)
+    #: ...plus this many a second, so a quiet group can still retry.
+    min_per_second: float = Field(1.0, ge=0)
+    #: Full-jitter exponential backoff between attempts: uniform(0, min(cap, base * 2^n)).
+    backoff_base: Seconds = 0.025
+    backoff_cap: Seconds = 1.0
+
+
+class HedgingConfig(_Strict):
+    enabled: bool = False
+    #: Hedge once a request has waited longer than this percentile of the deployment's recent
+    #: time to first byte...
+    percentile: float = Field(95.0, gt=0, lt=100)
+    #: ...but never sooner than this.
+    min_delay: Seconds = 0.01
+    #: Hedges may add at most this share of requests (and they also draw on the retry budget).
+    max_extra_percent: float = Field(5.0, ge=0, le=100)
+    #: Samples a deployment needs before its percentile is trusted.
+    min_samples: int = Field(20, ge=1)
+
+
+class FailureRateConfig(_Strict):
+    #: Eject when at least this share of the last ``window``'s attempts failed...
+    threshold_percent: float = Field(50.0, gt=0, le=100)
+    #: ...and there were at least this many attempts.
+    min_requests: int = Field(20, ge=1)
+    window: Seconds = 10.0
+
+
+class HealthCheckConfig(_Strict):
+    """Active checks: a GET on each deployment's ``path`` every ``interval``."""
+
+    interval: Seconds = 5.0
+    timeout: Seconds = 2.0
+    path: str = "/models"
+    #: Consecutive failed checks that eject a deployment, and passed ones that re-admit it.
+    unhealthy_threshold: int = Field(2, ge=1)
+    healthy_threshold: int = Field(1, ge=1)
+
+
+class OutlierConfig(_Strict):
+    enabled: bool = True
+    #: Consecutive failures (5xx, connect errors, timeouts) that eject a deployment.
+    consecutive_failures: int = Field(5, ge=1)
+    failure_rate: FailureRateConfig | None = Field(default_factory=FailureRateConfig)
+    #: Ejection time is base_ejection x the number of times it has been ejected, capped.
+    base_ejection: Seconds = 30.0
+    max_ejection: Seconds = 300.0
+    #: At most this share of a group is ejected at once (one deployment always may be).
+    max_ejection_percent: float = Field(50.0, ge=0, le=100)
+    health_check: HealthCheckConfig | None = None
+
+
+class AffinityConfig(_Strict):
+    """Prefix affinity: requests with the same system prompt go to the same deployment (warm
+    KV cache), unless it has more than ``load_factor`` x its fair share of outstanding work."""
+
+    enabled: bool = False
+    load_factor: float = Field(1.25, ge=1.0)
+
+
+class BulkheadConfig(_Strict):
+    #: Concurrent requests one API key may have in this group (None: no cap).
+    max_concurrent_per_key: int | None = Field(None, gt=0)
+    #: When every deployment (or the key) is at its cap, wait at most this long for a slot...
+    max_wait: Seconds = 0.1
+    #: ...with at most this many requests waiting; then a fast 429 with Retry-After.
+    max_waiting: int = Field(64, ge=0)
+
+
+class RoutingConfig(_Strict):
+    balancer: Literal["peak_ewma", "round_robin", "least_outstanding"] = "peak_ewma"
+    timeout: TimeoutConfig = Field(default_factory=TimeoutConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    hedging: HedgingConfig = Field(default_factory=HedgingConfig)
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+    affinity: AffinityConfig = Field(default_factory=AffinityConfig)
+    bulkhead: BulkheadConfig = Field(default_factory=BulkheadConfig)
+
+
+class FallbackOnConfig(_Strict):
+    """When a group hands a request to its ``fallbacks``."""
+
+    #: Every attempt failed (or every deployment is throttled or ejected).
+    exhausted: bool = True
+    #: The model server said the prompt is longer than its context window.
+    context_length: bool = True
+    #: The model server refused on content grounds (a content filter).
+    content_filter: bool = False
+
+
+FaultKind = Literal["abort", "delay", "slow", "cut", "malformed", "reset", "hang"]
+
+
+class FaultConfig(_Strict):
+    """One injected fault, applied at the upstream seam (see docs/chaos.md)."""
+
+    kind: FaultKind
+    #: Share of attempts it hits.
+    percent: float = Field(100.0, ge=0, le=100)
+    #: abort: the status to answer with (any, 429 included) and an optional Retry-After.
+    status: int = Field(503, ge=400, le=599)
+    retry_after: Seconds | None = None
+    #: delay: before the first byte; slow: between chunks.
+    delay: Seconds = 1.0
+    #: cut / malformed: after this many chunks of a stream.
+    after_chunks: int = Field(1, ge=0)
+    #: Only this deployment (by name); default: every deployment it is configured for.
+    deployment: str | None = None
 
 
 class LocalModelConfig(_Strict):
@@ -110,6 +232,9 @@ class DeploymentConfig(_Strict):
     weight: float = Field(1.0, gt=0)
     #: Pooled connections kept to this deployment.
     max_connections: int = Field(256, gt=0)
+    #: Bulkhead: requests in flight to this deployment at most (None: no cap).
+    max_concurrent: int | None = Field(None, gt=0)
+    faults: list[FaultConfig] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
@@ -130,9 +255,34 @@ class DeploymentConfig(_Strict):
 class ModelGroupConfig(_Strict):
     name: str = Field(min_length=1, max_length=256)
     deployments: list[DeploymentConfig] = Field(min_length=1)
-    timeout: TimeoutConfig = Field(default_factory=TimeoutConfig)
-    #: Which operations the group serves (an embeddings model need not chat).
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    #: Model groups tried in order when this one cannot answer (see ``fallback_on``).
+    fallbacks: list[str] = Field(default_factory=list)
+    fallback_on: FallbackOnConfig = Field(default_factory=FallbackOnConfig)
+    #: Faults injected into every deployment of this group.
+    faults: list[FaultConfig] = Field(default_factory=list)
     owned_by: str = "ironhold"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "timeout" in data:
+            raise ValueError("'timeout' now lives under 'routing': routing: {timeout: {...}}")
+        return data
+
+    @model_validator(mode="after")
+    def _unique_deployments(self) -> ModelGroupConfig:
+        names = [d.name or f"{self.name}-{i}" for i, d in enumerate(self.deployments)]
+        if len(set(names)) != len(names):
+            raise ValueError("deployment names must be unique within a group")
+        return self
+
+
+class ChaosConfig(_Strict):
+    #: Whether admins may inject faults per request with the ``x-ironhold-fault`` header.
+    header: bool = True
+    #: Faults injected into every request made with the named API keys.
+    keys: dict[str, list[FaultConfig]] = Field(default_factory=dict)
 
 
 class Config(_Strict):
@@ -141,6 +291,7 @@ class Config(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     models: list[ModelGroupConfig] = Field(default_factory=list)
+    chaos: ChaosConfig = Field(default_factory=ChaosConfig)
     #: The directory relative paths are resolved against (the config file's); set by the loader.
     base_dir: Path = Path(".")
 
@@ -151,6 +302,13 @@ class Config(_Strict):
             if group.name in seen:
                 raise ValueError(f"model group {group.name!r} is defined twice")
             seen.add(group.name)
+        for group in self.models:
+            for fallback in group.fallbacks:
+                if fallback not in seen:
+                    raise ValueError(f"model group {group.name!r} falls back to "
+                                     f"{fallback!r}, which is not defined")
+                if fallback == group.name:
+                    raise ValueError(f"model group {group.name!r} falls back to itself")
         return self
 
     def group(self, name: str) -> ModelGroupConfig | None:

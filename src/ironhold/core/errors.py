@@ -11,10 +11,13 @@ Core code raises these; only ``api/`` turns them into HTTP statuses and the Open
     ├── PermissionDeniedError        a valid identity that may not do this
     ├── NotFoundError                no such thing (a key, a route)
     │   └── ModelNotFoundError       no model group of that name
+    ├── RateLimitedError             too many requests: come back after ``retry_after`` seconds
+    │   └── OverloadedError          a bulkhead is full (shed rather than queued)
     └── UpstreamError                the model servers could not answer
         ├── BadGatewayError          an upstream answered with garbage or failed mid-way
         ├── UpstreamUnavailableError no deployment could be reached or all failed
-        └── UpstreamTimeoutError     a deadline passed before the upstream answered
+        ├── UpstreamTimeoutError     a deadline passed before the upstream answered
+        └── UpstreamThrottledError   an upstream answered 429 (the router retries elsewhere)
 """
 
 from __future__ import annotations
@@ -66,6 +69,18 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class RateLimitedError(IronholdError):
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class OverloadedError(RateLimitedError):
+    code = "overloaded"
+
+
 class UpstreamError(IronholdError):
     code = "upstream_error"
 
@@ -80,3 +95,12 @@ class UpstreamUnavailableError(UpstreamError):
 
 class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
+
+
+class UpstreamThrottledError(UpstreamError):
+    code = "upstream_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None, body: bytes = b""):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.body = body

@@ -6,7 +6,10 @@ import enum
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ironhold.config.schema import FaultConfig
 
 
 class Operation(enum.Enum):
@@ -70,7 +73,15 @@ class Exchange:
     credential: str | None = None
     principal: Principal | None = None
     started: float = field(default_factory=time.perf_counter)
-    #: Set by the router: which deployment answered and how many attempts it took.
+    #: Per-request deadlines asked for by the client (seconds); capped by the group's.
+    timeout: float | None = None
+    first_token_timeout: float | None = None
+    #: The raw ``x-ironhold-fault`` header; the chaos stage turns it into ``faults``.
+    fault_header: str | None = None
+    #: Faults to inject into this request's upstream attempts (chaos).
+    faults: tuple[FaultConfig, ...] = ()
+    #: Set by the router: which group and deployment answered and how many attempts it took.
+    group: str | None = None
     deployment: str | None = None
     attempts: int = 0
     first_token_at: float | None = None

@@ -1,7 +1,10 @@
-"""Model groups, balancing and failover; the full resilience engine grows here."""
+"""Model groups, balancing, outlier detection, retries, hedging, fallbacks and bulkheads."""
 
-from ironhold.routing.balancer import LeastOutstandingP2C
-from ironhold.routing.deployment import Deployment, ModelGroup
+from ironhold.routing.balancer import LeastOutstanding, PeakEwmaP2C, RoundRobin
+from ironhold.routing.deployment import Deployment
+from ironhold.routing.group import ModelGroup
+from ironhold.routing.health import HealthChecker
 from ironhold.routing.router import Router
 
-__all__ = ["Deployment", "LeastOutstandingP2C", "ModelGroup", "Router"]
+__all__ = ["Deployment", "HealthChecker", "LeastOutstanding", "ModelGroup", "PeakEwmaP2C",
+           "RoundRobin", "Router"]

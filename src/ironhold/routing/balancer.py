@@ -1,32 +1,107 @@
-"""Balancing: power of two choices over outstanding requests, weighted.
+"""Balancers: given the deployments that may take a request now, pick one.
 
-Two distinct candidates are drawn at random and the one with the lower load (outstanding
-requests divided by weight) wins; this avoids the herd behaviour of a global least-loaded pick
-while staying O(1). Healthy deployments are preferred; if none is healthy, all are candidates,
-so a group never refuses outright because of stale failure marks.
+- ``PeakEwmaP2C`` (default): power of two choices over peak-EWMA cost (latency x outstanding,
+  per unit of weight). Two random candidates, the cheaper wins: O(1), no herding, and a slow
+  deployment sheds load within a few requests (Finagle's and Linkerd's balancer).
+- ``LeastOutstanding``: the fewest requests in flight per unit of weight (random tie-break).
+- ``RoundRobin``: in turn, ignoring load and weight; kept for comparison.
+
+``PrefixAffinity`` sits in front of any of them: requests that share a system prompt go to the
+same deployment (rendezvous hashing, so the same on every replica) where the model server's KV
+cache is warm, unless that deployment already holds more than ``load_factor`` x its fair share of
+the group's outstanding requests (consistent hashing with bounded loads).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from ironhold.routing.deployment import Deployment
 
 
-class LeastOutstandingP2C:
+class Balancer(Protocol):
+    def pick(self, candidates: Sequence[Deployment]) -> Deployment:
+        """``candidates`` is never empty."""
+        ...
+
+
+class PeakEwmaP2C:
     def __init__(self, rng: random.Random | None = None):
         self._rng = rng or random.Random()
 
-    def pick(
-        self, deployments: Sequence[Deployment], exclude: Collection[Deployment] = ()
-    ) -> Deployment | None:
-        candidates = [d for d in deployments if d not in exclude] if exclude else deployments
-        if len(candidates) <= 1:  # the common single-deployment group: nothing to choose
-            return candidates[0] if candidates else None
-        healthy = [d for d in candidates if d.healthy]
-        pool = healthy or [d for d in candidates if d.available] or candidates
-        if len(pool) == 1:
-            return pool[0]
-        a, b = self._rng.sample(pool, 2)
-        return a if a.outstanding / a.weight <= b.outstanding / b.weight else b
+    def pick(self, candidates: Sequence[Deployment]) -> Deployment:
+        if len(candidates) == 1:
+            return candidates[0]
+        a, b = self._rng.sample(candidates, 2)
+        now = time.monotonic()
+        return a if a.cost(now) <= b.cost(now) else b
+
+
+class LeastOutstanding:
+    def __init__(self, rng: random.Random | None = None):
+        self._rng = rng or random.Random()
+
+    def pick(self, candidates: Sequence[Deployment]) -> Deployment:
+        if len(candidates) == 1:
+            return candidates[0]
+        best = min(d.outstanding / d.weight for d in candidates)
+        tied = [d for d in candidates if d.outstanding / d.weight == best]
+        return tied[0] if len(tied) == 1 else self._rng.choice(tied)
+
+
+class RoundRobin:
+    def __init__(self) -> None:
+        self._next = 0
+
+    def pick(self, candidates: Sequence[Deployment]) -> Deployment:
+        self._next += 1
+        return candidates[self._next % len(candidates)]
+
+
+BALANCERS = {"peak_ewma": PeakEwmaP2C, "least_outstanding": LeastOutstanding,
+             "round_robin": RoundRobin}
+
+
+def make_balancer(name: str) -> Balancer:
+    return BALANCERS[name]()  # type: ignore[no-any-return]
+
+
+class PrefixAffinity:
+    def __init__(self, load_factor: float):
+        self._load_factor = load_factor
+
+    @staticmethod
+    def key_of(body: dict[str, Any]) -> bytes | None:
+        """The system (or developer) prompt, hashed; None when there is none."""
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            return None
+        for message in messages:
+            if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+                content = message.get("content")
+                text = content if isinstance(content, str) else repr(content)
+                return hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).digest()
+        return None
+
+    def pick(self, key: bytes, candidates: Sequence[Deployment]) -> Deployment | None:
+        """The highest-ranked candidate under its load bound, or None if all are over it."""
+        if len(candidates) == 1:
+            return candidates[0]
+        total_weight = sum(d.weight for d in candidates)
+        in_flight = sum(d.outstanding for d in candidates) + 1
+        ranked = sorted(candidates, key=lambda d: _rank(key, d.name), reverse=True)
+        for d in ranked:
+            bound = math.ceil(self._load_factor * in_flight * d.weight / total_weight)
+            if d.outstanding + 1 <= bound:
+                return d
+        return None
+
+
+def _rank(key: bytes, name: str) -> int:
+    digest = hashlib.blake2b(key + name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")

@@ -1,14 +1,11 @@
-"""A ``Deployment`` (one place a model group is served from) and a ``ModelGroup``."""
+"""A ``Deployment``: one place a model group is served from, and what the router knows of it."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-from ironhold.upstream.transport import Deadlines, Transport
-
-#: After a failure, a deployment is passed over for this long if a healthy one exists.
-FAILURE_COOLDOWN_S = 5.0
+from ironhold.routing.stats import LatencyWindow, PeakEwma, WindowCounter
+from ironhold.upstream.transport import Transport
 
 
 @dataclass(eq=False)
@@ -18,33 +15,40 @@ class Deployment:
     upstream_model: str
     transport: Transport
     weight: float = 1.0
+    #: Bulkhead: requests in flight at most (None: no cap).
+    max_concurrent: int | None = None
     #: False while a managed local server is starting or restarting.
     available: bool = True
     outstanding: int = 0
+    #: Time to first byte (streams: first chunk; otherwise the whole answer), peak-EWMA.
+    latency: PeakEwma = field(default_factory=PeakEwma)
+    #: Recent times to first byte, for the hedging delay (percentile set by the group).
+    recent: LatencyWindow = field(default_factory=lambda: LatencyWindow(95.0))
+    #: The model server said 429 with Retry-After: not sent to before this (monotonic) time.
+    throttled_until: float = 0.0
+
+    # Outlier detection state, owned by ``OutlierDetector``.
     consecutive_failures: int = 0
-    last_failure: float = 0.0
+    attempts_window: WindowCounter = field(default_factory=lambda: WindowCounter(10.0))
+    failures_window: WindowCounter = field(default_factory=lambda: WindowCounter(10.0))
+    ejected: bool = False
+    ejected_until: float = 0.0
+    ejections: int = 0
+    admitted_at: float = 0.0
+    #: Half-open: the one request allowed through after an ejection expired is in flight.
+    probing: bool = False
+    #: Active health checks failed (a second signal, independent of ejection).
+    check_failed: bool = False
+
+    @property
+    def full(self) -> bool:
+        return self.max_concurrent is not None and self.outstanding >= self.max_concurrent
 
     @property
     def healthy(self) -> bool:
-        if not self.available:
-            return False
-        return (
-            self.consecutive_failures == 0
-            or time.monotonic() - self.last_failure > FAILURE_COOLDOWN_S
-        )
+        """Up, not ejected and passing health checks (what /readyz reports)."""
+        return self.available and not self.ejected and not self.check_failed
 
-    def record_success(self) -> None:
-        self.consecutive_failures = 0
-
-    def record_failure(self) -> None:
-        self.consecutive_failures += 1
-        self.last_failure = time.monotonic()
-
-
-@dataclass(eq=False)
-class ModelGroup:
-    name: str
-    deployments: list[Deployment]
-    deadlines: Deadlines
-    owned_by: str = "ironhold"
-    created: int = field(default_factory=lambda: int(time.time()))
+    def cost(self, now: float) -> float:
+        """Peak-EWMA cost: expected latency times the work queued ahead, per unit of weight."""
+        return (self.latency.current(now) + 1e-4) * (self.outstanding + 1) / self.weight

@@ -1,9 +1,20 @@
-"""The router: the pipeline's terminal handler.
+"""The router: the pipeline's terminal handler, and the resilience engine.
 
-It picks a deployment of the requested group, sends the request through that deployment's
-transport and fails over to another deployment on connect errors, timeouts and 5xx, but only
-before the commit point: once a byte has gone to the client nothing is tried again. For streams
-the commit point is the first chunk, which the router reads before it returns the reply.
+For each request it walks the model group and then its fallbacks. Within a group:
+
+- an attempt goes to a deployment picked by the group (balancer, outlier state, bulkheads);
+- **commit point**: an attempt is done when the reply can be committed to the client (the whole
+  body; for streams, the first chunk). Before that, failures (connect errors, 5xx, 429, first-
+  token timeouts, broken bodies) are retried, on another deployment when there is one, with
+  full-jitter exponential backoff, within ``retries.attempts`` and the group's retry budget.
+  After it, nothing is retried: a stream that breaks ends with an error event.
+- **hedging**: if the attempt has waited longer than a high percentile of that deployment's
+  recent time to first byte, a copy goes to another deployment (budget allowing); the first to
+  reach the commit point wins and the other is cancelled, its connection closed.
+- **deadlines**: one total deadline covers every attempt and backoff; the first-token deadline
+  bounds each attempt's wait for a stream's first chunk.
+- **429s** are honoured: the deployment is not used again before its ``Retry-After``; when every
+  deployment is throttled the client gets a fast 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -11,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import orjson
 
@@ -20,15 +32,17 @@ from ironhold.core.errors import (
     BadGatewayError,
     IronholdError,
     ModelNotFoundError,
+    RateLimitedError,
     UpstreamError,
+    UpstreamThrottledError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from ironhold.core.exchange import Exchange, Reply
-from ironhold.routing.balancer import LeastOutstandingP2C
-from ironhold.routing.deployment import Deployment, ModelGroup
+from ironhold.core.exchange import ChunkStream, Exchange, Reply
+from ironhold.routing.deployment import Deployment
+from ironhold.routing.group import ModelGroup
 from ironhold.telemetry.metrics import Metrics
-from ironhold.upstream.transport import UpstreamRequest, UpstreamResponse
+from ironhold.upstream.transport import Deadlines, UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("ironhold.routing")
 
@@ -39,18 +53,23 @@ _MAX_ERROR_BODY = 64 * 1024
 #: name or path), not that the client erred: never passed on as if they were the client's fault.
 _MISCONFIGURED = {401: "refused the gateway's credentials", 403: "refused the gateway's access",
                   404: "does not know the model or path the gateway asked for"}
+#: A Retry-After longer than this is not believed (a misbehaving server must not park a
+#: deployment for a day).
+_MAX_RETRY_AFTER = 300.0
+#: Without a Retry-After, a 429 parks the deployment this long.
+_DEFAULT_RETRY_AFTER = 1.0
+
+_CONTEXT_LENGTH_MARKERS = (b"context_length_exceeded", b"maximum context length",
+                           b"context window", b"exceeds the context", b"too many tokens")
+_CONTENT_FILTER_MARKERS = (b"content_filter", b"content_policy_violation")
 
 
 class Router:
-    def __init__(
-        self,
-        groups: Mapping[str, ModelGroup],
-        metrics: Metrics,
-        balancer: LeastOutstandingP2C | None = None,
-    ):
+    def __init__(self, groups: Mapping[str, ModelGroup], metrics: Metrics,
+                 rng: random.Random | None = None):
         self.groups = dict(groups)
         self._metrics = metrics
-        self._balancer = balancer or LeastOutstandingP2C()
+        self._rng = rng or random.Random()
 
     def group(self, name: str) -> ModelGroup:
         group = self.groups.get(name)
@@ -62,53 +81,279 @@ class Router:
         return group
 
     async def __call__(self, exchange: Exchange) -> Reply:
-        group = self.group(exchange.model)
-        tried: list[Deployment] = []
-        last_error: IronholdError | None = None
-        headers = {"X-Request-Id": exchange.request_id}
-        while True:
-            deployment = self._balancer.pick(group.deployments, exclude=tried)
-            if deployment is None:
-                break
-            tried.append(deployment)
-            exchange.attempts += 1
-            body = dict(exchange.body)
-            body["model"] = deployment.upstream_model
-            request = UpstreamRequest(
-                path=exchange.operation.upstream_path,
-                body=orjson.dumps(body),
-                stream=exchange.stream,
-                deadlines=group.deadlines,
-                headers=headers,
-            )
-            deployment.outstanding += 1
+        primary = self.group(exchange.model)
+        chain = [primary, *(self.groups[name] for name in primary.fallbacks)]
+        deadline = time.monotonic() + _total_timeout(exchange, primary)
+        key_id = exchange.principal.key_id if exchange.principal else ""
+        for index, group in enumerate(chain):
+            has_next = index + 1 < len(chain)
+            release = await group.admit_key(key_id, deadline - time.monotonic())
             try:
-                reply = await self._attempt(exchange, deployment, request)
-            except UpstreamError as exc:
-                deployment.outstanding -= 1
-                deployment.record_failure()
-                self._metrics.upstream_attempt(group.name, deployment.name, exc.code)
-                log.warning("upstream attempt failed", extra={
-                    "request_id": exchange.request_id, "model": group.name,
-                    "deployment": deployment.name, "attempt": exchange.attempts,
-                    "error": exc.code, "detail": exc.message})
-                last_error = exc
-                continue
-            except BaseException:
-                deployment.outstanding -= 1
+                reply = await self._serve_group(exchange, group, deadline)
+            except (UpstreamError, RateLimitedError) as exc:
+                release()
+                if has_next and primary.fallback_on.exhausted:
+                    self._fell_back(exchange, group, chain[index + 1], "exhausted", exc.message)
+                    continue
                 raise
-            exchange.deployment = deployment.name
-            reply.headers["x-ironhold-deployment"] = deployment.name
+            except BaseException:
+                release()
+                raise
+            reason = _fallback_reason(reply, primary) if has_next else None
+            if reason is not None:
+                if reply.stream is not None:
+                    await reply.stream.aclose()
+                release()
+                self._fell_back(exchange, group, chain[index + 1], reason, "")
+                continue
+            if reply.stream is not None:
+                reply.stream = _Released(reply.stream, release)
+            else:
+                release()
+            exchange.group = group.name
+            reply.headers["x-ironhold-model"] = group.name
             return reply
-        raise _exhausted(last_error, len(tried))
+        raise AssertionError("unreachable: the last group returns or raises")
 
-    async def _attempt(
-        self, exchange: Exchange, deployment: Deployment, request: UpstreamRequest
-    ) -> Reply:
-        """One try. Raises ``UpstreamError`` for anything worth trying elsewhere."""
-        response = await deployment.transport.send(request)
+    def _fell_back(self, exchange: Exchange, group: ModelGroup, fallback: ModelGroup,
+                   reason: str, detail: str) -> None:
+        self._metrics.fallback(group.name, fallback.name, reason)
+        log.warning("falling back to another model group", extra={
+            "request_id": exchange.request_id, "model": group.name,
+            "fallback": fallback.name, "reason": reason, "detail": detail})
+
+    # -- one group: attempts, retries, hedges ---------------------------------------------------
+
+    async def _serve_group(self, exchange: Exchange, group: ModelGroup, deadline: float) -> Reply:
+        policy = group.policy
+        retries = policy.retries
+        hedging = policy.hedging
+        group.budget.on_request()
+        if hedging.enabled:
+            group.hedge_budget.on_request()
+        running: dict[asyncio.Task[Reply], tuple[Deployment, float, bool]] = {}
+        tried: list[Deployment] = []
+        attempts = 0
+        failures = 0
+        hedge_done = not hedging.enabled
+        last_error: IronholdError | None = None
+        start_next = True
+        try:
+            while True:
+                now = time.monotonic()
+                if start_next:
+                    start_next = False
+                    d = await self._choose(exchange, group, tried, running, deadline)
+                    if d is None:
+                        # Every deployment is this request's own attempt in flight: wait.
+                        if not running:
+                            raise _exhausted(last_error, attempts, group)
+                    else:
+                        attempts += 1
+                        tried.append(d)
+                        task = self._launch(exchange, group, d, deadline)
+                        running[task] = (d, time.monotonic(), False)
+                wait = deadline - now
+                hedge_at = None
+                if not hedge_done and len(running) == 1 and attempts < retries.attempts:
+                    d, started, _ = next(iter(running.values()))
+                    if d.recent.count >= hedging.min_samples:
+                        hedge_at = started + max(hedging.min_delay, d.recent.value())
+                        wait = min(wait, hedge_at - now)
+                done, _ = await asyncio.wait(running, timeout=max(wait, 0.0),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise _deadline_passed(last_error, attempts)
+                    if hedge_at is not None and now >= hedge_at:
+                        hedge_done = True
+                        self._hedge(exchange, group, tried, running, deadline)
+                    continue
+                winner: Reply | None = None
+                for task in done:
+                    d, _, is_hedge = running.pop(task)
+                    try:
+                        reply = task.result()
+                    except UpstreamError as exc:
+                        failures += 1
+                        last_error = exc
+                        continue
+                    if winner is None:
+                        winner = reply
+                        exchange.deployment = d.name
+                        reply.headers["x-ironhold-deployment"] = d.name
+                        if is_hedge:
+                            self._metrics.hedge(group.name, won=True)
+                    elif reply.stream is not None:
+                        await reply.stream.aclose()  # both answered at once: one is enough
+                if winner is not None:
+                    return winner
+                if running:
+                    continue  # a hedge (or the hedged attempt) is still going
+                start_next = await self._may_retry(exchange, group, last_error, attempts,
+                                                   failures, deadline)
+        finally:
+            if running:
+                for task in running:
+                    task.cancel()
+                # The losers close their connections as they unwind.
+                await asyncio.gather(*running, return_exceptions=True)
+                for task in running:
+                    if not task.cancelled() and task.exception() is None:
+                        reply = task.result()
+                        if reply.stream is not None:
+                            await reply.stream.aclose()
+
+    async def _choose(self, exchange: Exchange, group: ModelGroup, tried: list[Deployment],
+                      running: Mapping[asyncio.Task[Reply], tuple[Deployment, float, bool]],
+                      deadline: float) -> Deployment | None:
+        busy = [entry[0] for entry in running.values()]
+        while True:
+            d = group.pick(tried, busy, exchange.body)
+            if d is not None:
+                return d
+            throttled = group.throttled_for()
+            if throttled is not None:
+                group.metrics.shed(group.name, "upstream_throttled")
+                raise RateLimitedError(
+                    f"every deployment of '{group.name}' is rate limited; retry after "
+                    f"{throttled:.1f}s", retry_after=throttled)
+            if busy or not group.any_full():
+                return None
+            await group.wait_for_capacity(deadline - time.monotonic())
+
+    def _launch(self, exchange: Exchange, group: ModelGroup, d: Deployment,
+                deadline: float) -> asyncio.Task[Reply]:
+        d.outstanding += 1
+        exchange.attempts += 1
+        task = asyncio.get_running_loop().create_task(
+            self._attempt(exchange, group, d, deadline))
+
+        # Bookkeeping that must happen even if the task is cancelled before it starts.
+        def settle(task: asyncio.Task[Reply]) -> None:
+            if task.cancelled():
+                group.outlier.abandoned(d)
+                group.released(d)
+            elif task.exception() is not None:
+                group.released(d)
+
+        task.add_done_callback(settle)
+        return task
+
+    def _hedge(self, exchange: Exchange, group: ModelGroup, tried: list[Deployment],
+               running: dict[asyncio.Task[Reply], tuple[Deployment, float, bool]],
+               deadline: float) -> None:
+        busy = [entry[0] for entry in running.values()]
+        d = group.pick(tried, busy, exchange.body)
+        if d is None:
+            return
+        if not (group.hedge_budget.available() and group.budget.available()):
+            group.outlier.abandoned(d)
+            self._metrics.no_budget(group.name, "hedge")
+            return
+        group.hedge_budget.spend()
+        group.budget.spend()
+        self._metrics.hedge(group.name)
+        tried.append(d)
+        task = self._launch(exchange, group, d, deadline)
+        running[task] = (d, time.monotonic(), True)
+
+    async def _may_retry(self, exchange: Exchange, group: ModelGroup,
+                         error: IronholdError | None, attempts: int, failures: int,
+                         deadline: float) -> bool:
+        """After a failed attempt with nothing else in flight: back off and retry, or raise."""
+        if attempts >= group.policy.retries.attempts:
+            raise _exhausted(error, attempts, group)
+        if not group.budget.try_spend():
+            self._metrics.no_budget(group.name, "retry")
+            raise _exhausted(error, attempts, group)
+        retries = group.policy.retries
+        ceiling = min(retries.backoff_cap, retries.backoff_base * 2 ** (failures - 1))
+        pause = self._rng.uniform(0, ceiling)
+        if time.monotonic() + pause >= deadline:
+            raise _deadline_passed(error, attempts)
+        self._metrics.retry(group.name)
+        if pause:
+            await asyncio.sleep(pause)
+        return True
+
+    # -- one attempt ----------------------------------------------------------------------------
+
+    async def _attempt(self, exchange: Exchange, group: ModelGroup, d: Deployment,
+                       deadline: float) -> Reply:
+        """One try, up to the commit point. Raises ``UpstreamError`` for anything worth trying
+        elsewhere; keeps the deployment's statistics and outlier state."""
+        started = time.monotonic()
+        request = self._request(exchange, group, d, deadline, started)
+        try:
+            reply = await self._send(exchange, group, d, request)
+        except UpstreamThrottledError as exc:
+            wait = min(exc.retry_after if exc.retry_after is not None else _DEFAULT_RETRY_AFTER,
+                       _MAX_RETRY_AFTER)
+            d.throttled_until = max(d.throttled_until, time.monotonic() + wait)
+            group.outlier.abandoned(d)
+            self._failed(exchange, group, d, exc)
+            raise
+        except UpstreamError as exc:
+            now = time.monotonic()
+            # A failure makes the deployment look slow to peak-EWMA, so it loses P2C contests.
+            d.latency.observe(max(now - started, 4 * d.latency.current(now), 0.05), now)
+            group.outlier.failure(d, exc.code)
+            self._failed(exchange, group, d, exc)
+            raise
+        now = time.monotonic()
+        if reply.status < 500:
+            d.latency.observe(now - started, now)
+            if reply.status < 400:
+                d.recent.add(now - started)
+            group.outlier.success(d)
+        self._metrics.upstream_attempt(group.name, d.name, str(reply.status))
+        if reply.stream is None:
+            group.released(d)
+        else:
+            reply.stream = _Relay(reply.stream, d, group)  # type: ignore[arg-type]
+        return reply
+
+    def _request(self, exchange: Exchange, group: ModelGroup, d: Deployment, deadline: float,
+                 now: float) -> UpstreamRequest:
+        body = dict(exchange.body)
+        body["model"] = d.upstream_model
+        configured = group.policy.timeout
+        remaining = round(deadline - now, 2)
+        first_token = configured.first_token
+        if exchange.first_token_timeout is not None:
+            first_token = min(first_token, exchange.first_token_timeout)
+        deadlines = Deadlines(connect=min(configured.connect, max(remaining, 0.01)),
+                              first_token=max(min(first_token, remaining), 0.01),
+                              total=max(remaining, 0.01))
+        return UpstreamRequest(
+            path=exchange.operation.upstream_path,
+            body=orjson.dumps(body),
+            stream=exchange.stream,
+            deadlines=deadlines,
+            headers={"X-Request-Id": exchange.request_id},
+            faults=exchange.faults,
+        )
+
+    def _failed(self, exchange: Exchange, group: ModelGroup, d: Deployment,
+                exc: UpstreamError) -> None:
+        self._metrics.upstream_attempt(group.name, d.name, exc.code)
+        log.warning("upstream attempt failed", extra={
+            "request_id": exchange.request_id, "model": group.name,
+            "deployment": d.name, "attempt": exchange.attempts,
+            "error": exc.code, "detail": exc.message})
+
+    async def _send(self, exchange: Exchange, group: ModelGroup, d: Deployment,
+                    request: UpstreamRequest) -> Reply:
+        response = await d.transport.send(request)
         try:
             status = response.status
+            if status == 429:
+                detail = await _bounded_read(response)
+                raise UpstreamThrottledError(
+                    f"the model server is rate limiting (429){_error_hint(detail)}",
+                    retry_after=_retry_after(response.headers.get("retry-after")), body=detail)
             if status >= 500 or status in _MISCONFIGURED:
                 detail = await _bounded_read(response)
                 what = _MISCONFIGURED.get(status, "answered")
@@ -120,9 +365,8 @@ class Router:
             # A server that ignored "stream" and answered whole is passed on whole, as JSON.
             if not exchange.stream or status != 200 or not is_sse:
                 body = await response.read()
-                deployment.outstanding -= 1
-                deployment.record_success()
-                self._metrics.upstream_attempt(exchange.model, deployment.name, str(status))
+                if status == 200 and not _is_json(body):
+                    raise BadGatewayError("the model server answered with a malformed body")
                 return Reply(status=status, body=_as_openai_body(status, body), headers=passed)
             chunks = response.chunks()
             first = await _first_chunk(chunks, request.deadlines.first_token)
@@ -130,14 +374,60 @@ class Router:
             response.close()
             raise
         exchange.first_token_at = time.perf_counter()
-        deployment.record_success()
-        self._metrics.upstream_attempt(exchange.model, deployment.name, "200")
         return Reply(
             status=200,
-            stream=_Relay(first, chunks, response, deployment),
+            stream=_Upstream(first, chunks, response),
             headers=passed,
             content_type="text/event-stream",
         )
+
+
+def _total_timeout(exchange: Exchange, group: ModelGroup) -> float:
+    configured = group.policy.timeout.total
+    if exchange.timeout is not None:
+        return min(configured, exchange.timeout)
+    return configured
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: rare from model servers; the default applies
+    return max(seconds, 0.0)
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _fallback_reason(reply: Reply, group: ModelGroup) -> str | None:
+    """Whether an answer is one the group's ``fallback_on`` hands to the next group."""
+    on = group.fallback_on
+    body = reply.body
+    if body is None:
+        return None
+    if reply.status == 400:
+        lowered = body.lower()
+        if on.context_length and any(m in lowered for m in _CONTEXT_LENGTH_MARKERS):
+            return "context_length"
+        if on.content_filter and any(m in lowered for m in _CONTENT_FILTER_MARKERS):
+            return "content_filter"
+    elif reply.status == 200 and on.content_filter and b'"content_filter"' in body:
+        try:
+            choices = orjson.loads(body).get("choices") or []
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        if any(isinstance(c, dict) and c.get("finish_reason") == "content_filter"
+               for c in choices):
+            return "content_filter"
+    return None
 
 
 async def _first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> bytes:
@@ -151,24 +441,50 @@ async def _first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> 
     return first
 
 
-class _Relay:
-    """The stream after the commit point, chunk by chunk, never buffered whole. A failure now
-    ends the stream with an error event in the OpenAI shape instead of raising, and ``aclose``
-    releases the deployment and the upstream connection exactly once."""
+class _Upstream:
+    """A stream read from a model server, starting with the first chunk already read; a
+    failure mid-way raises ``IronholdError``. ``aclose`` releases the connection once."""
 
-    __slots__ = ("_at_boundary", "_chunks", "_closed", "_deployment", "_first", "_response")
+    __slots__ = ("_chunks", "_closed", "_first", "_response")
 
-    def __init__(
-        self,
-        first: bytes,
-        chunks: AsyncGenerator[bytes, None],
-        response: UpstreamResponse,
-        deployment: Deployment,
-    ):
+    def __init__(self, first: bytes, chunks: AsyncGenerator[bytes, None],
+                 response: UpstreamResponse):
         self._first: bytes | None = first
         self._chunks = chunks
         self._response = response
+        self._closed = False
+
+    def __aiter__(self) -> _Upstream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        if self._closed:
+            raise StopAsyncIteration
+        return await anext(self._chunks)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._response.close()
+        with contextlib.suppress(Exception):
+            await self._chunks.aclose()
+
+
+class _Relay:
+    """The stream after the commit point. A failure now ends the stream with an error event in
+    the OpenAI shape (and counts against the deployment) instead of raising; ``aclose`` releases
+    the deployment and the upstream connection exactly once."""
+
+    __slots__ = ("_at_boundary", "_closed", "_deployment", "_group", "_upstream")
+
+    def __init__(self, upstream: _Upstream, deployment: Deployment, group: ModelGroup):
+        self._upstream = upstream
         self._deployment = deployment
+        self._group = group
         self._at_boundary = True
         self._closed = False
 
@@ -176,23 +492,25 @@ class _Relay:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._first is not None:
-            chunk, self._first = self._first, None
-        elif self._closed:
+        if self._closed:
             raise StopAsyncIteration
-        else:
-            try:
-                chunk = await anext(self._chunks)
-            except IronholdError as exc:
-                self._deployment.record_failure()
-                await self.aclose()
-                error = {"error": {"message": exc.message, "type": "upstream_error",
-                                   "param": None, "code": exc.code}}
-                lead = b"" if self._at_boundary else b"\n\n"
-                return lead + b"data: " + orjson.dumps(error) + b"\n\n"
-            except StopAsyncIteration:
-                await self.aclose()
-                raise
+        try:
+            chunk = await anext(self._upstream)
+        except IronholdError as exc:
+            self._group.outlier.failure(self._deployment, exc.code)
+            self._group.metrics.upstream_attempt(self._group.name, self._deployment.name,
+                                                 f"stream_{exc.code}")
+            log.warning("stream broke after the commit point", extra={
+                "model": self._group.name, "deployment": self._deployment.name,
+                "error": exc.code, "detail": exc.message})
+            await self.aclose()
+            error = {"error": {"message": exc.message, "type": "upstream_error",
+                               "param": None, "code": exc.code}}
+            lead = b"" if self._at_boundary else b"\n\n"
+            return lead + b"data: " + orjson.dumps(error) + b"\n\n"
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
         self._at_boundary = chunk.endswith(b"\n\n")
         return chunk
 
@@ -200,10 +518,28 @@ class _Relay:
         if self._closed:
             return
         self._closed = True
-        self._deployment.outstanding -= 1
-        self._response.close()
-        with contextlib.suppress(Exception):
-            await self._chunks.aclose()
+        self._group.released(self._deployment)
+        await self._upstream.aclose()
+
+
+class _Released:
+    """Runs ``release`` (the per-key bulkhead slot) once when the stream is closed."""
+
+    __slots__ = ("_release", "_stream")
+
+    def __init__(self, stream: ChunkStream, release: Callable[[], None]):
+        self._stream = stream
+        self._release = release
+
+    def __aiter__(self) -> _Released:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._stream)
+
+    async def aclose(self) -> None:
+        self._release()
+        await self._stream.aclose()
 
 
 async def _bounded_read(response: UpstreamResponse) -> bytes:
@@ -242,9 +578,24 @@ def _as_openai_body(status: int, body: bytes) -> bytes:
                                    "param": None, "code": f"upstream_{status}"}})
 
 
-def _exhausted(last_error: IronholdError | None, attempts: int) -> UpstreamError:
+def _exhausted(last_error: IronholdError | None, attempts: int,
+               group: ModelGroup) -> IronholdError:
+    plural = "s" if attempts != 1 else ""
+    if isinstance(last_error, UpstreamThrottledError):
+        wait = group.throttled_for()
+        retry_after = wait if wait is not None else (last_error.retry_after
+                                                     or _DEFAULT_RETRY_AFTER)
+        group.metrics.shed(group.name, "upstream_throttled")
+        return RateLimitedError(f"{last_error.message} (after {attempts} attempt{plural})",
+                                retry_after=retry_after)
     if isinstance(last_error, UpstreamTimeoutError | BadGatewayError):
-        plural = "s" if attempts != 1 else ""
         return type(last_error)(f"{last_error.message} (after {attempts} attempt{plural})")
     reason = last_error.message if last_error else "no deployment is available"
     return UpstreamUnavailableError(f"all deployments failed: {reason}")
+
+
+def _deadline_passed(last_error: IronholdError | None, attempts: int) -> UpstreamTimeoutError:
+    plural = "s" if attempts != 1 else ""
+    why = f"; last error: {last_error.message}" if last_error else ""
+    return UpstreamTimeoutError(
+        f"the request's deadline passed after {attempts} attempt{plural}{why}")

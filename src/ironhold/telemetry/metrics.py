@@ -56,6 +56,44 @@ class Metrics:
             "1 if the deployment is available (a managed local server is up), else 0.",
             ["model", "deployment"], registry=r,
         )
+        self.retries = Counter(
+            "ironhold_retries", "Retries sent after a failed attempt (before the commit point).",
+            ["model"], registry=r,
+        )
+        self.hedges_sent = Counter(
+            "ironhold_hedges_sent", "Hedged copies sent to a second deployment.", ["model"],
+            registry=r,
+        )
+        self.hedges_won = Counter(
+            "ironhold_hedges_won", "Hedged copies that answered first.", ["model"], registry=r,
+        )
+        self.budget_exhausted = Counter(
+            "ironhold_retry_budget_exhausted",
+            "Retries or hedges not sent because the budget was spent.", ["model", "kind"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "ironhold_outlier_ejections",
+            "Deployments ejected by outlier detection or health checks, by reason.",
+            ["model", "deployment", "reason"], registry=r,
+        )
+        self.deployment_ejected = Gauge(
+            "ironhold_deployment_ejected",
+            "1 while the deployment is ejected or fails health checks, else 0.",
+            ["model", "deployment"], registry=r,
+        )
+        self.shed_requests = Counter(
+            "ironhold_shed", "Requests refused fast with 429 by a bulkhead or a throttled group.",
+            ["model", "reason"], registry=r,
+        )
+        self.fallbacks = Counter(
+            "ironhold_fallbacks", "Requests handed from one model group to a fallback group.",
+            ["model", "fallback", "reason"], registry=r,
+        )
+        self.faults = Counter(
+            "ironhold_injected_faults", "Faults injected at the upstream seam.",
+            ["deployment", "kind"], registry=r,
+        )
         self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
 
@@ -92,6 +130,30 @@ class Metrics:
 
     def set_available(self, model: str, deployment: str, up: bool) -> None:
         self.deployment_available.labels(model, deployment).set(1 if up else 0)
+
+    def retry(self, model: str) -> None:
+        self._counter(self.retries, model).inc()
+
+    def hedge(self, model: str, won: bool = False) -> None:
+        self._counter(self.hedges_won if won else self.hedges_sent, model).inc()
+
+    def no_budget(self, model: str, kind: str) -> None:
+        self._counter(self.budget_exhausted, model, kind).inc()
+
+    def ejection(self, model: str, deployment: str, reason: str) -> None:
+        self._counter(self.ejections, model, deployment, reason).inc()
+
+    def set_ejected(self, model: str, deployment: str, out: bool) -> None:
+        self.deployment_ejected.labels(model, deployment).set(1 if out else 0)
+
+    def shed(self, model: str, reason: str) -> None:
+        self._counter(self.shed_requests, model, reason).inc()
+
+    def fallback(self, model: str, fallback: str, reason: str) -> None:
+        self._counter(self.fallbacks, model, fallback, reason).inc()
+
+    def fault(self, deployment: str, kind: str) -> None:
+        self._counter(self.faults, deployment, kind).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -102,6 +102,16 @@ class HttpTransport:
             raise BadGatewayError(f"the model server failed: {_why(exc)}") from exc
         return HttpResponse(response)
 
+    async def check(self, path: str, within: float) -> bool:
+        session = self._open()
+        try:
+            async with session.get(self._base_url + path, headers=self._auth,
+                                   timeout=aiohttp.ClientTimeout(total=within)) as response:
+                await response.read()
+                return 200 <= response.status < 300
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -109,7 +119,7 @@ class HttpTransport:
             await asyncio.sleep(0)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)
 def _client_timeout(deadlines: Deadlines, stream: bool) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=deadlines.total,

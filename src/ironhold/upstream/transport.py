@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ironhold.config.schema import FaultConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,8 @@ class UpstreamRequest:
     stream: bool
     deadlines: Deadlines
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Faults to inject for this request (chaos), applied by ``chaos.FaultTransport``.
+    faults: tuple[FaultConfig, ...] = ()
 
 
 class UpstreamResponse(Protocol):
@@ -50,5 +55,9 @@ class UpstreamResponse(Protocol):
 
 class Transport(Protocol):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def check(self, path: str, within: float) -> bool:
+        """An active health check: True if ``GET path`` answers 2xx within ``within`` seconds."""
+        ...
 
     async def close(self) -> None: ...

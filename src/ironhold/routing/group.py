@@ -1,0 +1,186 @@
+"""A ``ModelGroup``: deployments serving one model name, and the per-group resilience state
+(balancer, outlier detector, retry and hedge budgets, bulkheads)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ironhold.config.schema import FallbackOnConfig, RoutingConfig
+from ironhold.core.errors import OverloadedError
+from ironhold.routing.balancer import Balancer, PrefixAffinity, make_balancer
+from ironhold.routing.budget import RetryBudget
+from ironhold.routing.deployment import Deployment
+from ironhold.routing.outlier import OutlierDetector
+from ironhold.routing.stats import LatencyWindow
+from ironhold.telemetry.metrics import Metrics
+
+
+@dataclass(eq=False)
+class ModelGroup:
+    name: str
+    deployments: list[Deployment]
+    policy: RoutingConfig
+    metrics: Metrics
+    fallbacks: list[str] = field(default_factory=list)
+    fallback_on: FallbackOnConfig = field(default_factory=FallbackOnConfig)
+    owned_by: str = "ironhold"
+    created: int = field(default_factory=lambda: int(time.time()))
+    balancer: Balancer | None = None
+
+    def __post_init__(self) -> None:
+        policy = self.policy
+        if self.balancer is None:
+            self.balancer = make_balancer(policy.balancer)
+        self.outlier = OutlierDetector(self.name, self.deployments, policy.outlier, self.metrics)
+        self.budget = RetryBudget(policy.retries.budget_percent, policy.retries.min_per_second)
+        self.hedge_budget = RetryBudget(policy.hedging.max_extra_percent, 0.0)
+        self.affinity = PrefixAffinity(policy.affinity.load_factor) \
+            if policy.affinity.enabled else None
+        for d in self.deployments:
+            d.recent = LatencyWindow(policy.hedging.percentile)
+        self._capped = any(d.max_concurrent is not None for d in self.deployments)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._per_key: dict[str, int] = {}
+        self._key_waiters: dict[str, deque[asyncio.Future[None]]] = {}
+
+    # -- choosing a deployment ------------------------------------------------------------------
+
+    def pick(self, tried: list[Deployment], busy: list[Deployment],
+             body: dict[str, Any]) -> Deployment | None:
+        """A deployment for the next attempt, or None if none may take it now.
+
+        Preferred: up, not ejected, passing health checks, not yet tried by this request.
+        Throttled (429 Retry-After), full (bulkhead) and busy (this request's other attempt)
+        deployments are never picked. If every deployment is ejected or down, they are tried
+        anyway (panic routing) rather than failing requests that might succeed.
+        """
+        now = time.monotonic()
+        outlier = self.outlier
+        usable: list[Deployment] = []
+        panic: list[Deployment] = []
+        for d in self.deployments:
+            if d.throttled_until > now or d.full or d in busy:
+                continue
+            if d.available and not d.check_failed and outlier.admits(d, now):
+                usable.append(d)
+            elif not d.probing:
+                panic.append(d)
+        pool = [d for d in usable if d not in tried] or usable
+        if not pool:
+            pool = [d for d in panic if d not in tried] or panic
+            if not pool:
+                return None
+        chosen = None
+        if self.affinity is not None and len(pool) > 1:
+            key = PrefixAffinity.key_of(body)
+            if key is not None:
+                chosen = self.affinity.pick(key, pool)
+        if chosen is None:
+            assert self.balancer is not None
+            chosen = self.balancer.pick(pool)
+        outlier.picked(chosen)
+        return chosen
+
+    def throttled_for(self) -> float | None:
+        """If every deployment is throttled by a 429, how long until the first may be used."""
+        now = time.monotonic()
+        waits = [d.throttled_until - now for d in self.deployments]
+        return min(waits) if all(w > 0 for w in waits) else None
+
+    def any_full(self) -> bool:
+        return self._capped and any(d.full for d in self.deployments)
+
+    # -- bulkheads ------------------------------------------------------------------------------
+
+    async def wait_for_capacity(self, within: float) -> None:
+        """Every deployment is at its concurrency cap: wait (bounded) for one to free up."""
+        bulkhead = self.policy.bulkhead
+        if len(self._waiters) >= bulkhead.max_waiting or within <= 0:
+            self.metrics.shed(self.name, "deployments_full")
+            raise OverloadedError(f"model group '{self.name}' is at capacity; retry shortly",
+                                  retry_after=1.0)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, min(within, bulkhead.max_wait))
+        except TimeoutError:
+            self.metrics.shed(self.name, "deployments_full")
+            raise OverloadedError(f"model group '{self.name}' is at capacity; retry shortly",
+                                  retry_after=1.0) from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def released(self, d: Deployment) -> None:
+        """An attempt on ``d`` ended: wake one request waiting for capacity."""
+        d.outstanding -= 1
+        if self._waiters and not d.full:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def admit_key(self, key_id: str, within: float) -> Callable[[], None]:
+        """The per-key bulkhead. Returns the release function."""
+        cap = self.policy.bulkhead.max_concurrent_per_key
+        if cap is None:
+            return _nothing
+        if self._per_key.get(key_id, 0) < cap:
+            self._per_key[key_id] = self._per_key.get(key_id, 0) + 1
+        else:
+            await self._wait_for_key(key_id, cap, within)  # a releasing request hands its slot
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            waiting = self._key_waiters.get(key_id)
+            while waiting:
+                waiter = waiting.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the slot passes on: the count stays
+                    return
+            left = self._per_key[key_id] - 1
+            if left:
+                self._per_key[key_id] = left
+            else:
+                del self._per_key[key_id]
+
+        return release
+
+    async def _wait_for_key(self, key_id: str, cap: int, within: float) -> None:
+        waiters = self._key_waiters.setdefault(key_id, deque())
+        bulkhead = self.policy.bulkhead
+        refusal = f"too many concurrent requests for this key on '{self.name}' (at most {cap})"
+        if len(waiters) >= bulkhead.max_waiting or within <= 0:
+            self.metrics.shed(self.name, "key_concurrency")
+            raise OverloadedError(refusal, retry_after=1.0)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, min(within, bulkhead.max_wait))
+        except TimeoutError:
+            self.metrics.shed(self.name, "key_concurrency")
+            raise OverloadedError(refusal, retry_after=1.0) from None
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                # Handed a slot just as we were cancelled: give it back.
+                self._per_key[key_id] -= 1
+                if not self._per_key[key_id]:
+                    del self._per_key[key_id]
+            raise
+        finally:
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._key_waiters.pop(key_id, None)
+
+
+def _nothing() -> None:
+    return None

@@ -3,35 +3,12 @@ metrics, and cancellation when the client goes away."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import httpx
 import pytest
 
 from ironhold.core.ids import is_uuid
+from tests.helpers import CHAT, assert_openai_error, post, wait_until
 from tests.servers import GatewayServer, SimulatorServer
-
-CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def post(gw: GatewayServer, key: str | None, body: object = None, *,
-         content: bytes | None = None, headers: dict[str, str] | None = None,
-         path: str = "/v1/chat/completions") -> httpx.Response:
-    h = dict(headers or {})
-    if key is not None:
-        h["Authorization"] = f"Bearer {key}"
-    return httpx.post(gw.base_url + path, json=body if content is None else None,
-                      content=content, headers=h, timeout=10)
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def outstanding(gw: GatewayServer, group: str = "chat") -> int:
@@ -40,16 +17,6 @@ def outstanding(gw: GatewayServer, group: str = "chat") -> int:
         return gw.gateway.router.groups[group].deployments[0].outstanding
 
     return int(gw.run(read))
-
-
-def assert_openai_error(response: httpx.Response, status: int) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    assert "Traceback" not in response.text
-    return error  # type: ignore[no-any-return]
 
 
 def test_malformed_json_is_400(gateway: GatewayServer) -> None:
@@ -177,7 +144,8 @@ def test_readiness_follows_deployment_health(make_gateway) -> None:  # type: ign
     assert ready.json()["models"]["chat"][0]["healthy"] is False
 
 
-def test_upstream_429_comes_back_with_retry_after_and_is_honoured(make_gateway, make_simulator) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_429_comes_back_with_retry_after_and_is_honoured(  # type: ignore[no-untyped-def]
+        make_gateway, make_simulator) -> None:
     limited = make_simulator(faults=[{"kind": "status", "status": 429, "rate": 1.0,
                                       "retry_after": 7}])
     gw = make_gateway([{"name": "chat", "deployments": [{"url": limited.url}]}])

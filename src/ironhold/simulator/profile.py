@@ -4,6 +4,7 @@
 ttft: {distribution: lognormal, median_ms: 40, sigma: 0.5}
 token_latency: {distribution: fixed, ms: 5}
 completion_tokens: 16
+context_window: 4096                     # longer prompts: 400 context_length_exceeded
 slow: {rate: 0.02, factor: 50}           # heavy tail: 2% of requests 50x slower
 faults:
   - {kind: status, status: 503, rate: 0.01}
@@ -73,6 +74,9 @@ class SimulatorProfile(_Strict):
     token_latency: Latency = Field(default_factory=Latency)
     completion_tokens: int = Field(8, ge=1, le=100_000)
     embedding_dimensions: int = Field(16, ge=1, le=8192)
+    #: Prompts longer than this many (whitespace-separated) tokens get the 400
+    #: ``context_length_exceeded`` that OpenAI and vLLM send.
+    context_window: int | None = Field(None, ge=1)
     slow: Slow = Field(default_factory=Slow)
     faults: list[Fault] = Field(default_factory=list)
     seed: int | None = None

@@ -131,6 +131,12 @@ class Simulator:
         fault = await self._before_first_byte()
         if fault is not None:
             return fault
+        window = self.profile.context_window
+        if window is not None and _count_prompt(body) > window:
+            return web.Response(status=400, content_type="application/json", body=orjson.dumps(
+                {"error": {"message": f"This model's maximum context length is {window} tokens.",
+                           "type": "invalid_request_error", "param": "messages",
+                           "code": "context_length_exceeded"}}))
         n_tokens = _int(body.get("max_tokens") or body.get("max_completion_tokens"),
                         self.profile.completion_tokens)
         n_tokens = max(1, min(n_tokens, self.profile.completion_tokens))

@@ -204,7 +204,7 @@ def hedged_pair(make_gateway: Callable[..., GatewayServer],
 def test_a_slow_request_is_hedged_to_another_deployment_and_the_loser_cancelled(
         make_gateway: Callable[..., GatewayServer],
         make_simulator: Callable[..., SimulatorServer]) -> None:
-    gw, a, b, key = hedged_pair(make_gateway, make_simulator)
+    gw, a, _, key = hedged_pair(make_gateway, make_simulator)
     a.set_profile(type(a.simulator.profile).model_validate({"ttft": {"ms": 3000}}))
     results = [post(gw, key, body) for body in (CHAT, CHAT, STREAM, STREAM)]
     assert all(r.status_code == 200 for r in results)
@@ -219,7 +219,7 @@ def test_a_slow_request_is_hedged_to_another_deployment_and_the_loser_cancelled(
 def test_no_hedge_when_the_budget_is_spent(
         make_gateway: Callable[..., GatewayServer],
         make_simulator: Callable[..., SimulatorServer]) -> None:
-    gw, a, b, key = hedged_pair(make_gateway, make_simulator, max_extra_percent=0)
+    gw, a, _, key = hedged_pair(make_gateway, make_simulator, max_extra_percent=0)
     a.set_profile(type(a.simulator.profile).model_validate({"ttft": {"ms": 400}}))
     answers = [post(gw, key, CHAT) for _ in range(2)]
     assert {r.headers["x-ironhold-deployment"] for r in answers} == {"chat-0", "chat-1"}
@@ -230,7 +230,7 @@ def test_no_hedge_when_the_budget_is_spent(
 def test_a_client_that_leaves_during_a_hedge_cancels_both_upstream_requests(
         make_gateway: Callable[..., GatewayServer],
         make_simulator: Callable[..., SimulatorServer]) -> None:
-    gw, a, b, key = hedged_pair(make_gateway, make_simulator)
+    gw, a, _, key = hedged_pair(make_gateway, make_simulator)
     slow = type(a.simulator.profile).model_validate({"ttft": {"ms": 5000}})
     a.set_profile(slow)
     b.set_profile(slow)
@@ -378,7 +378,7 @@ def test_a_client_may_ask_for_a_shorter_deadline_never_a_longer_one(
     assert_openai_error(streaming, 504)
 
 
-# -- a cancelled wait leaves no trace ----------------------------------------------------------------
+# -- no leaks ------------------------------------------------------------------------------------
 
 def test_no_state_leaks_after_many_mixed_requests(
         make_gateway: Callable[..., GatewayServer],

@@ -230,7 +230,7 @@ def test_no_hedge_when_the_budget_is_spent(
 def test_a_client_that_leaves_during_a_hedge_cancels_both_upstream_requests(
         make_gateway: Callable[..., GatewayServer],
         make_simulator: Callable[..., SimulatorServer]) -> None:
-    gw, a, _, key = hedged_pair(make_gateway, make_simulator)
+    gw, a, b, key = hedged_pair(make_gateway, make_simulator)
     slow = type(a.simulator.profile).model_validate({"ttft": {"ms": 5000}})
     a.set_profile(slow)
     b.set_profile(slow)

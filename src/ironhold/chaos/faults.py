@@ -8,8 +8,8 @@ server would misbehave:
 - ``abort``: answer ``status`` (a 429 may carry ``retry_after``) without calling upstream;
 - ``delay``: wait ``delay`` before the request goes upstream (a slow first token);
 - ``slow``: wait ``delay`` before each chunk (slow tokens);
-- ``cut``: break the stream after ``after_chunks`` chunks (a non-streaming body breaks);
-- ``malformed``: a garbled chunk after ``after_chunks`` (a non-streaming body is cut short);
+- ``cut``: break the stream after ``after_chunks`` events (a non-streaming body breaks);
+- ``malformed``: a garbled event after ``after_chunks`` (a non-streaming body is cut short);
 - ``reset``: the connection is reset before an answer;
 - ``hang``: accept the request and never answer (until the attempt's deadline).
 """
@@ -130,7 +130,7 @@ class _Faulty:
         cut = self._faults.get("cut")
         malformed = self._faults.get("malformed")
         sent = 0
-        async for chunk in self._response.chunks():
+        async for event in _events(self._response.chunks()):
             if cut is not None and sent >= cut.after_chunks:
                 raise BadGatewayError("the model server broke off the stream (injected cut)")
             if malformed is not None and sent == malformed.after_chunks:
@@ -140,7 +140,19 @@ class _Faulty:
             if slow is not None and sent:
                 await asyncio.sleep(slow.delay)
             sent += 1
-            yield chunk
+            yield event
 
     def close(self) -> None:
         self._response.close()
+
+
+async def _events(chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    """Network chunks regrouped into whole SSE events, so faults count events (tokens)."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *events, pending = pending.split(b"\n\n")
+        for event in events:
+            yield event + b"\n\n"
+    if pending:
+        yield pending

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ironhold import __version__
+from ironhold.cli import chaos as chaos_cmd
 from ironhold.cli import demo as demo_cmd
 from ironhold.cli import keys as keys_cmd
 from ironhold.cli.common import ConfigOption, fail, load_or_exit
@@ -24,6 +25,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(chaos_cmd.app, name="chaos")
 app.command("demo")(demo_cmd.demo)
 
 

@@ -10,14 +10,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ironhold.config.schema import Config
 from ironhold.core.errors import ConfigError
 
+M = TypeVar("M", bound=BaseModel)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -34,6 +35,27 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     return parse_config(data, source=str(path), base_dir=path.resolve().parent, env=env)
+
+
+def load_yaml_model(path: str | Path, model: type[M], env: Mapping[str, str] | None = None) -> M:
+    """Any other YAML file of the project (chaos experiments, ...) with the config's rules:
+    ``${ENV}`` references, and errors that name the file, the field path and the problem."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    resolved = _resolve_env(data, os.environ if env is None else env, str(path), ())
+    try:
+        return model.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path))) from exc
 
 
 def parse_config(

@@ -33,3 +33,23 @@ def test_shipped_profiles_load_and_bad_ones_are_named(tmp_path: Path) -> None:
     bad.write_text("faults: [{kind: explode, rate: 2}]\n")
     with pytest.raises(ConfigError, match=r"faults\.0"):
         load_profile(bad)
+
+
+def test_drill_endpoints_over_http() -> None:
+    import httpx
+
+    from tests.servers import SimulatorServer
+
+    sim = SimulatorServer()
+    try:
+        base = f"http://127.0.0.1:{sim.port}"
+        httpx.post(sim.url + "/chat/completions", headers={"X-Request-Id": "abc"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        recorded = httpx.get(base + "/_sim/requests").json()
+        assert recorded["served"] == 1
+        headers = {k.lower(): v for k, v in recorded["requests"][0]["headers"].items()}
+        assert headers["x-request-id"] == "abc"
+        swapped = httpx.put(base + "/_sim/profile", json={"completion_tokens": 2})
+        assert swapped.status_code == 200 and sim.simulator.profile.completion_tokens == 2
+    finally:
+        sim.close()

@@ -125,17 +125,59 @@ class Router:
     # -- one group: attempts, retries, hedges ---------------------------------------------------
 
     async def _serve_group(self, exchange: Exchange, group: ModelGroup, deadline: float) -> Reply:
-        policy = group.policy
-        retries = policy.retries
-        hedging = policy.hedging
         group.budget.on_request()
-        if hedging.enabled:
-            group.hedge_budget.on_request()
+        if not group.policy.hedging.enabled:
+            return await self._serve_in_turn(exchange, group, deadline)
+        group.hedge_budget.on_request()
+        return await self._serve_hedged(exchange, group, deadline)
+
+    async def _serve_in_turn(self, exchange: Exchange, group: ModelGroup,
+                             deadline: float) -> Reply:
+        """Without hedging there is one attempt at a time: run it inline, no task to create
+        and wait on (the hot path for most groups)."""
+        tried: list[Deployment] = []
+        attempts = failures = 0
+        last_error: IronholdError | None = None
+        while True:
+            d = await self._choose(exchange, group, tried, {}, deadline)
+            if d is None:
+                raise _exhausted(last_error, attempts, group)
+            attempts += 1
+            tried.append(d)
+            d.outstanding += 1
+            exchange.attempts += 1
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    reply = await self._attempt(exchange, group, d, deadline)
+            except UpstreamError as exc:
+                group.released(d)
+                failures += 1
+                last_error = exc
+            except TimeoutError:
+                group.outlier.abandoned(d)
+                group.released(d)
+                raise _deadline_passed(last_error, attempts) from None
+            except BaseException:
+                group.outlier.abandoned(d)
+                group.released(d)
+                raise
+            else:
+                exchange.deployment = d.name
+                reply.headers["x-ironhold-deployment"] = d.name
+                return reply
+            await self._may_retry(exchange, group, last_error, attempts, failures, deadline)
+
+    async def _serve_hedged(self, exchange: Exchange, group: ModelGroup,
+                            deadline: float) -> Reply:
+        """Attempts run as tasks, so a hedge can race the first one; the first to reach the
+        commit point wins and the rest are cancelled."""
+        retries = group.policy.retries
+        hedging = group.policy.hedging
         running: dict[asyncio.Task[Reply], tuple[Deployment, float, bool]] = {}
         tried: list[Deployment] = []
         attempts = 0
         failures = 0
-        hedge_done = not hedging.enabled
+        hedge_done = False
         last_error: IronholdError | None = None
         start_next = True
         try:

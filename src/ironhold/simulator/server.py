@@ -85,7 +85,8 @@ class Simulator:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = {}
-        self.requests.append({"path": request.path, "headers": dict(request.headers),
+        self.requests.append({"path": request.path,
+                              "headers": {str(k): v for k, v in request.headers.items()},
                               "body": body})
         self.served += 1
         return body if isinstance(body, dict) else {}

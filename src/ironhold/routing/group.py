@@ -18,6 +18,7 @@ from ironhold.routing.deployment import Deployment
 from ironhold.routing.outlier import OutlierDetector
 from ironhold.routing.stats import LatencyWindow
 from ironhold.telemetry.metrics import Metrics
+from ironhold.upstream.transport import Deadlines
 
 
 @dataclass(eq=False)
@@ -43,6 +44,10 @@ class ModelGroup:
             if policy.affinity.enabled else None
         for d in self.deployments:
             d.recent = LatencyWindow(policy.hedging.percentile)
+        t = policy.timeout
+        #: The configured deadlines, shared so the transport's cached client timeout is reused.
+        self.deadlines = Deadlines(connect=t.connect, first_token=t.first_token, total=t.total)
+        self.per_key_cap = policy.bulkhead.max_concurrent_per_key
         self._capped = any(d.max_concurrent is not None for d in self.deployments)
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._per_key: dict[str, int] = {}

@@ -87,7 +87,8 @@ class Router:
         key_id = exchange.principal.key_id if exchange.principal else ""
         for index, group in enumerate(chain):
             has_next = index + 1 < len(chain)
-            release = await group.admit_key(key_id, deadline - time.monotonic())
+            release = _nothing if group.per_key_cap is None else \
+                await group.admit_key(key_id, deadline - time.monotonic())
             try:
                 reply = await self._serve_group(exchange, group, deadline)
             except (UpstreamError, RateLimitedError) as exc:
@@ -146,17 +147,14 @@ class Router:
             tried.append(d)
             d.outstanding += 1
             exchange.attempts += 1
+            # Each attempt's transport deadlines are the time left (see ``_request``), so no
+            # extra timer is needed here.
             try:
-                async with asyncio.timeout(deadline - time.monotonic()):
-                    reply = await self._attempt(exchange, group, d, deadline)
+                reply = await self._attempt(exchange, group, d, deadline)
             except UpstreamError as exc:
                 group.released(d)
                 failures += 1
                 last_error = exc
-            except TimeoutError:
-                group.outlier.abandoned(d)
-                group.released(d)
-                raise _deadline_passed(last_error, attempts) from None
             except BaseException:
                 group.outlier.abandoned(d)
                 group.released(d)
@@ -361,14 +359,17 @@ class Router:
                  now: float) -> UpstreamRequest:
         body = dict(exchange.body)
         body["model"] = d.upstream_model
-        configured = group.policy.timeout
-        remaining = round(deadline - now, 2)
-        first_token = configured.first_token
-        if exchange.first_token_timeout is not None:
-            first_token = min(first_token, exchange.first_token_timeout)
-        deadlines = Deadlines(connect=min(configured.connect, max(remaining, 0.01)),
-                              first_token=max(min(first_token, remaining), 0.01),
-                              total=max(remaining, 0.01))
+        configured = group.deadlines
+        remaining = deadline - now
+        if remaining > configured.total - 0.05 and exchange.first_token_timeout is None:
+            deadlines = configured  # the first attempt, as configured: one cached client timeout
+        else:
+            remaining = max(round(remaining, 2), 0.01)
+            first_token = configured.first_token
+            if exchange.first_token_timeout is not None:
+                first_token = min(first_token, exchange.first_token_timeout)
+            deadlines = Deadlines(connect=min(configured.connect, remaining),
+                                  first_token=min(first_token, remaining), total=remaining)
         return UpstreamRequest(
             path=exchange.operation.upstream_path,
             body=orjson.dumps(body),
@@ -422,6 +423,10 @@ class Router:
             headers=passed,
             content_type="text/event-stream",
         )
+
+
+def _nothing() -> None:
+    return None
 
 
 def _total_timeout(exchange: Exchange, group: ModelGroup) -> float:

@@ -410,3 +410,54 @@ def test_no_state_leaks_after_many_mixed_requests(
                                   and not deployment_state(gw, "chat", i)["probing"]
                                   for i in (0, 1)))
     assert metric(gw, "ironhold_requests_in_flight") == 0
+
+
+# -- a real model server process killed and restarted --------------------------------------------
+
+def test_a_killed_model_server_process_costs_no_errors_and_is_readmitted_after_restart(
+        make_gateway: Callable[..., GatewayServer],
+        make_simulator: Callable[..., SimulatorServer]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.servers import free_port
+
+    port = free_port()
+
+    def spawn() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-m", "ironhold", "simulate", "--port",
+                                    str(port)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/v1/models"), 20)
+        return process
+
+    process = spawn()
+    other = make_simulator()
+    gw = make_gateway([group("chat", f"http://127.0.0.1:{port}/v1", other.url,
+                             balancer="round_robin", outlier={"health_check": {
+                                 "interval": "100ms", "timeout": "100ms",
+                                 "unhealthy_threshold": 2}})])
+    key = gw.create_key()
+    try:
+        assert all(post(gw, key, CHAT).status_code == 200 for _ in range(4))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        # Every request succeeds: the first ones are retried on the survivor, then the dead
+        # process is out of rotation.
+        assert all(post(gw, key, CHAT).status_code == 200 for _ in range(20))
+        assert wait_until(lambda: deployment_state(gw, "chat", 0)["check_failed"])
+        process = spawn()
+        assert wait_until(lambda: not deployment_state(gw, "chat", 0)["check_failed"])
+        answered = {post(gw, key, CHAT).headers["x-ironhold-deployment"] for _ in range(6)}
+        assert answered == {"chat-0", "chat-1"}
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

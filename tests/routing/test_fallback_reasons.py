@@ -1,0 +1,43 @@
+"""Which upstream answers hand a request to a fallback group."""
+
+from __future__ import annotations
+
+import orjson
+
+from ironhold.config.schema import FallbackOnConfig, RoutingConfig
+from ironhold.core.exchange import Reply
+from ironhold.routing.group import ModelGroup
+from ironhold.routing.router import _fallback_reason
+from ironhold.telemetry.metrics import Metrics
+
+
+def group(**on: bool) -> ModelGroup:
+    return ModelGroup(name="g", deployments=[], policy=RoutingConfig(), metrics=Metrics(),
+                      fallback_on=FallbackOnConfig(**on))
+
+
+def error(code: str, message: str = "no") -> Reply:
+    return Reply(status=400, body=orjson.dumps({"error": {"message": message, "code": code}}))
+
+
+def test_context_length_and_content_filter_answers() -> None:
+    on = group(content_filter=True)
+    assert _fallback_reason(error("context_length_exceeded"), on) == "context_length"
+    assert _fallback_reason(error("", "This model's maximum context length is 8192"), on) \
+        == "context_length"
+    assert _fallback_reason(error("content_filter"), on) == "content_filter"
+    filtered = Reply(status=200, body=orjson.dumps(
+        {"choices": [{"index": 0, "finish_reason": "content_filter", "message": {}}]}))
+    assert _fallback_reason(filtered, on) == "content_filter"
+    assert _fallback_reason(error("invalid_value", "temperature must be <= 2"), on) is None
+    fine = Reply(status=200, body=orjson.dumps(
+        {"choices": [{"index": 0, "finish_reason": "stop",
+                      "message": {"content": "about content_filter settings"}}]}))
+    assert _fallback_reason(fine, on) is None
+
+
+def test_each_trigger_can_be_turned_off() -> None:
+    off = group(context_length=False, content_filter=False)
+    assert _fallback_reason(error("context_length_exceeded"), off) is None
+    assert _fallback_reason(error("content_filter"), off) is None
+    assert _fallback_reason(error("content_filter"), group()) is None  # off by default

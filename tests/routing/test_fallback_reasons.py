@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import orjson
 
-from ironhold.config.schema import FallbackOnConfig, RoutingConfig
+from ironhold.config.schema import FallbackOnConfig
 from ironhold.core.exchange import Reply
-from ironhold.routing.group import ModelGroup
-from ironhold.routing.router import _fallback_reason
-from ironhold.telemetry.metrics import Metrics
+from ironhold.routing.answers import fallback_reason
 
 
-def group(**on: bool) -> ModelGroup:
-    return ModelGroup(name="g", deployments=[], policy=RoutingConfig(), metrics=Metrics(),
-                      fallback_on=FallbackOnConfig(**on))
+def group(**on: bool) -> FallbackOnConfig:
+    return FallbackOnConfig(**on)
 
 
 def error(code: str, message: str = "no") -> Reply:
@@ -22,22 +19,22 @@ def error(code: str, message: str = "no") -> Reply:
 
 def test_context_length_and_content_filter_answers() -> None:
     on = group(content_filter=True)
-    assert _fallback_reason(error("context_length_exceeded"), on) == "context_length"
-    assert _fallback_reason(error("", "This model's maximum context length is 8192"), on) \
+    assert fallback_reason(error("context_length_exceeded"), on) == "context_length"
+    assert fallback_reason(error("", "This model's maximum context length is 8192"), on) \
         == "context_length"
-    assert _fallback_reason(error("content_filter"), on) == "content_filter"
+    assert fallback_reason(error("content_filter"), on) == "content_filter"
     filtered = Reply(status=200, body=orjson.dumps(
         {"choices": [{"index": 0, "finish_reason": "content_filter", "message": {}}]}))
-    assert _fallback_reason(filtered, on) == "content_filter"
-    assert _fallback_reason(error("invalid_value", "temperature must be <= 2"), on) is None
+    assert fallback_reason(filtered, on) == "content_filter"
+    assert fallback_reason(error("invalid_value", "temperature must be <= 2"), on) is None
     fine = Reply(status=200, body=orjson.dumps(
         {"choices": [{"index": 0, "finish_reason": "stop",
                       "message": {"content": "about content_filter settings"}}]}))
-    assert _fallback_reason(fine, on) is None
+    assert fallback_reason(fine, on) is None
 
 
 def test_each_trigger_can_be_turned_off() -> None:
     off = group(context_length=False, content_filter=False)
-    assert _fallback_reason(error("context_length_exceeded"), off) is None
-    assert _fallback_reason(error("content_filter"), off) is None
-    assert _fallback_reason(error("content_filter"), group()) is None  # off by default
+    assert fallback_reason(error("context_length_exceeded"), off) is None
+    assert fallback_reason(error("content_filter"), off) is None
+    assert fallback_reason(error("content_filter"), group()) is None  # off by default

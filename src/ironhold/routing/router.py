@@ -20,11 +20,10 @@ For each request it walks the model group and then its fallbacks. Within a group
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Mapping
 
 import orjson
 
@@ -38,17 +37,25 @@ from ironhold.core.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from ironhold.core.exchange import ChunkStream, Exchange, Reply
+from ironhold.core.exchange import Exchange, Reply
+from ironhold.routing.answers import (
+    as_openai_body,
+    bounded_read,
+    error_hint,
+    fallback_reason,
+    is_json,
+    retry_after,
+)
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
+from ironhold.routing.streams import Relay, Released, Upstream, first_chunk
 from ironhold.telemetry.metrics import Metrics
-from ironhold.upstream.transport import Deadlines, UpstreamRequest, UpstreamResponse
+from ironhold.upstream.transport import Deadlines, UpstreamRequest
 
 log = logging.getLogger("ironhold.routing")
 
 #: Upstream response headers worth passing to the client.
 _PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests")
-_MAX_ERROR_BODY = 64 * 1024
 #: Upstream answers that say the gateway is misconfigured (its credential, the upstream model
 #: name or path), not that the client erred: never passed on as if they were the client's fault.
 _MISCONFIGURED = {401: "refused the gateway's credentials", 403: "refused the gateway's access",
@@ -58,10 +65,6 @@ _MISCONFIGURED = {401: "refused the gateway's credentials", 403: "refused the ga
 _MAX_RETRY_AFTER = 300.0
 #: Without a Retry-After, a 429 parks the deployment this long.
 _DEFAULT_RETRY_AFTER = 1.0
-
-_CONTEXT_LENGTH_MARKERS = (b"context_length_exceeded", b"maximum context length",
-                           b"context window", b"exceeds the context", b"too many tokens")
-_CONTENT_FILTER_MARKERS = (b"content_filter", b"content_policy_violation")
 
 
 class Router:
@@ -100,7 +103,7 @@ class Router:
             except BaseException:
                 release()
                 raise
-            reason = _fallback_reason(reply, primary) if has_next else None
+            reason = fallback_reason(reply, primary.fallback_on) if has_next else None
             if reason is not None:
                 if reply.stream is not None:
                     await reply.stream.aclose()
@@ -108,7 +111,7 @@ class Router:
                 self._fell_back(exchange, group, chain[index + 1], reason, "")
                 continue
             if reply.stream is not None:
-                reply.stream = _Released(reply.stream, release)
+                reply.stream = Released(reply.stream, release)
             else:
                 release()
             exchange.group = group.name
@@ -284,13 +287,12 @@ class Router:
     def _hedge(self, exchange: Exchange, group: ModelGroup, tried: list[Deployment],
                running: dict[asyncio.Task[Reply], tuple[Deployment, float, bool]],
                deadline: float) -> None:
+        if not (group.hedge_budget.available() and group.budget.available()):
+            self._metrics.no_budget(group.name, "hedge")
+            return
         busy = [entry[0] for entry in running.values()]
         d = group.pick(tried, busy, exchange.body)
         if d is None:
-            return
-        if not (group.hedge_budget.available() and group.budget.available()):
-            group.outlier.abandoned(d)
-            self._metrics.no_budget(group.name, "hedge")
             return
         group.hedge_budget.spend()
         group.budget.spend()
@@ -352,7 +354,7 @@ class Router:
         if reply.stream is None:
             group.released(d)
         else:
-            reply.stream = _Relay(reply.stream, d, group)  # type: ignore[arg-type]
+            reply.stream = Relay(reply.stream, d, group)  # type: ignore[arg-type]
         return reply
 
     def _request(self, exchange: Exchange, group: ModelGroup, d: Deployment, deadline: float,
@@ -393,33 +395,33 @@ class Router:
         try:
             status = response.status
             if status == 429:
-                detail = await _bounded_read(response)
+                detail = await bounded_read(response)
                 raise UpstreamThrottledError(
-                    f"the model server is rate limiting (429){_error_hint(detail)}",
-                    retry_after=_retry_after(response.headers.get("retry-after")), body=detail)
+                    f"the model server is rate limiting (429){error_hint(detail)}",
+                    retry_after=retry_after(response.headers.get("retry-after")), body=detail)
             if status >= 500 or status in _MISCONFIGURED:
-                detail = await _bounded_read(response)
+                detail = await bounded_read(response)
                 what = _MISCONFIGURED.get(status, "answered")
                 raise BadGatewayError(
-                    f"the model server {what} ({status}){_error_hint(detail)}"
+                    f"the model server {what} ({status}){error_hint(detail)}"
                 )
             passed = {h: response.headers[h] for h in _PASS_HEADERS if h in response.headers}
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
             # A server that ignored "stream" and answered whole is passed on whole, as JSON.
             if not exchange.stream or status != 200 or not is_sse:
                 body = await response.read()
-                if status == 200 and not _is_json(body):
+                if status == 200 and not is_json(body):
                     raise BadGatewayError("the model server answered with a malformed body")
-                return Reply(status=status, body=_as_openai_body(status, body), headers=passed)
+                return Reply(status=status, body=as_openai_body(status, body), headers=passed)
             chunks = response.chunks()
-            first = await _first_chunk(chunks, request.deadlines.first_token)
+            first = await first_chunk(chunks, request.deadlines.first_token)
         except BaseException:
             response.close()
             raise
         exchange.first_token_at = time.perf_counter()
         return Reply(
             status=200,
-            stream=_Upstream(first, chunks, response),
+            stream=Upstream(first, chunks, response),
             headers=passed,
             content_type="text/event-stream",
         )
@@ -434,195 +436,6 @@ def _total_timeout(exchange: Exchange, group: ModelGroup) -> float:
     if exchange.timeout is not None:
         return min(configured, exchange.timeout)
     return configured
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date: rare from model servers; the default applies
-    return max(seconds, 0.0)
-
-
-def _is_json(body: bytes) -> bool:
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _fallback_reason(reply: Reply, group: ModelGroup) -> str | None:
-    """Whether an answer is one the group's ``fallback_on`` hands to the next group."""
-    on = group.fallback_on
-    body = reply.body
-    if body is None:
-        return None
-    if reply.status == 400:
-        lowered = body.lower()
-        if on.context_length and any(m in lowered for m in _CONTEXT_LENGTH_MARKERS):
-            return "context_length"
-        if on.content_filter and any(m in lowered for m in _CONTENT_FILTER_MARKERS):
-            return "content_filter"
-    elif reply.status == 200 and on.content_filter and b'"content_filter"' in body:
-        try:
-            choices = orjson.loads(body).get("choices") or []
-        except (orjson.JSONDecodeError, AttributeError):
-            return None
-        if any(isinstance(c, dict) and c.get("finish_reason") == "content_filter"
-               for c in choices):
-            return "content_filter"
-    return None
-
-
-async def _first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> bytes:
-    try:
-        async with asyncio.timeout(deadline):
-            first = await anext(chunks, b"")
-    except TimeoutError as exc:
-        raise UpstreamTimeoutError("no first token from the model server in time") from exc
-    if not first:
-        raise BadGatewayError("the model server closed the stream before the first token")
-    return first
-
-
-class _Upstream:
-    """A stream read from a model server, starting with the first chunk already read; a
-    failure mid-way raises ``IronholdError``. ``aclose`` releases the connection once."""
-
-    __slots__ = ("_chunks", "_closed", "_first", "_response")
-
-    def __init__(self, first: bytes, chunks: AsyncGenerator[bytes, None],
-                 response: UpstreamResponse):
-        self._first: bytes | None = first
-        self._chunks = chunks
-        self._response = response
-        self._closed = False
-
-    def __aiter__(self) -> _Upstream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._first is not None:
-            chunk, self._first = self._first, None
-            return chunk
-        if self._closed:
-            raise StopAsyncIteration
-        return await anext(self._chunks)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._response.close()
-        with contextlib.suppress(Exception):
-            await self._chunks.aclose()
-
-
-class _Relay:
-    """The stream after the commit point. A failure now ends the stream with an error event in
-    the OpenAI shape (and counts against the deployment) instead of raising; ``aclose`` releases
-    the deployment and the upstream connection exactly once."""
-
-    __slots__ = ("_at_boundary", "_closed", "_deployment", "_group", "_upstream")
-
-    def __init__(self, upstream: _Upstream, deployment: Deployment, group: ModelGroup):
-        self._upstream = upstream
-        self._deployment = deployment
-        self._group = group
-        self._at_boundary = True
-        self._closed = False
-
-    def __aiter__(self) -> _Relay:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            chunk = await anext(self._upstream)
-        except IronholdError as exc:
-            self._group.outlier.failure(self._deployment, exc.code)
-            self._group.metrics.upstream_attempt(self._group.name, self._deployment.name,
-                                                 f"stream_{exc.code}")
-            log.warning("stream broke after the commit point", extra={
-                "model": self._group.name, "deployment": self._deployment.name,
-                "error": exc.code, "detail": exc.message})
-            await self.aclose()
-            error = {"error": {"message": exc.message, "type": "upstream_error",
-                               "param": None, "code": exc.code}}
-            lead = b"" if self._at_boundary else b"\n\n"
-            return lead + b"data: " + orjson.dumps(error) + b"\n\n"
-        except StopAsyncIteration:
-            await self.aclose()
-            raise
-        self._at_boundary = chunk.endswith(b"\n\n")
-        return chunk
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._group.released(self._deployment)
-        await self._upstream.aclose()
-
-
-class _Released:
-    """Runs ``release`` (the per-key bulkhead slot) once when the stream is closed."""
-
-    __slots__ = ("_release", "_stream")
-
-    def __init__(self, stream: ChunkStream, release: Callable[[], None]):
-        self._stream = stream
-        self._release = release
-
-    def __aiter__(self) -> _Released:
-        return self
-
-    async def __anext__(self) -> bytes:
-        return await anext(self._stream)
-
-    async def aclose(self) -> None:
-        self._release()
-        await self._stream.aclose()
-
-
-async def _bounded_read(response: UpstreamResponse) -> bytes:
-    try:
-        return (await response.read())[:_MAX_ERROR_BODY]
-    except UpstreamError:
-        return b""
-
-
-def _error_hint(body: bytes) -> str:
-    try:
-        message = orjson.loads(body)["error"]["message"]
-    except Exception:
-        return ""
-    return f": {str(message)[:200]}" if message else ""
-
-
-def _as_openai_body(status: int, body: bytes) -> bytes:
-    """Upstream success bodies pass through untouched; error bodies are made OpenAI-shaped."""
-    if status < 400:
-        return body
-    try:
-        parsed = orjson.loads(body)
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            error = parsed["error"]
-            return orjson.dumps({"error": {
-                "message": str(error.get("message") or "upstream error"),
-                "type": str(error.get("type") or "invalid_request_error"),
-                "param": error.get("param"),
-                "code": error.get("code"),
-            }})
-    except orjson.JSONDecodeError:
-        pass
-    text = body.decode("utf-8", "replace").strip()[:500] or f"upstream status {status}"
-    return orjson.dumps({"error": {"message": text, "type": "invalid_request_error",
-                                   "param": None, "code": f"upstream_{status}"}})
 
 
 def _exhausted(last_error: IronholdError | None, attempts: int,

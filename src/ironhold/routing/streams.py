@@ -1,0 +1,131 @@
+"""Streams after the commit point: the upstream's chunks relayed one by one, never buffered
+whole; a failure ends the stream with an error event instead of raising."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable
+
+import orjson
+
+from ironhold.core.errors import BadGatewayError, IronholdError, UpstreamTimeoutError
+from ironhold.core.exchange import ChunkStream
+from ironhold.routing.deployment import Deployment
+from ironhold.routing.group import ModelGroup
+from ironhold.upstream.transport import UpstreamResponse
+
+log = logging.getLogger("ironhold.routing")
+
+
+async def first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> bytes:
+    try:
+        async with asyncio.timeout(deadline):
+            first = await anext(chunks, b"")
+    except TimeoutError as exc:
+        raise UpstreamTimeoutError("no first token from the model server in time") from exc
+    if not first:
+        raise BadGatewayError("the model server closed the stream before the first token")
+    return first
+
+
+class Upstream:
+    """A stream read from a model server, starting with the first chunk already read; a
+    failure mid-way raises ``IronholdError``. ``aclose`` releases the connection once."""
+
+    __slots__ = ("_chunks", "_closed", "_first", "_response")
+
+    def __init__(self, first: bytes, chunks: AsyncGenerator[bytes, None],
+                 response: UpstreamResponse):
+        self._first: bytes | None = first
+        self._chunks = chunks
+        self._response = response
+        self._closed = False
+
+    def __aiter__(self) -> Upstream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        if self._closed:
+            raise StopAsyncIteration
+        return await anext(self._chunks)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._response.close()
+        with contextlib.suppress(Exception):
+            await self._chunks.aclose()
+
+
+class Relay:
+    """The stream after the commit point. A failure now ends the stream with an error event in
+    the OpenAI shape (and counts against the deployment) instead of raising; ``aclose`` releases
+    the deployment and the upstream connection exactly once."""
+
+    __slots__ = ("_at_boundary", "_closed", "_deployment", "_group", "_upstream")
+
+    def __init__(self, upstream: Upstream, deployment: Deployment, group: ModelGroup):
+        self._upstream = upstream
+        self._deployment = deployment
+        self._group = group
+        self._at_boundary = True
+        self._closed = False
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            chunk = await anext(self._upstream)
+        except IronholdError as exc:
+            self._group.outlier.failure(self._deployment, exc.code)
+            self._group.metrics.upstream_attempt(self._group.name, self._deployment.name,
+                                                 f"stream_{exc.code}")
+            log.warning("stream broke after the commit point", extra={
+                "model": self._group.name, "deployment": self._deployment.name,
+                "error": exc.code, "detail": exc.message})
+            await self.aclose()
+            error = {"error": {"message": exc.message, "type": "upstream_error",
+                               "param": None, "code": exc.code}}
+            lead = b"" if self._at_boundary else b"\n\n"
+            return lead + b"data: " + orjson.dumps(error) + b"\n\n"
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        self._at_boundary = chunk.endswith(b"\n\n")
+        return chunk
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._group.released(self._deployment)
+        await self._upstream.aclose()
+
+
+class Released:
+    """Runs ``release`` (the per-key bulkhead slot) once when the stream is closed."""
+
+    __slots__ = ("_release", "_stream")
+
+    def __init__(self, stream: ChunkStream, release: Callable[[], None]):
+        self._stream = stream
+        self._release = release
+
+    def __aiter__(self) -> Released:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._stream)
+
+    async def aclose(self) -> None:
+        self._release()
+        await self._stream.aclose()

@@ -232,7 +232,6 @@ class Runner:
                     result.samples.append(Sample(response.status == 200, response.status,
                                                  time.monotonic() - started, ttft))
                     return
-                clean = False
                 tail = b""
                 async for chunk in response.content.iter_any():
                     if ttft is None:

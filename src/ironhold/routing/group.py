@@ -104,22 +104,33 @@ class ModelGroup:
 
     async def wait_for_capacity(self, within: float) -> None:
         """Every deployment is at its concurrency cap: wait (bounded) for one to free up."""
+        await self._bounded_wait(self._waiters, within, "deployments_full",
+                                 f"model group '{self.name}' is at capacity; retry shortly")
+
+    async def _bounded_wait(self, waiters: deque[asyncio.Future[None]], within: float,
+                            reason: str, refusal: str,
+                            give_back: Callable[[], None] | None = None) -> None:
+        """Wait at most ``bulkhead.max_wait`` (and ``within``) in a bounded queue for a slot to
+        be handed over; otherwise shed with a fast 429. ``give_back`` returns a slot handed over
+        just as the wait was cancelled."""
         bulkhead = self.policy.bulkhead
-        if len(self._waiters) >= bulkhead.max_waiting or within <= 0:
-            self.metrics.shed(self.name, "deployments_full")
-            raise OverloadedError(f"model group '{self.name}' is at capacity; retry shortly",
-                                  retry_after=1.0)
+        if len(waiters) >= bulkhead.max_waiting or within <= 0:
+            self.metrics.shed(self.name, reason)
+            raise OverloadedError(refusal, retry_after=1.0)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        waiters.append(waiter)
         try:
             await asyncio.wait_for(waiter, min(within, bulkhead.max_wait))
         except TimeoutError:
-            self.metrics.shed(self.name, "deployments_full")
-            raise OverloadedError(f"model group '{self.name}' is at capacity; retry shortly",
-                                  retry_after=1.0) from None
+            self.metrics.shed(self.name, reason)
+            raise OverloadedError(refusal, retry_after=1.0) from None
+        except BaseException:
+            if give_back is not None and waiter.done() and not waiter.cancelled():
+                give_back()
+            raise
         finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if waiter in waiters:
+                waiters.remove(waiter)
 
     def released(self, d: Deployment) -> None:
         """An attempt on ``d`` ended: wake one request waiting for capacity."""
@@ -131,61 +142,47 @@ class ModelGroup:
 
     async def admit_key(self, key_id: str, within: float) -> Callable[[], None]:
         """The per-key bulkhead. Returns the release function."""
-        cap = self.policy.bulkhead.max_concurrent_per_key
+        cap = self.per_key_cap
         if cap is None:
-            return _nothing
+            return no_release
         if self._per_key.get(key_id, 0) < cap:
             self._per_key[key_id] = self._per_key.get(key_id, 0) + 1
         else:
-            await self._wait_for_key(key_id, cap, within)  # a releasing request hands its slot
+            # A releasing request hands its slot over, so the count already includes ours.
+            waiters = self._key_waiters.setdefault(key_id, deque())
+            try:
+                await self._bounded_wait(
+                    waiters, within, "key_concurrency",
+                    f"too many concurrent requests for this key on '{self.name}' (at most {cap})",
+                    give_back=lambda: self._release_key(key_id))
+            finally:
+                if not waiters:
+                    self._key_waiters.pop(key_id, None)
         released = False
 
         def release() -> None:
             nonlocal released
-            if released:
-                return
-            released = True
-            waiting = self._key_waiters.get(key_id)
-            while waiting:
-                waiter = waiting.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)  # the slot passes on: the count stays
-                    return
-            left = self._per_key[key_id] - 1
-            if left:
-                self._per_key[key_id] = left
-            else:
-                del self._per_key[key_id]
+            if not released:
+                released = True
+                self._release_key(key_id)
 
         return release
 
-    async def _wait_for_key(self, key_id: str, cap: int, within: float) -> None:
-        waiters = self._key_waiters.setdefault(key_id, deque())
-        bulkhead = self.policy.bulkhead
-        refusal = f"too many concurrent requests for this key on '{self.name}' (at most {cap})"
-        if len(waiters) >= bulkhead.max_waiting or within <= 0:
-            self.metrics.shed(self.name, "key_concurrency")
-            raise OverloadedError(refusal, retry_after=1.0)
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters.append(waiter)
-        try:
-            await asyncio.wait_for(waiter, min(within, bulkhead.max_wait))
-        except TimeoutError:
-            self.metrics.shed(self.name, "key_concurrency")
-            raise OverloadedError(refusal, retry_after=1.0) from None
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                # Handed a slot just as we were cancelled: give it back.
-                self._per_key[key_id] -= 1
-                if not self._per_key[key_id]:
-                    del self._per_key[key_id]
-            raise
-        finally:
-            if waiter in waiters:
-                waiters.remove(waiter)
-            if not waiters:
-                self._key_waiters.pop(key_id, None)
+    def _release_key(self, key_id: str) -> None:
+        """A key's slot is free: hand it to a waiting request of that key, or uncount it."""
+        waiting = self._key_waiters.get(key_id)
+        while waiting:
+            waiter = waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes on: the count stays
+                return
+        left = self._per_key[key_id] - 1
+        if left:
+            self._per_key[key_id] = left
+        else:
+            del self._per_key[key_id]
 
 
-def _nothing() -> None:
+def no_release() -> None:
+    """The release function of a bulkhead that admitted without counting."""
     return None

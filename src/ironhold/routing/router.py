@@ -47,8 +47,8 @@ from ironhold.routing.answers import (
     retry_after,
 )
 from ironhold.routing.deployment import Deployment
-from ironhold.routing.group import ModelGroup
-from ironhold.routing.streams import Relay, Released, Upstream, first_chunk
+from ironhold.routing.group import ModelGroup, no_release
+from ironhold.routing.streams import Relay, Released, first_chunk
 from ironhold.telemetry.metrics import Metrics
 from ironhold.upstream.transport import Deadlines, UpstreamRequest
 
@@ -90,7 +90,7 @@ class Router:
         key_id = exchange.principal.key_id if exchange.principal else ""
         for index, group in enumerate(chain):
             has_next = index + 1 < len(chain)
-            release = _nothing if group.per_key_cap is None else \
+            release = no_release if group.per_key_cap is None else \
                 await group.admit_key(key_id, deadline - time.monotonic())
             try:
                 reply = await self._serve_group(exchange, group, deadline)
@@ -352,9 +352,7 @@ class Router:
             group.outlier.success(d)
         self._metrics.upstream_attempt(group.name, d.name, str(reply.status))
         if reply.stream is None:
-            group.released(d)
-        else:
-            reply.stream = Relay(reply.stream, d, group)  # type: ignore[arg-type]
+            group.released(d)  # a stream's Relay releases the deployment when it is closed
         return reply
 
     def _request(self, exchange: Exchange, group: ModelGroup, d: Deployment, deadline: float,
@@ -421,14 +419,10 @@ class Router:
         exchange.first_token_at = time.perf_counter()
         return Reply(
             status=200,
-            stream=Upstream(first, chunks, response),
+            stream=Relay(first, chunks, response, d, group),
             headers=passed,
             content_type="text/event-stream",
         )
-
-
-def _nothing() -> None:
-    return None
 
 
 def _total_timeout(exchange: Exchange, group: ModelGroup) -> float:

@@ -30,48 +30,20 @@ async def first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> b
     return first
 
 
-class Upstream:
-    """A stream read from a model server, starting with the first chunk already read; a
-    failure mid-way raises ``IronholdError``. ``aclose`` releases the connection once."""
+class Relay:
+    """The stream after the commit point, starting with the first chunk (already read, which is
+    what committed it), chunk by chunk, never buffered whole. A failure now ends the stream with
+    an error event in the OpenAI shape (and counts against the deployment) instead of raising;
+    ``aclose`` releases the deployment and the upstream connection exactly once."""
 
-    __slots__ = ("_chunks", "_closed", "_first", "_response")
+    __slots__ = ("_at_boundary", "_chunks", "_closed", "_deployment", "_first", "_group",
+                 "_response")
 
     def __init__(self, first: bytes, chunks: AsyncGenerator[bytes, None],
-                 response: UpstreamResponse):
+                 response: UpstreamResponse, deployment: Deployment, group: ModelGroup):
         self._first: bytes | None = first
         self._chunks = chunks
         self._response = response
-        self._closed = False
-
-    def __aiter__(self) -> Upstream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._first is not None:
-            chunk, self._first = self._first, None
-            return chunk
-        if self._closed:
-            raise StopAsyncIteration
-        return await anext(self._chunks)
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._response.close()
-        with contextlib.suppress(Exception):
-            await self._chunks.aclose()
-
-
-class Relay:
-    """The stream after the commit point. A failure now ends the stream with an error event in
-    the OpenAI shape (and counts against the deployment) instead of raising; ``aclose`` releases
-    the deployment and the upstream connection exactly once."""
-
-    __slots__ = ("_at_boundary", "_closed", "_deployment", "_group", "_upstream")
-
-    def __init__(self, upstream: Upstream, deployment: Deployment, group: ModelGroup):
-        self._upstream = upstream
         self._deployment = deployment
         self._group = group
         self._at_boundary = True
@@ -81,34 +53,42 @@ class Relay:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._closed:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+        elif self._closed:
             raise StopAsyncIteration
-        try:
-            chunk = await anext(self._upstream)
-        except IronholdError as exc:
-            self._group.outlier.failure(self._deployment, exc.code)
-            self._group.metrics.upstream_attempt(self._group.name, self._deployment.name,
-                                                 f"stream_{exc.code}")
-            log.warning("stream broke after the commit point", extra={
-                "model": self._group.name, "deployment": self._deployment.name,
-                "error": exc.code, "detail": exc.message})
-            await self.aclose()
-            error = {"error": {"message": exc.message, "type": "upstream_error",
-                               "param": None, "code": exc.code}}
-            lead = b"" if self._at_boundary else b"\n\n"
-            return lead + b"data: " + orjson.dumps(error) + b"\n\n"
-        except StopAsyncIteration:
-            await self.aclose()
-            raise
+        else:
+            try:
+                chunk = await anext(self._chunks)
+            except IronholdError as exc:
+                return await self._broke(exc)
+            except StopAsyncIteration:
+                await self.aclose()
+                raise
         self._at_boundary = chunk.endswith(b"\n\n")
         return chunk
+
+    async def _broke(self, exc: IronholdError) -> bytes:
+        group, deployment = self._group, self._deployment
+        group.outlier.failure(deployment, exc.code)
+        group.metrics.upstream_attempt(group.name, deployment.name, f"stream_{exc.code}")
+        log.warning("stream broke after the commit point", extra={
+            "model": group.name, "deployment": deployment.name,
+            "error": exc.code, "detail": exc.message})
+        await self.aclose()
+        error = {"error": {"message": exc.message, "type": "upstream_error",
+                           "param": None, "code": exc.code}}
+        lead = b"" if self._at_boundary else b"\n\n"
+        return lead + b"data: " + orjson.dumps(error) + b"\n\n"
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._group.released(self._deployment)
-        await self._upstream.aclose()
+        self._response.close()
+        with contextlib.suppress(Exception):
+            await self._chunks.aclose()
 
 
 class Released:

@@ -22,8 +22,9 @@ IRONHOLD = [sys.executable, "-m", "ironhold"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # A wide "terminal", so rich's tables are not wrapped mid-word.
     return subprocess.run([*IRONHOLD, *args], capture_output=True, text=True, timeout=60,
-                          cwd=cwd)
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200"})
 
 
 @pytest.fixture
@@ -74,6 +75,25 @@ def test_keys_create_list_revoke(config_file: Path) -> None:
     assert json.loads(run("keys", "list", "--config", str(config_file), "--json").stdout) == []
     again = run("keys", "revoke", "--config", str(config_file), key["id"])
     assert again.returncode == 1 and "no active key" in again.stderr
+
+
+def test_keys_create_with_tenant_limits_and_expiry(config_file: Path) -> None:
+    created = run("keys", "create", "-c", str(config_file), "--name", "acme-bot", "--tenant",
+                  "acme", "--rpm", "60", "--tpm", "5000", "--budget-usd", "12.5",
+                  "--daily-budget-usd", "1", "--concurrency", "3", "--tools", "search,fetch",
+                  "--expires", "30d", "--json")
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert key["tenant"] == "acme" and key["tools"] == ["fetch", "search"]
+    assert key["limits"] == {"rpm": 60, "tpm": 5000, "concurrency": 3, "budget_usd_daily": 1.0,
+                             "budget_usd_monthly": 12.5}
+    assert key["expires_at"] - key["created_at"] in range(30 * 86400 - 1, 30 * 86400 + 2)
+    table = run("keys", "list", "-c", str(config_file))
+    assert "acme" in table.stdout and "rpm 60" in table.stdout and "active" in table.stdout
+    for args, problem in ((["--expires", "soon"], "--expires"), (["--rpm", "0"], "--rpm"),
+                          (["--budget-usd", "-3"], "--budget-usd")):
+        bad = run("keys", "create", "-c", str(config_file), "--name", "x", *args)
+        assert bad.returncode != 0 and problem in bad.stderr, bad.stderr
 
 
 @pytest.fixture

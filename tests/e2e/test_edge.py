@@ -105,6 +105,16 @@ def test_admin_routes_need_an_admin_key(gateway: GatewayServer) -> None:
     assert_openai_error(httpx.delete(gateway.base_url + "/admin/keys/key_nope", headers=auth), 404)
     assert_openai_error(httpx.post(gateway.base_url + "/admin/keys", json={"name": 3},
                                    headers=auth), 400)
+    for bad in ({"name": "x", "rpm": 0}, {"name": "x", "models": "chat"},
+                {"name": "x", "nope": 1}, {"name": "x", "expires_in": -5}):
+        assert_openai_error(httpx.post(gateway.base_url + "/admin/keys", json=bad,
+                                       headers=auth), 400)
+    limited = httpx.post(gateway.base_url + "/admin/keys", headers=auth, json={
+        "name": "acme-bot", "tenant": "acme", "rpm": 30, "budget_usd_monthly": 5,
+        "tools": ["search"], "expires_in": 86400}).json()
+    assert limited["tenant"] == "acme" and limited["tools"] == ["search"]
+    assert limited["limits"]["rpm"] == 30 and limited["limits"]["budget_usd_monthly"] == 5
+    assert limited["expires_at"] - limited["created_at"] in (86399, 86400, 86401)
 
 
 def test_health_readiness_and_metrics(make_gateway, simulator: SimulatorServer) -> None:  # type: ignore[no-untyped-def]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from sqlalchemy import select, text
 
 from ironhold.core.errors import AuthenticationError, ConfigError, InvalidRequestError
+from ironhold.core.principal import Quota
 from ironhold.identity.keys import KeyService, load_key_secret
 from ironhold.store.sql import api_keys, open_sql_store
 
@@ -76,6 +79,72 @@ async def test_revoke_by_id_or_name_and_listing(keys: KeyService) -> None:
     assert keys.find(a_secret) is not None and not keys.find(a_secret).active  # type: ignore[union-attr]
 
 
+async def test_tenant_scopes_limits_and_expiry_round_trip(keys: KeyService) -> None:
+    quota = Quota(rpm=60, tpm=10_000, concurrency=4, budget_usd_daily=1.5,
+                  budget_usd_monthly=20.0)
+    key, secret = keys.create("svc", models=["chat"], tenant="acme", tools=["search", " "],
+                              expires_in=3600, quota=quota)
+    verified = await keys.verify(secret)
+    assert verified == key
+    principal = verified.principal()
+    assert (principal.id, principal.kind, principal.tenant) == (key.id, "key", "acme")
+    assert principal.quota == quota and principal.scopes.tools == frozenset({"search"})
+    assert principal.scopes.may_call("search") and not principal.scopes.may_call("shell")
+    assert key.expires_at is not None and 3590 < key.expires_at - time.time() <= 3600
+    listed = keys.list_keys()[0].as_dict()
+    assert listed["tenant"] == "acme" and listed["status"] == "active"
+    assert listed["limits"] == {"rpm": 60, "tpm": 10_000, "concurrency": 4,
+                                "budget_usd_daily": 1.5, "budget_usd_monthly": 20.0}
+
+
+async def test_an_expired_key_is_refused_even_from_the_cache(keys: KeyService) -> None:
+    _, secret = keys.create("short-lived", expires_in=0.3)
+    assert await keys.verify(secret)  # cached for 60 s by this fixture
+    await asyncio.sleep(0.35)
+    with pytest.raises(AuthenticationError) as err:
+        await keys.verify(secret)
+    assert err.value.code == "expired_api_key"
+    assert keys.list_keys()[0].status == "expired"
+
+
+def test_limits_and_expiry_are_checked(keys: KeyService) -> None:
+    for bad in (Quota(rpm=0), Quota(budget_usd_daily=-1.0), Quota(concurrency=-2)):
+        with pytest.raises(InvalidRequestError):
+            keys.create("x", quota=bad)
+    with pytest.raises(InvalidRequestError):
+        keys.create("x", expires_in=0)
+    with pytest.raises(InvalidRequestError):
+        keys.create("x", tenant="  ")
+
+
+def test_keys_made_before_tenants_and_limits_survive_the_upgrade(tmp_path: Path) -> None:
+    """A database at revision 0001 (issue 2's schema) upgrades in place; its keys still work."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy import create_engine
+
+    from ironhold.store.sql import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(text(
+            "INSERT INTO ironhold_api_keys (id, name, prefix, hash, models, admin, created_at)"
+            " VALUES ('key_old', 'old', 'ih-abcdefg', 'h', NULL, 0, 1.0)"))
+    engine.dispose()
+    store = open_sql_store(url, tmp_path)
+    try:
+        old = KeyService(store, b"a-test-secret-of-enough-length").list_keys()[0]
+        assert (old.id, old.tenant, old.tools, old.expires_at, old.quota) == (
+            "key_old", None, None, None, Quota())
+    finally:
+        store.close()
+
+
 def test_key_names_are_checked(keys: KeyService) -> None:
     with pytest.raises(InvalidRequestError):
         keys.create("   ")
@@ -111,5 +180,8 @@ def test_the_schema_matches_the_migrations(keys: KeyService) -> None:
         version = conn.execute(select(text("version_num")).select_from(
             text("alembic_version"))).scalar_one()
     assert diff == []
-    assert version == "0001"
+    from alembic.script import ScriptDirectory
+
+    from ironhold.store.sql import MIGRATIONS
+    assert version == ScriptDirectory(str(MIGRATIONS)).get_current_head()
     migrate(keys.store.engine)  # a second upgrade is a no-op

@@ -3,18 +3,53 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ironhold.api.requests import read_json_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from ironhold.core.principal import Quota
 
 if TYPE_CHECKING:
     from ironhold.bootstrap import Gateway
 
 _ADMIN_BODY_LIMIT = 64 * 1024
+
+
+class NewKey(BaseModel):
+    """The body of ``POST /admin/keys``: the same choices as ``ironhold keys create``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str
+    models: list[str] | None = None
+    tools: list[str] | None = None
+    admin: bool = False
+    tenant: str | None = None
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, gt=0)
+    budget_usd_daily: float | None = Field(None, gt=0)
+    budget_usd_monthly: float | None = Field(None, gt=0)
+    #: Seconds until the key expires.
+    expires_in: float | None = Field(None, gt=0)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def parse_body(model: type[_M], body: dict[str, Any]) -> _M:
+    """Validate an admin request body; the first problem becomes an OpenAI-shaped 400."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequestError(f"'{where}': {first['msg']}", param=where) from None
 
 
 def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
@@ -33,19 +68,13 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
 
     async def create_key(request: web.Request) -> web.Response:
         gateway = await require_admin(request)
-        body = await read_json_body(request, _ADMIN_BODY_LIMIT)
-        name = body.get("name")
-        models = body.get("models")
-        admin = body.get("admin", False)
-        if not isinstance(name, str):
-            raise InvalidRequestError("'name' is required and must be a string.", param="name")
-        if models is not None and (
-            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
-        ):
-            raise InvalidRequestError("'models' must be an array of strings.", param="models")
-        if not isinstance(admin, bool):
-            raise InvalidRequestError("'admin' must be a boolean.", param="admin")
-        created, secret = await asyncio.to_thread(gateway.keys.create, name, models, admin)
+        spec = parse_body(NewKey, await read_json_body(request, _ADMIN_BODY_LIMIT))
+        quota = Quota(rpm=spec.rpm, tpm=spec.tpm, concurrency=spec.concurrency,
+                      budget_usd_daily=spec.budget_usd_daily,
+                      budget_usd_monthly=spec.budget_usd_monthly)
+        created, secret = await asyncio.to_thread(
+            partial(gateway.keys.create, spec.name, spec.models, spec.admin, tenant=spec.tenant,
+                    tools=spec.tools, expires_in=spec.expires_in, quota=quota))
         return json_response({**created.as_dict(), "key": secret}, status=201)
 
     async def revoke_key(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,7 +15,7 @@ from ironhold.cli.common import ConfigOption, fail, load_or_exit
 from ironhold.core.errors import IronholdError
 
 if TYPE_CHECKING:
-    from ironhold.identity.keys import KeyService
+    from ironhold.identity.keys import ApiKey, KeyService
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -35,17 +36,51 @@ def create(
     models: Annotated[str | None, typer.Option(
         help="Comma-separated model groups the key may use (default: all).")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="May call /admin endpoints.")] = False,
+    tenant: Annotated[str | None, typer.Option(
+        help="The tenant (team, customer) the key belongs to; tenant limits apply to it.")] = None,
+    tools: Annotated[str | None, typer.Option(
+        help="Comma-separated tools the key may call (default: all).")] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute.", min=1)] = None,
+    tpm: Annotated[int | None, typer.Option(
+        help="Tokens per minute (prompt + completion).", min=1)] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Requests in flight at once.", min=1)] = None,
+    budget_usd: Annotated[float | None, typer.Option(
+        help="Spend per calendar month (UTC), in US dollars, from the price table.")] = None,
+    daily_budget_usd: Annotated[float | None, typer.Option(
+        help="Spend per day (UTC), in US dollars.")] = None,
+    expires: Annotated[str | None, typer.Option(
+        help="Lifetime, e.g. 30d, 12h, 90m. Default: never expires.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create a key. Its secret is printed once and stored only as a keyed hash."""
+    from ironhold.config.schema import parse_duration
+    from ironhold.core.principal import Quota
+
+    expires_in: float | None = None
+    if expires is not None:
+        try:
+            parsed = parse_duration(expires)
+        except ValueError as exc:
+            fail(f"--expires: {exc}")
+        if not isinstance(parsed, float) or parsed <= 0:
+            fail("--expires: must be a positive duration such as 30d")
+        expires_in = parsed
+    for option, amount in (("--budget-usd", budget_usd), ("--daily-budget-usd",
+                                                          daily_budget_usd)):
+        if amount is not None and amount <= 0:
+            fail(f"{option}: must be more than 0")
     service = _service(config)
-    model_list = [m.strip() for m in models.split(",")] if models is not None else None
+    model_list = _names(models)
     known = {group.name for group in load_or_exit(config).models}
     for unknown in sorted(set(model_list or ()) - known - {""}):
         typer.secho(f"warning: {config} has no model group {unknown!r} (yet)",
                     fg=typer.colors.YELLOW, err=True)
+    quota = Quota(rpm=rpm, tpm=tpm, concurrency=concurrency, budget_usd_daily=daily_budget_usd,
+                  budget_usd_monthly=budget_usd)
     try:
-        key, secret = service.create(name, model_list, admin)
+        key, secret = service.create(name, model_list, admin, tenant=tenant,
+                                     tools=_names(tools), expires_in=expires_in, quota=quota)
     except IronholdError as exc:
         fail(exc.message)
     finally:
@@ -73,11 +108,31 @@ def list_keys(
     if as_json:
         typer.echo(orjson.dumps([k.as_dict() for k in keys]).decode())
         return
-    table = Table("id", "name", "prefix", "models", "admin", "status")
+    table = Table("id", "name", "prefix", "tenant", "models", "admin", "limits", "expires",
+                  "status")
     for k in keys:
-        table.add_row(k.id, k.name, k.prefix + "…", ",".join(k.models) if k.models else "all",
-                      "yes" if k.admin else "no", "active" if k.active else "revoked")
+        table.add_row(k.id, k.name, k.prefix + "…", k.tenant or "-",
+                      ",".join(k.models) if k.models is not None else "all",
+                      "yes" if k.admin else "no", _limits(k), _when(k.expires_at), k.status)
     Console().print(table)
+
+
+def _names(csv: str | None) -> list[str] | None:
+    return [m.strip() for m in csv.split(",")] if csv is not None else None
+
+
+def _limits(key: ApiKey) -> str:
+    q = key.quota
+    parts = [f"{label} {value:g}" for label, value in (
+        ("rpm", q.rpm), ("tpm", q.tpm), ("conc", q.concurrency),
+        ("$/day", q.budget_usd_daily), ("$/month", q.budget_usd_monthly)) if value is not None]
+    return ", ".join(parts) or "-"
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
 
 
 @app.command()

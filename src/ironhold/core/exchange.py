@@ -8,6 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ironhold.core.principal import Principal
+
+__all__ = ["ChunkStream", "Exchange", "Operation", "Principal", "Reply", "Usage"]
+
 if TYPE_CHECKING:
     from ironhold.config.schema import FaultConfig
 
@@ -39,19 +43,6 @@ _GEN_AI_NAMES = {
     Operation.COMPLETION: "text_completion",
     Operation.EMBEDDING: "embeddings",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: for now an API key; later OIDC users and agents."""
-
-    key_id: str
-    name: str
-    models: frozenset[str] | None  # None: every model group
-    admin: bool
-
-    def may_use(self, model: str) -> bool:
-        return self.models is None or model in self.models
 
 
 @dataclass(slots=True)

@@ -1,8 +1,11 @@
 """API keys: created once, shown once, stored only as a keyed hash (HMAC-SHA256).
 
+A key belongs to a tenant (optional), is scoped to model groups, tools and admin, may expire,
+and carries its own limits (requests and tokens per minute, concurrency, spend budgets).
+
 Verification hashes the presented key with the server's secret, looks the hash up, and compares
 in constant time. Verified keys are cached for ``auth.cache_ttl`` seconds, which bounds how long
-a revoked key keeps working on a running gateway.
+a revoked key keeps working on a running gateway; expiry is checked on every call.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import orjson
 from sqlalchemy import insert, or_, select, update
 
 from ironhold.core.errors import AuthenticationError, ConfigError, InvalidRequestError
-from ironhold.core.exchange import Principal
+from ironhold.core.principal import NO_QUOTA, Principal, Quota, Scopes
 from ironhold.store.sql import SqlStore, api_keys
 
 KEY_PREFIX = "ih-"
@@ -38,23 +41,59 @@ class ApiKey:
     admin: bool
     created_at: float
     revoked_at: float | None
+    tenant: str | None = None
+    tools: tuple[str, ...] | None = None
+    expires_at: float | None = None
+    quota: Quota = NO_QUOTA
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
 
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+    @property
+    def status(self) -> str:
+        if not self.active:
+            return "revoked"
+        return "expired" if self.expired() else "active"
+
     def principal(self) -> Principal:
-        models = None if self.models is None else frozenset(self.models)
-        return Principal(key_id=self.id, name=self.name, models=models, admin=self.admin)
+        return Principal(
+            id=self.id,
+            kind="key",
+            name=self.name,
+            scopes=Scopes(
+                models=None if self.models is None else frozenset(self.models),
+                tools=None if self.tools is None else frozenset(self.tools),
+                admin=self.admin,
+            ),
+            quota=self.quota,
+            tenant=self.tenant,
+            expires_at=self.expires_at,
+        )
 
     def as_dict(self) -> dict[str, object]:
+        q = self.quota
         return {
             "id": self.id,
             "name": self.name,
             "prefix": self.prefix,
+            "tenant": self.tenant,
             "models": list(self.models) if self.models is not None else None,
+            "tools": list(self.tools) if self.tools is not None else None,
             "admin": self.admin,
+            "limits": {
+                "rpm": q.rpm,
+                "tpm": q.tpm,
+                "concurrency": q.concurrency,
+                "budget_usd_daily": q.budget_usd_daily,
+                "budget_usd_monthly": q.budget_usd_monthly,
+            },
+            "status": self.status,
             "created_at": int(self.created_at),
+            "expires_at": int(self.expires_at) if self.expires_at else None,
             "revoked_at": int(self.revoked_at) if self.revoked_at else None,
         }
 
@@ -89,14 +128,31 @@ class KeyService:
     # -- administration (synchronous; the CLI calls these directly) --------------------------
 
     def create(
-        self, name: str, models: list[str] | None = None, admin: bool = False
+        self,
+        name: str,
+        models: list[str] | None = None,
+        admin: bool = False,
+        *,
+        tenant: str | None = None,
+        tools: list[str] | None = None,
+        expires_in: float | None = None,
+        quota: Quota | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key; returns it and its secret, which is never stored or shown again."""
         name = name.strip()
         if not name or len(name) > 200:
             raise InvalidRequestError("a key name must be 1 to 200 characters", param="name")
-        if models is not None:
-            models = sorted({m.strip() for m in models if m.strip()})
+        if tenant is not None:
+            tenant = tenant.strip()
+            if not tenant or len(tenant) > 200:
+                raise InvalidRequestError("a tenant must be 1 to 200 characters", param="tenant")
+        if expires_in is not None and expires_in <= 0:
+            raise InvalidRequestError("expiry must be in the future", param="expires")
+        quota = quota or Quota()
+        _check_quota(quota)
+        models = _clean(models)
+        tools = _clean(tools)
+        now = time.time()
         secret_key = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(
             id="key_" + secrets.token_hex(8),
@@ -104,8 +160,12 @@ class KeyService:
             prefix=secret_key[:10],
             models=tuple(models) if models is not None else None,
             admin=admin,
-            created_at=time.time(),
+            created_at=now,
             revoked_at=None,
+            tenant=tenant,
+            tools=tuple(tools) if tools is not None else None,
+            expires_at=now + expires_in if expires_in is not None else None,
+            quota=quota,
         )
         with self.store.engine.begin() as conn:
             conn.execute(
@@ -118,6 +178,14 @@ class KeyService:
                     admin=admin,
                     created_at=key.created_at,
                     revoked_at=None,
+                    tenant=tenant,
+                    tools=orjson.dumps(tools).decode() if tools is not None else None,
+                    expires_at=key.expires_at,
+                    rpm=quota.rpm,
+                    tpm=quota.tpm,
+                    concurrency=quota.concurrency,
+                    budget_usd_daily=quota.budget_usd_daily,
+                    budget_usd_monthly=quota.budget_usd_monthly,
                 )
             )
         return key, secret_key
@@ -155,12 +223,17 @@ class KeyService:
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
-            return cached[0]
-        key = await asyncio.to_thread(self._find_hash, digest)
-        if key is None or not key.active:
-            self._cache.pop(digest, None)
-            raise AuthenticationError("Incorrect API key provided.")
-        self._cache[digest] = (key, now + self._ttl)
+            key = cached[0]
+        else:
+            found = await asyncio.to_thread(self._find_hash, digest)
+            if found is None or not found.active:
+                self._cache.pop(digest, None)
+                raise AuthenticationError("Incorrect API key provided.")
+            key = found
+            self._cache[digest] = (key, now + self._ttl)
+        if key.expired():
+            # Only the key's holder can see this, so saying why helps and leaks nothing.
+            raise AuthenticationError("This API key has expired.", code="expired_api_key")
         return key
 
     def find(self, secret_key: str) -> ApiKey | None:
@@ -177,8 +250,22 @@ class KeyService:
         return _row_to_key(row)
 
 
+def _clean(names: list[str] | None) -> list[str] | None:
+    return None if names is None else sorted({n.strip() for n in names if n.strip()})
+
+
+def _check_quota(quota: Quota) -> None:
+    for field, value in (("rpm", quota.rpm), ("tpm", quota.tpm),
+                         ("concurrency", quota.concurrency),
+                         ("budget_usd_daily", quota.budget_usd_daily),
+                         ("budget_usd_monthly", quota.budget_usd_monthly)):
+        if value is not None and value <= 0:
+            raise InvalidRequestError(f"{field} must be a positive number", param=field)
+
+
 def _row_to_key(r: Mapping[Any, Any]) -> ApiKey:
     models = orjson.loads(r["models"]) if r["models"] is not None else None
+    tools = orjson.loads(r["tools"]) if r["tools"] is not None else None
     return ApiKey(
         id=r["id"],
         name=r["name"],
@@ -187,4 +274,14 @@ def _row_to_key(r: Mapping[Any, Any]) -> ApiKey:
         admin=bool(r["admin"]),
         created_at=float(r["created_at"]),
         revoked_at=float(r["revoked_at"]) if r["revoked_at"] is not None else None,
+        tenant=r["tenant"],
+        tools=tuple(tools) if tools is not None else None,
+        expires_at=float(r["expires_at"]) if r["expires_at"] is not None else None,
+        quota=Quota(
+            rpm=r["rpm"],
+            tpm=r["tpm"],
+            concurrency=r["concurrency"],
+            budget_usd_daily=r["budget_usd_daily"],
+            budget_usd_monthly=r["budget_usd_monthly"],
+        ),
     )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -30,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ironhold.core.errors import ConfigError
 
-_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Any fixed 64-bit number: the PostgreSQL advisory lock held while migrating.
 _MIGRATION_LOCK = 7_215_011_742
 
@@ -47,6 +48,14 @@ api_keys = Table(
     Column("admin", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("tenant", String(200), nullable=True),
+    Column("tools", Text, nullable=True),  # JSON list, or NULL for every tool
+    Column("expires_at", Float, nullable=True),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("concurrency", Integer, nullable=True),
+    Column("budget_usd_daily", Float, nullable=True),
+    Column("budget_usd_monthly", Float, nullable=True),
     Index("ix_ironhold_api_keys_hash", "hash", unique=True),
 )
 
@@ -100,7 +109,7 @@ def migrate(engine: Engine) -> None:
     from alembic.config import Config as AlembicConfig
 
     config = AlembicConfig()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})

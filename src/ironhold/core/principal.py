@@ -1,0 +1,159 @@
+"""Who is calling: the ``Principal`` every stage after identity sees.
+
+Three kinds of caller: a service **key** (an Ironhold API key), a **user** (an OIDC token from
+the organisation's identity provider) and an **agent** (an Ironhold passport: an agent acting
+for a user or key, possibly through other agents). A principal carries what it may do (scopes),
+the limits that apply to it, and for agents the whole delegation chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+_N = TypeVar("_N", int, float)
+
+PrincipalKind = Literal["key", "user", "agent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scopes:
+    """What a principal may touch. ``None`` means every model group (or tool)."""
+
+    models: frozenset[str] | None = None
+    tools: frozenset[str] | None = None
+    admin: bool = False
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def may_call(self, tool: str) -> bool:
+        return self.tools is None or tool in self.tools
+
+    def covers(self, other: Scopes) -> bool:
+        """True if everything ``other`` allows is allowed here (``other`` is no wider)."""
+        return (
+            _covers(self.models, other.models)
+            and _covers(self.tools, other.tools)
+            and (self.admin or not other.admin)
+        )
+
+    def as_list(self) -> list[str]:
+        """The OAuth ``scope`` form: ``models:a,b``, ``tools:x``, ``admin`` (absent: all)."""
+        out: list[str] = []
+        if self.models is not None:
+            out.append("models:" + ",".join(sorted(self.models)))
+        if self.tools is not None:
+            out.append("tools:" + ",".join(sorted(self.tools)))
+        if self.admin:
+            out.append("admin")
+        return out
+
+
+def _covers(wide: frozenset[str] | None, narrow: frozenset[str] | None) -> bool:
+    if wide is None:
+        return True
+    return narrow is not None and narrow <= wide
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Limits that apply to one principal (``None``: no limit of that kind)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+    budget_usd_daily: float | None = None
+    budget_usd_monthly: float | None = None
+
+    def narrowed(self, other: Quota) -> Quota:
+        """The tighter of the two for every limit (delegation may only narrow)."""
+        return Quota(
+            rpm=_least(self.rpm, other.rpm),
+            tpm=_least(self.tpm, other.tpm),
+            concurrency=_least(self.concurrency, other.concurrency),
+            budget_usd_daily=_least(self.budget_usd_daily, other.budget_usd_daily),
+            budget_usd_monthly=_least(self.budget_usd_monthly, other.budget_usd_monthly),
+        )
+
+    def covers(self, other: Quota) -> bool:
+        """True if ``other`` is nowhere looser than this."""
+        return all(
+            mine is None or (theirs is not None and theirs <= mine)
+            for mine, theirs in (
+                (self.rpm, other.rpm),
+                (self.tpm, other.tpm),
+                (self.concurrency, other.concurrency),
+                (self.budget_usd_daily, other.budget_usd_daily),
+                (self.budget_usd_monthly, other.budget_usd_monthly),
+            )
+        )
+
+    def is_empty(self) -> bool:
+        return self == NO_QUOTA
+
+
+NO_QUOTA = Quota()
+
+
+def _least(a: _N | None, b: _N | None) -> _N | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    #: Stable id: ``key_…`` for keys, ``user:<sub>`` for OIDC users, ``agent:<name>`` for agents.
+    id: str
+    kind: PrincipalKind
+    name: str
+    scopes: Scopes = field(default_factory=Scopes)
+    quota: Quota = NO_QUOTA
+    tenant: str | None = None
+    groups: tuple[str, ...] = ()
+    #: For agents: who the passport was issued for, then each actor in order, this agent last
+    #: (``("key_ab12", "agent:planner", "agent:coder")``). Empty for keys and users.
+    chain: tuple[str, ...] = ()
+    #: For agents: the passport's id (``jti``), so an audit record names the exact credential.
+    passport_id: str | None = None
+    expires_at: float | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.scopes.admin
+
+    @property
+    def key_id(self) -> str:
+        """The id that per-caller state (bulkheads, limits) is keyed by."""
+        return self.id
+
+    @property
+    def models(self) -> frozenset[str] | None:
+        return self.scopes.models
+
+    def may_use(self, model: str) -> bool:
+        return self.scopes.may_use(model)
+
+    @property
+    def subject(self) -> str:
+        """On whose behalf the call is made: the chain's root for agents, else this principal."""
+        return self.chain[0] if self.chain else self.id
+
+    def describe(self) -> dict[str, object]:
+        """The principal as recorded in audit records and shown by ``/admin/whoami``."""
+        out: dict[str, object] = {"id": self.id, "kind": self.kind, "name": self.name}
+        if self.tenant is not None:
+            out["tenant"] = self.tenant
+        if self.groups:
+            out["groups"] = list(self.groups)
+        if self.chain:
+            out["chain"] = list(self.chain)
+        if self.passport_id is not None:
+            out["passport"] = self.passport_id
+        out["scopes"] = self.scopes.as_list()
+        return out

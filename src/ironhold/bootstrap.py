@@ -13,9 +13,13 @@ from pathlib import Path
 
 from ironhold.chaos import ChaosStage, FaultTransport
 from ironhold.config.schema import Config, DeploymentConfig, ModelGroupConfig
+from ironhold.core.keyfiles import load_or_create_ed25519
 from ironhold.core.pipeline import Handler, Stage, build_pipeline
+from ironhold.identity.jwks import JwksSource
 from ironhold.identity.keys import KeyService, load_key_secret
-from ironhold.identity.stage import IdentityStage
+from ironhold.identity.passports import PassportAuthority
+from ironhold.identity.stage import Authenticator, IdentityStage
+from ironhold.identity.tokens import OidcVerifier
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 from ironhold.routing.health import HealthChecker
@@ -38,6 +42,7 @@ class Gateway:
     keys: KeyService
     metrics: Metrics
     identity: IdentityStage
+    authenticator: Authenticator
     router: Router
     handle: Handler
     local_servers: list[LocalModelServer] = field(default_factory=list)
@@ -64,6 +69,8 @@ class Gateway:
         await asyncio.gather(*(c.stop() for c in self.health_checkers), return_exceptions=True)
         await asyncio.gather(*(s.stop() for s in self.local_servers), return_exceptions=True)
         await asyncio.gather(*(t.close() for t in self.transports), return_exceptions=True)
+        if self.authenticator.oidc is not None:
+            await self.authenticator.oidc.jwks.close()
         await asyncio.to_thread(self.store.close)
 
     def ready(self) -> bool:
@@ -80,8 +87,27 @@ def open_key_service(config: Config) -> KeyService:
     return KeyService(store, load_key_secret(configured, store.state_dir), config.auth.cache_ttl)
 
 
+def build_authenticator(config: Config, keys: KeyService) -> Authenticator:
+    """Keys, passports and (if configured) the OIDC provider's tokens."""
+    passports = None
+    if config.identity.passports.enabled:
+        key_file = config.identity.passports.signing_key
+        path = (config.base_dir / key_file.file if key_file is not None
+                else keys.store.state_dir / "passport-ed25519.pem")
+        signing_key = load_or_create_ed25519(path, "identity.passports.signing_key")
+        passports = PassportAuthority(config.identity.passports, signing_key, keys.store,
+                                      config.auth.cache_ttl)
+    oidc = None
+    if config.identity.jwt is not None:
+        jwks = JwksSource(config.identity.jwt.jwks, config.base_dir)
+        jwks.load_now()
+        oidc = OidcVerifier(config.identity.jwt, jwks)
+    return Authenticator(keys, passports, oidc)
+
+
 def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
     keys = open_key_service(config)
+    authenticator = build_authenticator(config, keys)
     metrics = Metrics()
     transports: list[HttpTransport] = []
     local_servers: list[LocalModelServer] = []
@@ -106,7 +132,7 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
         if health_check is not None:
             checkers.append(HealthChecker(group, health_check))
     router = Router(groups, metrics)
-    identity = IdentityStage(keys)
+    identity = IdentityStage(authenticator)
     stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access), identity,
                            ChaosStage(config.chaos.header, config.chaos.keys)]
     return Gateway(
@@ -115,6 +141,7 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
         keys=keys,
         metrics=metrics,
         identity=identity,
+        authenticator=authenticator,
         router=router,
         handle=build_pipeline(stages, router),
         local_servers=local_servers,

@@ -80,11 +80,37 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     async def revoke_key(request: web.Request) -> web.Response:
         gateway = await require_admin(request)
         key_id = request.match_info["key_id"]
-        revoked = await asyncio.to_thread(gateway.keys.revoke, key_id)
+        revoked = await asyncio.to_thread(gateway.authenticator.revoke_key, key_id)
         if not revoked:
             raise NotFoundError(f"No active key '{key_id}'.", code="key_not_found")
         return json_response({"object": "list", "data": [k.as_dict() for k in revoked]})
 
+    async def whoami(request: web.Request) -> web.Response:
+        """Any identity may see how the gateway sees it (useful when debugging tokens)."""
+        gateway = request.app[key]
+        principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
+        return json_response(principal.describe())
+
+    async def list_passports(request: web.Request) -> web.Response:
+        gateway = await require_admin(request)
+        passports = gateway.authenticator.passports
+        if passports is None:
+            return json_response({"object": "list", "data": []})
+        rows = await asyncio.to_thread(passports.list_passports, request.query.get("subject"))
+        return json_response({"object": "list", "data": rows})
+
+    async def revoke_passport(request: web.Request) -> web.Response:
+        gateway = await require_admin(request)
+        passports = gateway.authenticator.passports
+        jti = request.match_info["passport_id"]
+        revoked = [] if passports is None else await asyncio.to_thread(passports.revoke, jti)
+        if not revoked:
+            raise NotFoundError(f"No active passport '{jti}'.", code="passport_not_found")
+        return json_response({"object": "list", "revoked": revoked})
+
+    app.router.add_get("/admin/whoami", whoami)
+    app.router.add_get("/admin/passports", list_passports)
+    app.router.add_delete("/admin/passports/{passport_id}", revoke_passport)
     app.router.add_get("/admin/keys", list_keys)
     app.router.add_post("/admin/keys", create_key)
     app.router.add_delete("/admin/keys/{key_id}", revoke_key)

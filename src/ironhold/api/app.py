@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ironhold.api.admin import add_admin_routes
 from ironhold.api.errors import error_response, plain_error
+from ironhold.api.oauth import add_oauth_routes
 from ironhold.api.requests import check_body, parse_timeout_header, read_json_body
 from ironhold.api.responses import json_response
 from ironhold.bootstrap import Gateway
@@ -52,6 +53,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     add_admin_routes(app, GATEWAY)
+    add_oauth_routes(app, GATEWAY)
 
     async def on_startup(_: web.Application) -> None:
         await gateway.start()

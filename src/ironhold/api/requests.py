@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ironhold.config.schema import parse_duration
+from ironhold.config.durations import parse_duration
 from ironhold.core.errors import InvalidRequestError, PayloadTooLargeError
 from ironhold.core.exchange import Operation
 

@@ -22,7 +22,8 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from ironhold.config.schema import FaultConfig, Seconds
+from ironhold.config.durations import Seconds
+from ironhold.config.schema import FaultConfig
 
 Phase = Literal["steady", "inject", "recover"]
 PHASES: tuple[Phase, ...] = ("steady", "inject", "recover")

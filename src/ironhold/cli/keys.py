@@ -54,7 +54,7 @@ def create(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create a key. Its secret is printed once and stored only as a keyed hash."""
-    from ironhold.config.schema import parse_duration
+    from ironhold.config.durations import parse_duration
     from ironhold.core.principal import Quota
 
     expires_in: float | None = None
@@ -140,10 +140,16 @@ def revoke(
     config: ConfigOption,
     key: Annotated[str, typer.Argument(help="The key's id, or a name (revokes all with it).")],
 ) -> None:
-    """Revoke a key. Running gateways stop accepting it within auth.cache_ttl (5 s)."""
+    """Revoke a key and every agent passport issued for it. Running gateways stop accepting
+    them within auth.cache_ttl (5 s)."""
+    from ironhold.bootstrap import build_authenticator
+
+    loaded = load_or_exit(config)
     service = _service(config)
     try:
-        revoked = service.revoke(key)
+        revoked = build_authenticator(loaded, service).revoke_key(key)
+    except IronholdError as exc:
+        fail(exc.message)
     finally:
         service.store.close()
     if not revoked:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -16,21 +15,8 @@ from pydantic import (
     model_validator,
 )
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: object) -> object:
-    """Accept ``30s``, ``250ms``, ``2m``, ``1h``, ``30d`` or a plain number of seconds."""
-    if isinstance(value, str):
-        match = _DURATION.fullmatch(value)
-        if not match:
-            raise ValueError(f"not a duration: {value!r} (use e.g. 250ms, 30s, 2m, 30d)")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+from ironhold.config.durations import Seconds
+from ironhold.config.security import IdentityConfig
 
 
 class _Strict(BaseModel):
@@ -289,6 +275,7 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     models: list[ModelGroupConfig] = Field(default_factory=list)
     chaos: ChaosConfig = Field(default_factory=ChaosConfig)

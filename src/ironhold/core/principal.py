@@ -76,6 +76,18 @@ class Quota:
             budget_usd_monthly=_least(self.budget_usd_monthly, other.budget_usd_monthly),
         )
 
+    def filled_from(self, other: Quota) -> Quota:
+        """This quota, with the limits it leaves unset taken from ``other``."""
+        return Quota(
+            rpm=self.rpm if self.rpm is not None else other.rpm,
+            tpm=self.tpm if self.tpm is not None else other.tpm,
+            concurrency=self.concurrency if self.concurrency is not None else other.concurrency,
+            budget_usd_daily=self.budget_usd_daily if self.budget_usd_daily is not None
+            else other.budget_usd_daily,
+            budget_usd_monthly=self.budget_usd_monthly if self.budget_usd_monthly is not None
+            else other.budget_usd_monthly,
+        )
+
     def covers(self, other: Quota) -> bool:
         """True if ``other`` is nowhere looser than this."""
         return all(
@@ -122,6 +134,11 @@ class Principal:
     #: For agents: the passport's id (``jti``), so an audit record names the exact credential.
     passport_id: str | None = None
     expires_at: float | None = None
+    #: Limits this call also counts against, besides its own ``quota`` and its tenant's: for an
+    #: agent, the root key's and every ancestor passport's, as ``(counter id, quota)``. A parent
+    #: passport's budget is shared by every passport exchanged from it, so delegation cannot
+    #: multiply a budget.
+    inherited: tuple[tuple[str, Quota], ...] = ()
 
     @property
     def admin(self) -> bool:
@@ -138,6 +155,15 @@ class Principal:
 
     def may_use(self, model: str) -> bool:
         return self.scopes.may_use(model)
+
+    @property
+    def counter_id(self) -> str:
+        """The id this principal's own limits are counted under (a passport's own id)."""
+        return self.passport_id or self.id
+
+    def quotas(self) -> tuple[tuple[str, Quota], ...]:
+        """Every ``(counter id, quota)`` a call by this principal counts against."""
+        return (*self.inherited, (self.counter_id, self.quota))
 
     @property
     def subject(self) -> str:

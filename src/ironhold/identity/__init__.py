@@ -1,6 +1,9 @@
-"""Who is calling: API keys now; OIDC tokens and agent passports later."""
+"""Who is calling: API keys, OIDC tokens from an identity provider, and agent passports."""
 
 from ironhold.identity.keys import ApiKey, KeyService, load_key_secret
-from ironhold.identity.stage import IdentityStage
+from ironhold.identity.passports import PassportAuthority
+from ironhold.identity.stage import Authenticator, IdentityStage
+from ironhold.identity.tokens import OidcVerifier
 
-__all__ = ["ApiKey", "IdentityStage", "KeyService", "load_key_secret"]
+__all__ = ["ApiKey", "Authenticator", "IdentityStage", "KeyService", "OidcVerifier",
+           "PassportAuthority", "load_key_secret"]

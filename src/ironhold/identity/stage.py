@@ -1,18 +1,29 @@
-"""The identity stage: the credential on the exchange becomes a ``Principal``, or a refusal."""
+"""Who is calling: every credential the gateway accepts, turned into a ``Principal``.
+
+A bearer credential is one of three things, told apart before any verification: an Ironhold
+API key (``ih-…``), an agent passport (a JWT whose issuer is this gateway's passport issuer),
+or an OIDC token (a JWT from the configured identity provider). Anything else is refused.
+The identity stage authenticates every call (default deny) and checks the model scope.
+"""
 
 from __future__ import annotations
 
 from ironhold.core.errors import AuthenticationError, PermissionDeniedError
 from ironhold.core.exchange import Exchange, Principal, Reply
 from ironhold.core.pipeline import Handler
-from ironhold.identity.keys import KeyService
+from ironhold.identity.keys import KEY_PREFIX, ApiKey, KeyService
+from ironhold.identity.passports import PassportAuthority
+from ironhold.identity.tokens import OidcVerifier, looks_like_jwt, peek
 
 
-class IdentityStage:
-    """Authenticates every call (default deny) and checks the key may use the model."""
+class Authenticator:
+    """API keys, passports and OIDC tokens behind one ``authenticate``."""
 
-    def __init__(self, keys: KeyService):
-        self._keys = keys
+    def __init__(self, keys: KeyService, passports: PassportAuthority | None,
+                 oidc: OidcVerifier | None):
+        self.keys = keys
+        self.passports = passports
+        self.oidc = oidc
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -23,15 +34,46 @@ class IdentityStage:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("The Authorization header must be 'Bearer KEY'.")
-        key = await self._keys.verify(token.strip())
-        return key.principal()
+        return await self.from_token(token.strip())
+
+    async def from_token(self, token: str) -> Principal:
+        if token.startswith(KEY_PREFIX):
+            return (await self.keys.verify(token)).principal()
+        if not looks_like_jwt(token):
+            raise AuthenticationError("Incorrect API key provided.")
+        _, claims = peek(token)
+        issuer = claims.get("iss")
+        if self.passports is not None and issuer == self.passports.issuer:
+            return await self.passports.verify(token)
+        if self.oidc is not None and issuer == self.oidc.issuer:
+            return await self.oidc.verify(token)
+        raise AuthenticationError("The token's issuer is not trusted by this gateway.",
+                                  code="invalid_token")
+
+    def revoke_key(self, id_or_name: str) -> list[ApiKey]:
+        """Revoke keys, and every passport issued for them. Blocking."""
+        revoked = self.keys.revoke(id_or_name)
+        if self.passports is not None:
+            for key in revoked:
+                self.passports.revoke_subject(key.id)
+        return revoked
+
+
+class IdentityStage:
+    """Authenticates every call (default deny) and checks the caller may use the model."""
+
+    def __init__(self, authenticator: Authenticator):
+        self.authenticator = authenticator
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        return await self.authenticator.authenticate(authorization)
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
-        principal = await self.authenticate(exchange.credential)
+        principal = await self.authenticator.authenticate(exchange.credential)
         exchange.principal = principal
         if not principal.may_use(exchange.model):
             # Said the same way whether or not the group exists, so keys can't probe for names.
             raise PermissionDeniedError(
-                f"This API key may not use the model '{exchange.model}'.", param="model"
+                f"This credential may not use the model '{exchange.model}'.", param="model"
             )
         return await next_(exchange)

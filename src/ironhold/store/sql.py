@@ -59,6 +59,21 @@ api_keys = Table(
     Index("ix_ironhold_api_keys_hash", "hash", unique=True),
 )
 
+passports = Table(
+    "ironhold_passports",
+    metadata,
+    Column("jti", String(40), primary_key=True),
+    Column("parent", String(40), nullable=True),  # the passport this one was exchanged from
+    Column("subject", String(300), nullable=False),  # the chain's root: a key or a user
+    Column("agent", String(300), nullable=False),
+    Column("chain", Text, nullable=False),  # JSON list: subject, then each agent in order
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Index("ix_ironhold_passports_parent", "parent"),
+    Index("ix_ironhold_passports_subject", "subject"),
+)
+
 
 @dataclass(frozen=True)
 class SqlStore:

@@ -1,0 +1,98 @@
+"""The config of the trust layer: identity providers and passports, policy files, limits and
+prices, and the audit log. Part of the one config schema (``config.schema.Config``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ironhold.config.durations import Seconds
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyFileConfig(_Strict):
+    """A private key in a PEM file. Generated (mode 0600) on first start if it does not exist;
+    several replicas must point at the same file."""
+
+    file: Path
+
+
+class JwksConfig(_Strict):
+    """Where the identity provider's public keys come from: exactly one of ``file`` or ``url``.
+    A file is re-read when it changes; a URL is fetched again after ``cache_ttl``, or sooner
+    (at most every ``min_refresh``) when a token names a key id it has not seen: rotation."""
+
+    file: Path | None = None
+    url: AnyHttpUrl | None = None
+    cache_ttl: Seconds = 300.0
+    min_refresh: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JwksConfig:
+        if (self.file is None) == (self.url is None):
+            raise ValueError("jwks needs exactly one of 'file' or 'url'")
+        return self
+
+
+#: Signature algorithms an identity provider may use. No HMAC (a shared secret is not an
+#: identity provider's key, and HS256 with a public key is the classic key-confusion attack)
+#: and never ``none``.
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                         "ES256", "ES384", "ES512", "Ed25519")
+
+
+class ClaimsConfig(_Strict):
+    """Which token claims become which principal attributes."""
+
+    subject: str = "sub"
+    name: str = "name"
+    tenant: str | None = "tenant"
+    groups: str | None = "groups"
+    #: Space-separated Ironhold scopes: ``models:a,b``, ``tools:x``, ``ironhold:admin``.
+    scopes: str | None = "scope"
+
+
+class JwtConfig(_Strict):
+    """Bearer tokens (JWT) from the organisation's OIDC identity provider."""
+
+    issuer: str = Field(min_length=1)
+    audience: str | list[str]
+    jwks: JwksConfig
+    algorithms: list[str] = Field(default_factory=lambda: list(ASYMMETRIC_ALGORITHMS))
+    #: Clock skew tolerated on exp / nbf / iat (bounded: a large leeway extends every token).
+    leeway: Annotated[Seconds, Field(le=300)] = 60.0
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig)
+    #: Members of these groups get the admin scope.
+    admin_groups: list[str] = Field(default_factory=list)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        bad = [a for a in algorithms if a not in ASYMMETRIC_ALGORITHMS]
+        if bad or not algorithms:
+            raise ValueError(f"allowed algorithms are {', '.join(ASYMMETRIC_ALGORITHMS)}; "
+                             f"not {', '.join(bad) or 'an empty list'}")
+        return algorithms
+
+
+class PassportConfig(_Strict):
+    """Agent passports: short-lived Ed25519-signed tokens issued by ``POST /oauth/token``."""
+
+    enabled: bool = True
+    issuer: str = "urn:ironhold:passports"
+    #: Default: ``passport-ed25519.pem`` in the state directory.
+    signing_key: KeyFileConfig | None = None
+    default_ttl: Seconds = 300.0
+    max_ttl: Annotated[Seconds, Field(le=86400)] = 3600.0
+    #: The most agents one chain may hold (user → agent → agent: depth 2).
+    max_depth: int = Field(3, ge=1, le=10)
+
+
+class IdentityConfig(_Strict):
+    jwt: JwtConfig | None = None
+    passports: PassportConfig = Field(default_factory=PassportConfig)

@@ -15,14 +15,18 @@ from ironhold.bootstrap import Gateway
 
 log = logging.getLogger("ironhold")
 
+_MAX_HEADER_BYTES = 32 * 1024
+
 
 async def start_server(gateway: Gateway, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
     app = create_app(gateway)
     # handler_cancellation: a client that disconnects cancels its handler, and with it the
     # upstream request, even before the first byte of the response.
+    # max_field_size: identity providers' tokens can be several KiB; a longer header than the
+    # default 8 KiB reaches the identity stage, which refuses it in the OpenAI error shape.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=5.0)
+                           shutdown_timeout=5.0, max_field_size=_MAX_HEADER_BYTES)
     try:
         await runner.setup()  # runs on_startup: starts local model servers
     except BaseException:

@@ -20,6 +20,8 @@ from ironhold.identity.keys import KeyService, load_key_secret
 from ironhold.identity.passports import PassportAuthority
 from ironhold.identity.stage import Authenticator, IdentityStage
 from ironhold.identity.tokens import OidcVerifier
+from ironhold.policy.engine import PolicyEngine
+from ironhold.policy.stage import PolicyStage
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 from ironhold.routing.health import HealthChecker
@@ -43,6 +45,7 @@ class Gateway:
     metrics: Metrics
     identity: IdentityStage
     authenticator: Authenticator
+    policy: PolicyStage | None
     router: Router
     handle: Handler
     local_servers: list[LocalModelServer] = field(default_factory=list)
@@ -133,8 +136,13 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
             checkers.append(HealthChecker(group, health_check))
     router = Router(groups, metrics)
     identity = IdentityStage(authenticator)
-    stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access), identity,
-                           ChaosStage(config.chaos.header, config.chaos.keys)]
+    policy = None
+    if config.policy is not None:
+        policy = PolicyStage(PolicyEngine.load(config.policy.files, config.base_dir))
+    stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access), identity]
+    if policy is not None:
+        stages.append(policy)
+    stages.append(ChaosStage(config.chaos.header, config.chaos.keys, policy))
     return Gateway(
         config=config,
         store=keys.store,
@@ -142,6 +150,7 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
         metrics=metrics,
         identity=identity,
         authenticator=authenticator,
+        policy=policy,
         router=router,
         handle=build_pipeline(stages, router),
         local_servers=local_servers,

@@ -13,6 +13,7 @@ from ironhold.api.requests import read_json_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from ironhold.core.principal import Quota
+from ironhold.policy.stage import denied
 
 if TYPE_CHECKING:
     from ironhold.bootstrap import Gateway
@@ -53,11 +54,17 @@ def parse_body(model: type[_M], body: dict[str, Any]) -> _M:
 
 
 def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
-    async def require_admin(request: web.Request) -> Gateway:
+    async def require_admin(request: web.Request, action: str = "manage_keys") -> Gateway:
+        """An admin identity (the admin scope), and the policy's permit when one is set."""
         gateway = request.app[key]
         principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
         if not principal.admin:
-            raise PermissionDeniedError("This endpoint needs an admin API key.")
+            raise PermissionDeniedError("This endpoint needs an admin identity.")
+        if gateway.policy is not None:
+            decision = gateway.policy.check(principal, action, "Gateway", "ironhold",
+                                            request.remote or "0.0.0.0")
+            if not decision.allowed:
+                raise denied(principal, decision)
         return gateway
 
     async def list_keys(request: web.Request) -> web.Response:
@@ -92,7 +99,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         return json_response(principal.describe())
 
     async def list_passports(request: web.Request) -> web.Response:
-        gateway = await require_admin(request)
+        gateway = await require_admin(request, "manage_passports")
         passports = gateway.authenticator.passports
         if passports is None:
             return json_response({"object": "list", "data": []})
@@ -100,7 +107,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         return json_response({"object": "list", "data": rows})
 
     async def revoke_passport(request: web.Request) -> web.Response:
-        gateway = await require_admin(request)
+        gateway = await require_admin(request, "manage_passports")
         passports = gateway.authenticator.passports
         jti = request.match_info["passport_id"]
         revoked = [] if passports is None else await asyncio.to_thread(passports.revoke, jti)

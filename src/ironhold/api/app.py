@@ -18,7 +18,7 @@ from ironhold.api.responses import json_response
 from ironhold.bootstrap import Gateway
 from ironhold.chaos.stage import HEADER as FAULT_HEADER
 from ironhold.core.errors import IronholdError, ModelNotFoundError
-from ironhold.core.exchange import Exchange, Operation, Reply
+from ironhold.core.exchange import Exchange, Operation, Principal, Reply
 from ironhold.core.ids import accept_request_id
 
 log = logging.getLogger("ironhold.api")
@@ -132,6 +132,7 @@ def _operation(operation: Operation) -> _HttpHandler:
             body=body,
             stream=stream,
             credential=headers.get("Authorization"),
+            client_ip=request.remote or "0.0.0.0",
         )
         if _TIMEOUT in headers:
             exchange.timeout = parse_timeout_header(_TIMEOUT, headers[_TIMEOUT])
@@ -179,7 +180,7 @@ async def _list_models(request: web.Request) -> web.Response:
     data = [
         _model_object(name, group.created, group.owned_by)
         for name, group in gateway.router.groups.items()
-        if principal.may_use(name)
+        if _may_list(gateway, principal, name, request)
     ]
     return json_response({"object": "list", "data": data})
 
@@ -188,7 +189,7 @@ async def _get_model(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
     name = request.match_info["model"]
-    if not principal.may_use(name):
+    if not _may_list(gateway, principal, name, request):
         raise ModelNotFoundError(
             f"The model '{name}' does not exist or you do not have access to it.", param="model"
         )
@@ -215,6 +216,16 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     body = request.app[GATEWAY].metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+def _may_list(gateway: Gateway, principal: Principal, model: str,
+              request: web.Request) -> bool:
+    if not principal.may_use(model):
+        return False
+    if gateway.policy is None:
+        return True
+    return gateway.policy.check(principal, "list_models", "Model", model,
+                                request.remote or "0.0.0.0").allowed
 
 
 def _model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:

@@ -12,15 +12,18 @@ from ironhold.config.schema import FaultConfig
 from ironhold.core.errors import InvalidRequestError, PermissionDeniedError
 from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.pipeline import Handler
+from ironhold.policy.stage import PolicyStage, denied
 
 HEADER = "x-ironhold-fault"
 _FAULTS = TypeAdapter(list[FaultConfig])
 
 
 class ChaosStage:
-    def __init__(self, allow_header: bool, key_faults: Mapping[str, Sequence[FaultConfig]]):
+    def __init__(self, allow_header: bool, key_faults: Mapping[str, Sequence[FaultConfig]],
+                 policy: PolicyStage | None = None):
         self._allow_header = allow_header
         self._key_faults = {name: tuple(faults) for name, faults in key_faults.items()}
+        self._policy = policy
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
         if self._key_faults and exchange.principal is not None:
@@ -32,6 +35,11 @@ class ChaosStage:
                     f"remove the {HEADER} header")
             if exchange.principal is None or not exchange.principal.admin:
                 raise PermissionDeniedError(f"the {HEADER} header needs an admin key")
+            if self._policy is not None:
+                decision = self._policy.check(exchange.principal, "inject_faults", "Gateway",
+                                              "ironhold", exchange.client_ip)
+                if not decision.allowed:
+                    raise denied(exchange.principal, decision)
             exchange.faults = exchange.faults + parse_fault_header(exchange.fault_header)
         return await next_(exchange)
 

@@ -11,6 +11,7 @@ from ironhold import __version__
 from ironhold.cli import chaos as chaos_cmd
 from ironhold.cli import demo as demo_cmd
 from ironhold.cli import keys as keys_cmd
+from ironhold.cli import policy as policy_cmd
 from ironhold.cli.common import ConfigOption, fail, load_or_exit
 from ironhold.core.errors import IronholdError
 
@@ -26,6 +27,7 @@ config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(chaos_cmd.app, name="chaos")
+app.add_typer(policy_cmd.app, name="policy")
 app.command("demo")(demo_cmd.demo)
 
 

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from ironhold.config.durations import Seconds
-from ironhold.config.security import IdentityConfig
+from ironhold.config.security import IdentityConfig, PolicyConfig
 
 
 class _Strict(BaseModel):
@@ -276,6 +276,7 @@ class Config(_Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    policy: PolicyConfig | None = None
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     models: list[ModelGroupConfig] = Field(default_factory=list)
     chaos: ChaosConfig = Field(default_factory=ChaosConfig)

@@ -96,3 +96,11 @@ class PassportConfig(_Strict):
 class IdentityConfig(_Strict):
     jwt: JwtConfig | None = None
     passports: PassportConfig = Field(default_factory=PassportConfig)
+
+
+class PolicyConfig(_Strict):
+    """Cedar policies kept in git: ``*.cedar`` files or folders of them (and optionally one
+    ``*.cedarschema``). With policies configured, every request needs a ``permit`` (default
+    deny); without, a credential's scopes alone decide."""
+
+    files: list[Path] = Field(min_length=1)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ironhold.core.principal import Principal
 
-__all__ = ["ChunkStream", "Exchange", "Operation", "Principal", "Reply", "Usage"]
+__all__ = ["ChunkStream", "Exchange", "Operation", "PolicyDecision", "Principal", "Reply",
+           "Usage"]
 
 if TYPE_CHECKING:
     from ironhold.config.schema import FaultConfig
@@ -45,6 +46,23 @@ _GEN_AI_NAMES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    allowed: bool
+    #: The deciding policies: the permits that allowed, or the forbids that denied (empty for
+    #: a default deny: nothing permitted it).
+    policies: tuple[str, ...]
+    #: Policies that failed to evaluate (Cedar skips them).
+    errors: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.allowed:
+            return f"allowed by {', '.join(self.policies)}"
+        if self.policies:
+            return f"denied by {', '.join(self.policies)}"
+        return "denied: no policy permits it (default deny)"
+
+
 @dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
@@ -63,6 +81,13 @@ class Exchange:
     #: The raw ``Authorization`` header; the identity stage turns it into ``principal``.
     credential: str | None = None
     principal: Principal | None = None
+    #: The client's address as the gateway saw it.
+    client_ip: str = "0.0.0.0"
+    #: Prompt tokens estimated at admission (``estimate_tokens``), set by the first stage
+    #: that needs it; real usage settles it later.
+    estimated_tokens: int | None = None
+    #: The policy decision, kept for the audit record (None: no policy configured).
+    policy: PolicyDecision | None = None
     started: float = field(default_factory=time.perf_counter)
     #: Per-request deadlines asked for by the client (seconds); capped by the group's.
     timeout: float | None = None

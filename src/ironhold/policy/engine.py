@@ -1,0 +1,149 @@
+"""Cedar policies loaded once, decided per request (``cedarpy``).
+
+``policy.files`` lists ``*.cedar`` files or folders of them; a ``*.cedarschema`` beside them
+replaces the built-in schema (``schema.cedarschema``). Every policy is validated against the
+schema at load, so a typo in an attribute stops the gateway from starting instead of silently
+never matching. Default deny: a request no ``permit`` matches is refused, and any matching
+``forbid`` wins.
+
+A decision names the policies that decided it: their ``@id("...")`` annotation, or
+``file.cedar#N`` (the N-th policy in the file) when they have none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+
+from ironhold.core.errors import ConfigError
+from ironhold.core.exchange import PolicyDecision
+from ironhold.core.principal import Principal
+from ironhold.policy.entities import (
+    RequestContext,
+    ResourceType,
+    action_entities,
+    principal_entities,
+    principal_uid,
+    uid,
+)
+
+BUILTIN_SCHEMA = Path(__file__).resolve().parent / "schema.cedarschema"
+_ENTITY_CACHE = 10_000
+
+
+Decision = PolicyDecision
+
+
+class PolicyEngine:
+    def __init__(self, policies: cedarpy.PolicySet, names: dict[str, str], sources: list[Path],
+                 schema_path: Path):
+        self._policies = policies
+        self._names = names  # Cedar's policyN -> @id or file#N
+        self._actions = action_entities()
+        # Parsing the entity graph is most of a decision's cost, and a principal's entities
+        # only change when the principal does: one pre-parsed handle per principal.
+        self._entities: dict[Principal, cedarpy.Entities] = {}
+        self.sources = sources
+        self.schema_path = schema_path
+        #: Whether any policy reads the remaining budget (only then is it looked up).
+        self.uses_budget = False
+
+    @property
+    def policy_ids(self) -> list[str]:
+        return list(self._names.values())
+
+    @classmethod
+    def load(cls, paths: Sequence[Path], base_dir: Path = Path(".")) -> PolicyEngine:
+        files: list[Path] = []
+        schemas: list[Path] = []
+        for raw in paths:
+            path = (base_dir / raw).resolve()
+            if path.is_dir():
+                files.extend(sorted(path.glob("*.cedar")))
+                schemas.extend(sorted(path.glob("*.cedarschema")))
+            elif path.is_file():
+                (schemas if path.suffix == ".cedarschema" else files).append(path)
+            else:
+                raise ConfigError(f"policy.files: {path} does not exist")
+        if not files:
+            raise ConfigError("policy.files: no *.cedar files found (default deny would refuse "
+                              "every request)")
+        if len(schemas) > 1:
+            raise ConfigError(f"policy.files: more than one schema: "
+                              f"{', '.join(s.name for s in schemas)}")
+        schema_path = schemas[0] if schemas else BUILTIN_SCHEMA
+        schema_text = _read(schema_path)
+        try:
+            cedarpy.Schema.from_str(schema_text)
+        except ValueError as exc:
+            raise ConfigError(f"{schema_path}: not a valid Cedar schema: {exc}") from None
+        texts: list[str] = []
+        names: dict[str, str] = {}
+        seen: set[str] = set()
+        for file in files:
+            text = _read(file)
+            try:
+                parsed = json.loads(cedarpy.policies_to_json_str(text))
+            except ValueError as exc:
+                raise ConfigError(f"{file}: not valid Cedar: {exc}") from None
+            if parsed.get("templates"):
+                raise ConfigError(f"{file}: policy templates are not supported")
+            result = cedarpy.validate_policies(text, schema_text)
+            if not result.validation_passed:
+                problems = "; ".join(str(e) for e in result.errors)
+                raise ConfigError(f"{file}: does not match the schema ({schema_path.name}): "
+                                  f"{problems}")
+            local = parsed.get("staticPolicies", {})
+            # Cedar numbers a text's policies policy0, policy1, ... in order.
+            for index in range(len(local)):
+                policy = local[f"policy{index}"]
+                name = policy.get("annotations", {}).get("id") or f"{file.name}#{index + 1}"
+                if name in seen:
+                    raise ConfigError(f"{file}: policy id {name!r} is used twice")
+                seen.add(name)
+                names[f"policy{len(names)}"] = name
+            texts.append(text)
+        combined = "\n".join(texts)
+        engine = cls(cedarpy.PolicySet.from_str(combined), names, files, schema_path)
+        engine.uses_budget = "remaining_budget_cents" in combined or "has_budget" in combined
+        return engine
+
+    def decide(self, principal: Principal, action: str, resource_type: ResourceType,
+               resource_id: str, context: RequestContext) -> Decision:
+        request = {
+            "principal": principal_uid(principal),
+            "action": uid("Action", action),
+            "resource": uid(resource_type, resource_id),
+            "context": context.as_cedar(principal),
+        }
+        entities = self._entities.get(principal)
+        if entities is None:
+            if len(self._entities) >= _ENTITY_CACHE:
+                self._entities.clear()
+            entities = self._entities[principal] = cedarpy.Entities.from_json_str(
+                json.dumps([*principal_entities(principal), *self._actions]))
+        result = cedarpy.is_authorized(request, self._policies, entities)
+        diagnostics = result.diagnostics
+        return Decision(
+            allowed=result.allowed,
+            policies=tuple(self._names.get(r, r) for r in diagnostics.reasons),
+            errors=tuple(_error_text(e, self._names) for e in diagnostics.errors),
+        )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+def _error_text(error: Any, names: dict[str, str]) -> str:
+    text = str(error)
+    for cedar_id, name in names.items():
+        text = text.replace(f"`{cedar_id}`", f"`{name}`")
+    return text[:300]

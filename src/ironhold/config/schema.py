@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from ironhold.config.durations import Seconds
-from ironhold.config.security import IdentityConfig, PolicyConfig
+from ironhold.config.security import IdentityConfig, LimitsConfig, PolicyConfig
 
 
 class _Strict(BaseModel):
@@ -33,12 +33,21 @@ class ServerConfig(_Strict):
 class StateConfig(_Strict):
     #: ``sqlite:///path`` (relative paths are relative to the config file) or ``postgresql://...``.
     url: str = "sqlite:///./.ironhold/ironhold.db"
+    #: ``redis://host:6379/0``: limits, budgets and concurrency shared by every replica.
+    redis: str | None = None
 
     @field_validator("url")
     @classmethod
     def _known_engine(cls, url: str) -> str:
         if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
         return url
 
 
@@ -277,6 +286,7 @@ class Config(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     policy: PolicyConfig | None = None
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     models: list[ModelGroupConfig] = Field(default_factory=list)
     chaos: ChaosConfig = Field(default_factory=ChaosConfig)

@@ -4,7 +4,7 @@ prices, and the audit log. Part of the one config schema (``config.schema.Config
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -104,3 +104,33 @@ class PolicyConfig(_Strict):
     deny); without, a credential's scopes alone decide."""
 
     files: list[Path] = Field(min_length=1)
+
+
+class QuotaConfig(_Strict):
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, gt=0)
+    budget_usd_daily: float | None = Field(None, gt=0)
+    budget_usd_monthly: float | None = Field(None, gt=0)
+
+
+class PriceConfig(_Strict):
+    """US dollars per million tokens."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class LimitsConfig(_Strict):
+    """Limits beyond each credential's own: per tenant, and the price table budgets use.
+    Counted in-process on one node, in Redis (``state.redis``) across replicas."""
+
+    tenants: dict[str, QuotaConfig] = Field(default_factory=dict)
+    #: Per model group; a group without a price costs nothing against budgets.
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    #: Completion tokens reserved at admission when a request sets no ``max_tokens``.
+    default_completion_tokens: int = Field(256, ge=0)
+    #: How long a concurrency slot is held if its replica dies before releasing it.
+    lease_ttl: Seconds = 660.0
+    #: When Redis cannot be reached: ``open`` admits (and logs), ``closed`` refuses (503).
+    on_store_error: Literal["open", "closed"] = "open"

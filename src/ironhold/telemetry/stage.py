@@ -6,11 +6,10 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
-
 from ironhold.core.errors import IronholdError
-from ironhold.core.exchange import ChunkStream, Exchange, Reply, Usage
+from ironhold.core.exchange import ChunkStream, Exchange, Reply
 from ironhold.core.pipeline import Handler
+from ironhold.core.usage import usage_in_sse, usage_of
 from ironhold.telemetry.metrics import Metrics
 
 log = logging.getLogger("ironhold.access")
@@ -34,8 +33,8 @@ class TelemetryStage:
         if reply.stream is not None:
             reply.stream = _Observed(reply.stream, exchange, self)
             return reply
-        if reply.body is not None and reply.status == 200:
-            exchange.usage = _usage_of(reply.body)
+        if reply.body is not None and reply.status == 200 and exchange.usage is None:
+            exchange.usage = usage_of(reply.body)
         self.finish(exchange, error_type="" if reply.status < 400 else str(reply.status),
                     status=reply.status)
         return reply
@@ -89,7 +88,7 @@ class _Observed:
     async def __anext__(self) -> bytes:
         chunk = await self._inner.__anext__()
         if b'"usage":{' in chunk or b'"usage": {' in chunk:
-            usage = _usage_in_sse(chunk)
+            usage = usage_in_sse(chunk)
             if usage is not None:
                 self._exchange.usage = usage
         if chunk.startswith(b'data: {"error"') or b'\n\ndata: {"error"' in chunk:
@@ -101,33 +100,3 @@ class _Observed:
         if not self._done:
             self._done = True
             self._stage.finish(self._exchange, error_type=self._error, status=200)
-
-
-def _usage_of(body: bytes) -> Usage | None:
-    if b'"usage"' not in body:
-        return None
-    try:
-        return _parse_usage(orjson.loads(body).get("usage"))
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-
-
-def _usage_in_sse(chunk: bytes) -> Usage | None:
-    for line in chunk.split(b"\n"):
-        if line.startswith(b"data: {") and b'"usage"' in line:
-            try:
-                usage = _parse_usage(orjson.loads(line[6:]).get("usage"))
-            except (orjson.JSONDecodeError, AttributeError):
-                continue
-            if usage is not None:
-                return usage
-    return None
-
-
-def _parse_usage(raw: object) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)

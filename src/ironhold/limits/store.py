@@ -1,0 +1,257 @@
+"""What limits count, how, and the in-process store for one node.
+
+A request counts against several counters at once (its key, its tenant, every passport in its
+chain), each with a ``Quota``. Admission checks all of them and, only if every one has room,
+counts the request in all of them: one atomic step, so concurrent requests can never jointly
+overshoot. The Redis store (``limits.redis``) runs the same algorithm in one Lua script.
+
+- Requests and tokens per minute: a sliding 60-second window of 1-second buckets. A request
+  leaves the window when its whole second is older than 60 s, so the window is 60 to 61 s long:
+  never more than the limit in any 60 s, at most one second stricter.
+- Tokens are reserved at admission (the prompt estimate plus the completion allowance) and
+  settled with the real usage afterwards.
+- Concurrency: leases with an expiry, so a replica that dies cannot hold slots for ever.
+- Budgets: micro-dollars per calendar day and month (UTC), reserved and settled like tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ironhold.core.principal import Quota
+
+WINDOW = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One counter a request counts against."""
+
+    counter: str
+    quota: Quota
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    request_id: str
+    #: Tokens reserved: the prompt estimate plus the completion allowance.
+    tokens: int
+    #: Cost reserved, in micro-dollars.
+    cost_micros: int
+    #: Unix time of admission (the caller's clock, so every replica buckets alike).
+    now: float
+    #: When a concurrency lease lapses if never released.
+    lease_ttl: float = 660.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateState:
+    """For the ``x-ratelimit-*`` headers: the tightest counter of one kind."""
+
+    limit: int
+    remaining: int
+    #: Seconds until the window has forgotten everything in it now.
+    reset: float
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    allowed: bool
+    #: Which limit refused: ``rpm``, ``tpm``, ``concurrency``, ``budget_usd_daily`` or
+    #: ``budget_usd_monthly``; and on which counter.
+    refused_by: str | None = None
+    counter: str | None = None
+    retry_after: float = 0.0
+    requests: RateState | None = None
+    tokens: RateState | None = None
+    #: The least budget left (micro-dollars) over the counters that have one, after this
+    #: request's reservation; None if no budget applies.
+    budget_left_micros: int | None = None
+
+
+class LimitStore(Protocol):
+    async def admit(self, charges: Sequence[Charge], ask: Ask) -> Admission: ...
+
+    async def settle(self, charges: Sequence[Charge], request_id: str, admitted_at: float,
+                     token_delta: int, cost_delta_micros: int, now: float) -> None:
+        """Correct the reservation made at ``admitted_at`` by the real usage, and release the
+        concurrency lease."""
+
+    async def budget_left(self, charges: Sequence[Charge], now: float) -> int | None: ...
+
+    async def close(self) -> None: ...
+
+
+def day_of(now: float) -> int:
+    return int(now // 86400)
+
+
+def month_of(now: float) -> int:
+    t = time.gmtime(now)
+    return t.tm_year * 100 + t.tm_mon
+
+
+def until_next_day(now: float) -> float:
+    return (day_of(now) + 1) * 86400 - now
+
+
+def until_next_month(now: float) -> float:
+    t = time.gmtime(now)
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    import calendar
+
+    return calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0)) - now
+
+
+def micros(usd: float) -> int:
+    return round(usd * 1_000_000)
+
+
+class _Window:
+    """A sliding 60 s window of 1 s buckets."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+
+    def used(self, now: float) -> int:
+        # A bucket leaves once its *last* instant is 60 s old: second S at S + 61.
+        floor = math.floor(now) - WINDOW - 1
+        stale = [s for s in self.buckets if s <= floor]
+        for second in stale:
+            del self.buckets[second]
+        return max(0, sum(self.buckets.values()))
+
+    def add(self, now: float, amount: int) -> None:
+        second = math.floor(now)
+        self.buckets[second] = self.buckets.get(second, 0) + amount
+
+    def settle(self, at: float, now: float, amount: int) -> None:
+        second = math.floor(at)
+        if second > math.floor(now) - WINDOW - 1 and second in self.buckets:
+            self.buckets[second] += amount
+
+    def wait_for(self, now: float, excess: int) -> float:
+        """Seconds until ``excess`` units have left the window."""
+        freed = 0
+        for second in sorted(self.buckets):
+            freed += self.buckets[second]
+            if freed >= excess:
+                return max(0.001, second + WINDOW + 1 - now)
+        return float(WINDOW)
+
+    def reset(self, now: float) -> float:
+        return max(0.0, min(self.buckets) + WINDOW + 1 - now) if self.buckets else 0.0
+
+
+class MemoryLimitStore:
+    """Limits for one gateway process. Asyncio runs one step at a time, so admission is atomic
+    without a lock."""
+
+    def __init__(self) -> None:
+        self._rpm: dict[str, _Window] = {}
+        self._tpm: dict[str, _Window] = {}
+        self._leases: dict[str, dict[str, float]] = {}
+        self._spent: dict[tuple[str, str, int], int] = {}
+
+    async def admit(self, charges: Sequence[Charge], ask: Ask) -> Admission:
+        now = ask.now
+        requests: RateState | None = None
+        tokens: RateState | None = None
+        budget_left: int | None = None
+        for c in charges:
+            q = c.quota
+            if q.rpm is not None:
+                window = self._rpm.setdefault(c.counter, _Window())
+                used = window.used(now)
+                if used + 1 > q.rpm:
+                    return _refused("rpm", c.counter, window.wait_for(now, used + 1 - q.rpm),
+                                    RateState(q.rpm, max(0, q.rpm - used), window.reset(now)))
+                if requests is None or q.rpm - used - 1 < requests.remaining:
+                    requests = RateState(q.rpm, q.rpm - used - 1, window.reset(now))
+            if q.tpm is not None:
+                window = self._tpm.setdefault(c.counter, _Window())
+                used = window.used(now)
+                if used + ask.tokens > q.tpm:
+                    wait = (window.wait_for(now, used + ask.tokens - q.tpm)
+                            if ask.tokens <= q.tpm else float(WINDOW))
+                    return _refused("tpm", c.counter, wait, None,
+                                    RateState(q.tpm, max(0, q.tpm - used), window.reset(now)))
+                if tokens is None or q.tpm - used - ask.tokens < tokens.remaining:
+                    tokens = RateState(q.tpm, q.tpm - used - ask.tokens, window.reset(now))
+            if q.concurrency is not None:
+                leases = self._leases.setdefault(c.counter, {})
+                for rid in [r for r, exp in leases.items() if exp <= now]:
+                    del leases[rid]
+                if len(leases) >= q.concurrency:
+                    return _refused("concurrency", c.counter, 1.0)
+            for kind, limit, period, wait in (
+                ("budget_usd_daily", q.budget_usd_daily, day_of(now), until_next_day),
+                ("budget_usd_monthly", q.budget_usd_monthly, month_of(now), until_next_month),
+            ):
+                if limit is None:
+                    continue
+                spent = self._spent.get((c.counter, kind, period), 0)
+                cap = micros(limit)
+                if spent >= cap or spent + ask.cost_micros > cap:
+                    return _refused(kind, c.counter, wait(now))
+                left = cap - spent - ask.cost_micros
+                budget_left = left if budget_left is None else min(budget_left, left)
+        for c in charges:
+            q = c.quota
+            if q.rpm is not None:
+                self._rpm[c.counter].add(now, 1)
+            if q.tpm is not None:
+                self._tpm[c.counter].add(now, ask.tokens)
+            if q.concurrency is not None:
+                self._leases[c.counter][ask.request_id] = now + ask.lease_ttl
+            if q.budget_usd_daily is not None:
+                key = (c.counter, "budget_usd_daily", day_of(now))
+                self._spent[key] = self._spent.get(key, 0) + ask.cost_micros
+            if q.budget_usd_monthly is not None:
+                key = (c.counter, "budget_usd_monthly", month_of(now))
+                self._spent[key] = self._spent.get(key, 0) + ask.cost_micros
+        return Admission(True, requests=requests, tokens=tokens, budget_left_micros=budget_left)
+
+    async def settle(self, charges: Sequence[Charge], request_id: str, admitted_at: float,
+                     token_delta: int, cost_delta_micros: int, now: float) -> None:
+        for c in charges:
+            q = c.quota
+            if q.tpm is not None and token_delta and c.counter in self._tpm:
+                self._tpm[c.counter].settle(admitted_at, now, token_delta)
+            if q.concurrency is not None:
+                self._leases.get(c.counter, {}).pop(request_id, None)
+            if cost_delta_micros:
+                for kind, limit, period in (
+                    ("budget_usd_daily", q.budget_usd_daily, day_of(admitted_at)),
+                    ("budget_usd_monthly", q.budget_usd_monthly, month_of(admitted_at)),
+                ):
+                    if limit is not None:
+                        key = (c.counter, kind, period)
+                        self._spent[key] = max(0, self._spent.get(key, 0) + cost_delta_micros)
+
+    async def budget_left(self, charges: Sequence[Charge], now: float) -> int | None:
+        left: int | None = None
+        for c in charges:
+            for kind, limit, period in (
+                ("budget_usd_daily", c.quota.budget_usd_daily, day_of(now)),
+                ("budget_usd_monthly", c.quota.budget_usd_monthly, month_of(now)),
+            ):
+                if limit is not None:
+                    here = micros(limit) - self._spent.get((c.counter, kind, period), 0)
+                    left = here if left is None else min(left, here)
+        return left
+
+    async def close(self) -> None:
+        return None
+
+
+def _refused(kind: str, counter: str, retry_after: float, requests: RateState | None = None,
+             tokens: RateState | None = None) -> Admission:
+    return Admission(False, refused_by=kind, counter=counter, retry_after=retry_after,
+                     requests=requests, tokens=tokens)

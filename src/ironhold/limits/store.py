@@ -190,7 +190,7 @@ class MemoryLimitStore:
                     del leases[rid]
                 if len(leases) >= q.concurrency:
                     return _refused("concurrency", c.counter, 1.0)
-            for kind, limit, period, wait in (
+            for kind, limit, period, until in (
                 ("budget_usd_daily", q.budget_usd_daily, day_of(now), until_next_day),
                 ("budget_usd_monthly", q.budget_usd_monthly, month_of(now), until_next_month),
             ):
@@ -199,7 +199,7 @@ class MemoryLimitStore:
                 spent = self._spent.get((c.counter, kind, period), 0)
                 cap = micros(limit)
                 if spent >= cap or spent + ask.cost_micros > cap:
-                    return _refused(kind, c.counter, wait(now))
+                    return _refused(kind, c.counter, until(now))
                 left = cap - spent - ask.cost_micros
                 budget_left = left if budget_left is None else min(budget_left, left)
         for c in charges:

@@ -20,6 +20,9 @@ from ironhold.identity.keys import KeyService, load_key_secret
 from ironhold.identity.passports import PassportAuthority
 from ironhold.identity.stage import Authenticator, IdentityStage
 from ironhold.identity.tokens import OidcVerifier
+from ironhold.limits.redis_store import RedisLimitStore
+from ironhold.limits.stage import LimitsStage
+from ironhold.limits.store import LimitStore, MemoryLimitStore
 from ironhold.policy.engine import PolicyEngine
 from ironhold.policy.stage import PolicyStage
 from ironhold.routing.deployment import Deployment
@@ -46,6 +49,7 @@ class Gateway:
     identity: IdentityStage
     authenticator: Authenticator
     policy: PolicyStage | None
+    limits: LimitsStage
     router: Router
     handle: Handler
     local_servers: list[LocalModelServer] = field(default_factory=list)
@@ -74,6 +78,7 @@ class Gateway:
         await asyncio.gather(*(t.close() for t in self.transports), return_exceptions=True)
         if self.authenticator.oidc is not None:
             await self.authenticator.oidc.jwks.close()
+        await self.limits.store.close()
         await asyncio.to_thread(self.store.close)
 
     def ready(self) -> bool:
@@ -136,12 +141,17 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
             checkers.append(HealthChecker(group, health_check))
     router = Router(groups, metrics)
     identity = IdentityStage(authenticator)
+    store: LimitStore = (RedisLimitStore(config.state.redis) if config.state.redis
+                         else MemoryLimitStore())
+    limits = LimitsStage(store, config.limits)
     policy = None
     if config.policy is not None:
-        policy = PolicyStage(PolicyEngine.load(config.policy.files, config.base_dir))
+        policy = PolicyStage(PolicyEngine.load(config.policy.files, config.base_dir),
+                             limits.remaining_budget_cents)
     stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access), identity]
     if policy is not None:
         stages.append(policy)
+    stages.append(limits)
     stages.append(ChaosStage(config.chaos.header, config.chaos.keys, policy))
     return Gateway(
         config=config,
@@ -151,6 +161,7 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
         identity=identity,
         authenticator=authenticator,
         policy=policy,
+        limits=limits,
         router=router,
         handle=build_pipeline(stages, router),
         local_servers=local_servers,

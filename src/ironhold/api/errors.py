@@ -40,6 +40,7 @@ def error_response(exc: errors.IronholdError, request_id: str) -> web.Response:
     status, kind = status_of(exc)
     headers = {"x-request-id": request_id}
     if isinstance(exc, errors.RateLimitedError):
+        headers.update(exc.headers)
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     elif status == 503:
         headers["Retry-After"] = "1"

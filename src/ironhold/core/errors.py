@@ -72,9 +72,12 @@ class ModelNotFoundError(NotFoundError):
 class RateLimitedError(IronholdError):
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after: float, code: str | None = None):
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message, code=code)
         self.retry_after = retry_after
+        #: Extra response headers (``x-ratelimit-*``).
+        self.headers = headers or {}
 
 
 class OverloadedError(RateLimitedError):

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ironhold.core.principal import Principal
 
-__all__ = ["ChunkStream", "Exchange", "Operation", "PolicyDecision", "Principal", "Reply",
-           "Usage"]
+__all__ = ["ChunkStream", "Exchange", "LimitOutcome", "Operation", "PolicyDecision",
+           "Principal", "Reply", "Usage"]
 
 if TYPE_CHECKING:
     from ironhold.config.schema import FaultConfig
@@ -63,6 +63,18 @@ class PolicyDecision:
         return "denied: no policy permits it (default deny)"
 
 
+@dataclass(frozen=True, slots=True)
+class LimitOutcome:
+    """What the limits stage decided, for the audit record."""
+
+    allowed: bool
+    #: The counters the request was checked against (key, tenant, passports).
+    counters: tuple[str, ...]
+    refused_by: str | None = None
+    reserved_tokens: int = 0
+    reserved_cost_micros: int = 0
+
+
 @dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
@@ -88,6 +100,10 @@ class Exchange:
     estimated_tokens: int | None = None
     #: The policy decision, kept for the audit record (None: no policy configured).
     policy: PolicyDecision | None = None
+    #: The limits decision (None: no limits apply to this caller).
+    limits: LimitOutcome | None = None
+    #: What the answer cost in micro-dollars by the price table (set when settled).
+    cost_micros: int | None = None
     started: float = field(default_factory=time.perf_counter)
     #: Per-request deadlines asked for by the client (seconds); capped by the group's.
     timeout: float | None = None

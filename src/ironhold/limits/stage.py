@@ -1,0 +1,231 @@
+"""The limits stage: admit a request against every counter it counts against, or refuse it with
+a 429, ``Retry-After`` and OpenAI's ``x-ratelimit-*`` headers; settle with the real usage.
+
+Counters: the caller's own limits (a key's, a passport's caps), those it inherits (the key a
+passport was issued for, every ancestor passport) and its tenant's (``limits.tenants``).
+Tokens and cost are reserved at admission (prompt estimate + ``max_tokens``, priced by
+``limits.prices``) and corrected when the answer's usage is known, also for streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from ironhold.config.security import LimitsConfig
+from ironhold.core.errors import RateLimitedError, UpstreamUnavailableError
+from ironhold.core.exchange import ChunkStream, Exchange, LimitOutcome, Operation, Principal, Reply
+from ironhold.core.pipeline import Handler
+from ironhold.core.principal import Quota
+from ironhold.core.tokens import estimate_prompt_tokens
+from ironhold.core.usage import usage_of
+from ironhold.limits.store import Admission, Ask, Charge, LimitStore, RateState
+
+log = logging.getLogger("ironhold.limits")
+
+_WHAT = {
+    "rpm": "requests per minute",
+    "tpm": "tokens per minute",
+    "concurrency": "concurrent requests",
+    "budget_usd_daily": "daily spend budget",
+    "budget_usd_monthly": "monthly spend budget",
+}
+
+
+class LimitsStage:
+    def __init__(self, store: LimitStore, config: LimitsConfig):
+        self.store = store
+        self._config = config
+        self._tenants = {name: Quota(**q.model_dump()) for name, q in config.tenants.items()}
+
+    def charges(self, principal: Principal) -> list[Charge]:
+        out = [Charge(cid, q) for cid, q in principal.quotas() if not q.is_empty()]
+        tenant = self._tenants.get(principal.tenant or "")
+        if tenant is not None:
+            out.append(Charge(f"tenant:{principal.tenant}", tenant))
+        return out
+
+    async def remaining_budget_cents(self, principal: Principal) -> int | None:
+        """For policies: the least budget left, in cents (None: no budget applies)."""
+        charges = self.charges(principal)
+        if not charges:
+            return None
+        try:
+            left = await self.store.budget_left(charges, time.time())
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            log.warning("limits_store_unavailable", extra={"error": type(exc).__name__})
+            return None
+        return None if left is None else left // 10_000
+
+    async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
+        principal = exchange.principal
+        assert principal is not None, "the identity stage runs first"
+        charges = self.charges(principal)
+        if not charges:
+            return await next_(exchange)
+        if exchange.estimated_tokens is None:
+            exchange.estimated_tokens = estimate_prompt_tokens(exchange.operation, exchange.body)
+        completion = self._completion_allowance(exchange)
+        tokens = exchange.estimated_tokens + completion
+        cost = self._cost(exchange.model, exchange.estimated_tokens, completion)
+        now = time.time()
+        counters = tuple(c.counter for c in charges)
+        try:
+            admission = await self.store.admit(charges, Ask(
+                exchange.request_id, tokens, cost, now, self._config.lease_ttl))
+        except Exception as exc:  # the store is another process: any failure is its failure
+            return await self._store_failed(exc, exchange, next_, counters)
+        exchange.limits = LimitOutcome(admission.allowed, counters, admission.refused_by,
+                                       tokens, cost)
+        headers = rate_headers(admission)
+        if not admission.allowed:
+            raise _refusal(admission, charges, tokens, headers)
+        settle = _Settlement(self.store, charges, exchange, now, tokens, cost, self._config)
+        try:
+            reply = await next_(exchange)
+        except BaseException:
+            await settle.refund()
+            raise
+        reply.headers.update(headers)
+        if reply.stream is not None:
+            reply.stream = _SettledStream(reply.stream, settle)
+            return reply
+        if reply.status < 400 and reply.body is not None:
+            if exchange.usage is None:
+                exchange.usage = usage_of(reply.body)
+            await settle.done()
+        else:
+            await settle.refund()
+        return reply
+
+    def _completion_allowance(self, exchange: Exchange) -> int:
+        if exchange.operation is Operation.EMBEDDING:
+            return 0
+        for name in ("max_completion_tokens", "max_tokens"):
+            value = exchange.body.get(name)
+            if isinstance(value, int) and value > 0:
+                return value
+        return self._config.default_completion_tokens
+
+    def _cost(self, model: str, prompt: int, completion: int) -> int:
+        price = self._config.prices.get(model)
+        if price is None:
+            return 0
+        return round(prompt * price.input_per_million + completion * price.output_per_million)
+
+    async def _store_failed(self, exc: Exception, exchange: Exchange, next_: Handler,
+                            counters: tuple[str, ...]) -> Reply:
+        log.error("limits_store_unavailable",
+                  extra={"error": type(exc).__name__, "policy": self._config.on_store_error})
+        exchange.limits = LimitOutcome(self._config.on_store_error == "open", counters,
+                                       "store_unavailable")
+        if self._config.on_store_error == "closed":
+            raise UpstreamUnavailableError(
+                "Limits cannot be checked right now; try again shortly.",
+            ) from None
+        return await next_(exchange)
+
+
+class _Settlement:
+    """Corrects one request's reservation, exactly once."""
+
+    def __init__(self, store: LimitStore, charges: Sequence[Charge], exchange: Exchange,
+                 admitted_at: float, tokens: int, cost: int, config: LimitsConfig):
+        self._store = store
+        self._charges = charges
+        self._exchange = exchange
+        self._at = admitted_at
+        self._tokens = tokens
+        self._cost = cost
+        self._config = config
+        self._settled = False
+
+    async def done(self) -> None:
+        usage = self._exchange.usage
+        if usage is None:  # no usage reported: the reservation stands
+            await self._apply(0, 0)
+            return
+        used = usage.prompt_tokens + usage.completion_tokens
+        price = self._config.prices.get(self._exchange.model)
+        cost = 0 if price is None else round(usage.prompt_tokens * price.input_per_million
+                                             + usage.completion_tokens * price.output_per_million)
+        self._exchange.cost_micros = cost
+        await self._apply(used - self._tokens, cost - self._cost)
+
+    async def refund(self) -> None:
+        await self._apply(-self._tokens, -self._cost)
+
+    async def _apply(self, token_delta: int, cost_delta: int) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        try:
+            await self._store.settle(self._charges, self._exchange.request_id, self._at,
+                                     token_delta, cost_delta, time.time())
+        except Exception as exc:  # logged: the answer has been given already
+            log.error("limits_settle_failed", extra={"error": type(exc).__name__})
+
+
+class _SettledStream:
+    """A stream whose reservation is settled when it ends or is cut."""
+
+    __slots__ = ("_inner", "_settle")
+
+    def __init__(self, inner: ChunkStream, settle: _Settlement):
+        self._inner = inner
+        self._settle = settle
+
+    def __aiter__(self) -> _SettledStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._inner.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            await self._settle.done()
+
+
+def rate_headers(admission: Admission) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for kind, state in (("requests", admission.requests), ("tokens", admission.tokens)):
+        if state is not None:
+            headers[f"x-ratelimit-limit-{kind}"] = str(state.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, state.remaining))
+            headers[f"x-ratelimit-reset-{kind}"] = _duration(state.reset)
+    return headers
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's form: ``1s``, ``6m0s``, ``0.5s``."""
+    if seconds >= 60:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes}m{rest}s"
+    return f"{round(seconds, 3):g}s"
+
+
+def _refusal(admission: Admission, charges: Sequence[Charge], tokens: int,
+             headers: dict[str, str]) -> RateLimitedError:
+    kind = admission.refused_by or "rpm"
+    counter = admission.counter or ""
+    whose = ("your tenant" if counter.startswith("tenant:") else
+             "the agent passport chain" if counter.startswith("pp_") else
+             "the API key" if counter.startswith("key_") else "this identity")
+    quota = next((c.quota for c in charges if c.counter == counter), Quota())
+    limit = getattr(quota, kind, None)
+    if kind == "tpm" and limit is not None and tokens > limit:
+        message = (f"This request needs about {tokens} tokens, more than the limit of {limit} "
+                   f"tokens per minute for {whose}. Send a shorter prompt or a lower max_tokens.")
+    else:
+        shown = f"${limit:g}" if kind.startswith("budget") and limit is not None else limit
+        message = (f"Rate limit reached: {_WHAT.get(kind, kind)} for {whose} (limit {shown}). "
+                   f"Try again in {admission.retry_after:.1f}s.")
+    code = "budget_exceeded" if kind.startswith("budget") else "rate_limit_exceeded"
+    return RateLimitedError(message, retry_after=admission.retry_after, code=code,
+                            headers=headers)
+
+
+__all__ = ["LimitsStage", "RateState", "rate_headers"]

@@ -32,6 +32,19 @@ def wait_until(condition: Callable[[], bool], seconds: float = 5) -> bool:
     return True
 
 
+def wait_http(url: str, seconds: float = 30) -> None:
+    """Wait until ``url`` answers 200 (a server process starting up)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
+        time.sleep(0.1)
+
+
 def assert_openai_error(response: httpx.Response, status: int) -> dict[str, object]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")

@@ -16,7 +16,7 @@ import openai
 import pytest
 import yaml
 
-from tests.helpers import CHAT, assert_openai_error, post
+from tests.helpers import CHAT, assert_openai_error, post, wait_http
 from tests.idp import IdentityProvider, tamper
 from tests.servers import GatewayServer, SimulatorServer, free_port
 
@@ -190,13 +190,7 @@ def test_no_secret_is_ever_logged(tmp_path: Path, simulator: SimulatorServer,
         process = subprocess.Popen([*ironhold, "serve", "-c", str(config), "--port", str(port)],
                                    stdout=sink, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(base + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            wait_http(base + "/healthz")
             token = idp.token()
             passport = httpx.post(base + "/oauth/token", data={
                 "grant_type": EXCHANGE, "subject_token": key, "actor_token": "a",

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from ironhold.core.ids import is_uuid
+from tests.helpers import wait_http
 from tests.servers import SimulatorServer, free_port
 
 IRONHOLD = [sys.executable, "-m", "ironhold"]
@@ -105,13 +106,7 @@ def served(config_file: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]
                                 str(port)], stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
+    wait_http(base + "/readyz")
     yield process, base, key
     if process.poll() is None:
         process.kill()

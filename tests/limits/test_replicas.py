@@ -7,7 +7,6 @@ import concurrent.futures
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import CHAT
+from tests.helpers import CHAT, wait_http
 from tests.servers import SimulatorServer, free_port
 
 IRONHOLD = [sys.executable, "-m", "ironhold"]
@@ -39,16 +38,8 @@ def replicas(tmp_path: Path, simulator: SimulatorServer,
         processes.append(subprocess.Popen([*IRONHOLD, "serve", "-c", str(config), "--port",
                                            str(port)], stderr=subprocess.DEVNULL))
         bases.append(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 60
     for base in bases:
-        while True:
-            try:
-                if httpx.get(base + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "a replica did not start"
-            time.sleep(0.1)
+        wait_http(base + "/readyz", seconds=60)
     yield bases, config
     for process in processes:
         process.terminate()

@@ -213,3 +213,20 @@ def test_no_secret_is_ever_logged(tmp_path: Path, simulator: SimulatorServer,
     for secret in secrets:
         for part in {secret, secret[:24], secret.split(".")[-1]} - {""}:
             assert part not in output, f"a secret ({part[:6]}…) was logged"
+
+
+def test_token_exchange_bodies_are_read_whole_and_bounded(secured: GatewayServer) -> None:
+    key = secured.create_key("svc")
+    form = (f"grant_type={EXCHANGE}&subject_token={key}&actor_token=a&actor_token_type={AGENT}"
+            "&padding=" + "x" * 40_000).encode()
+
+    def chunks(data: bytes):  # type: ignore[no-untyped-def]
+        for i in range(0, len(data), 1000):
+            yield data[i:i + 1000]
+
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    whole = httpx.post(secured.base_url + "/oauth/token", content=chunks(form), headers=headers)
+    assert whole.status_code == 200, whole.text
+    too_big = httpx.post(secured.base_url + "/oauth/token", content=form + b"y" * 30_000,
+                         headers=headers)
+    assert_openai_error(too_big, 400)

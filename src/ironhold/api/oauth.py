@@ -93,7 +93,10 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
 async def _read_form(request: web.Request) -> Mapping[str, str]:
     if request.content_length is not None and request.content_length > _BODY_LIMIT:
         raise InvalidRequestError("The request body is too large.")
-    raw = await request.content.read(_BODY_LIMIT + 1)
+    try:
+        raw = await request.read()  # bounded by the app's client_max_size as well
+    except web.HTTPRequestEntityTooLarge:
+        raise InvalidRequestError("The request body is too large.") from None
     if len(raw) > _BODY_LIMIT:
         raise InvalidRequestError("The request body is too large.")
     if request.content_type == "application/json":

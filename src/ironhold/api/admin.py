@@ -13,7 +13,6 @@ from ironhold.api.requests import read_json_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from ironhold.core.principal import Quota
-from ironhold.policy.stage import denied
 
 if TYPE_CHECKING:
     from ironhold.bootstrap import Gateway
@@ -61,10 +60,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         if not principal.admin:
             raise PermissionDeniedError("This endpoint needs an admin identity.")
         if gateway.policy is not None:
-            decision = gateway.policy.check(principal, action, "Gateway", "ironhold",
-                                            request.remote or "0.0.0.0")
-            if not decision.allowed:
-                raise denied(principal, decision)
+            gateway.policy.require(principal, action, request.remote or "0.0.0.0")
         return gateway
 
     async def list_keys(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
@@ -111,10 +112,8 @@ async def _read_form(request: web.Request) -> Mapping[str, str]:
     if request.content_type != "application/x-www-form-urlencoded":
         raise InvalidRequestError(
             "Send the token request as application/x-www-form-urlencoded (or JSON).")
-    from urllib.parse import parse_qsl
-
     try:
-        return dict(parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=False))
+        return dict(parse_qsl(raw.decode(), keep_blank_values=True))
     except UnicodeDecodeError:
         raise InvalidRequestError("The request body is not UTF-8.") from None
 

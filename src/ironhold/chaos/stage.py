@@ -12,7 +12,7 @@ from ironhold.config.schema import FaultConfig
 from ironhold.core.errors import InvalidRequestError, PermissionDeniedError
 from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.pipeline import Handler
-from ironhold.policy.stage import PolicyStage, denied
+from ironhold.policy.stage import PolicyStage
 
 HEADER = "x-ironhold-fault"
 _FAULTS = TypeAdapter(list[FaultConfig])
@@ -36,10 +36,7 @@ class ChaosStage:
             if exchange.principal is None or not exchange.principal.admin:
                 raise PermissionDeniedError(f"the {HEADER} header needs an admin key")
             if self._policy is not None:
-                decision = self._policy.check(exchange.principal, "inject_faults", "Gateway",
-                                              "ironhold", exchange.client_ip)
-                if not decision.allowed:
-                    raise denied(exchange.principal, decision)
+                self._policy.require(exchange.principal, "inject_faults", exchange.client_ip)
             exchange.faults = exchange.faults + parse_fault_header(exchange.fault_header)
         return await next_(exchange)
 

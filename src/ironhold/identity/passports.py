@@ -146,8 +146,10 @@ class PassportAuthority:
 
     # -- verifying ----------------------------------------------------------------------------
 
-    async def verify(self, token: str) -> Principal:
-        claims = verify_jwt(token, self._public, algorithms=[ALGORITHM], issuer=self.issuer,
+    async def verify(self, token: str, header: dict[str, Any] | None = None) -> Principal:
+        if header is None:
+            header, _ = peek(token)
+        claims = verify_jwt(token, header, self._public, algorithms=[ALGORITHM], issuer=self.issuer,
                             audience=AUDIENCE, leeway=5)
         principal = self._principal(claims)
         if await self._is_revoked(principal.passport_id or ""):
@@ -244,12 +246,6 @@ class PassportAuthority:
             "status": "revoked" if r["revoked_at"] is not None else
                       "expired" if r["expires_at"] <= now else "active",
         } for r in rows]
-
-
-def looks_like_passport(token: str, issuer: str) -> bool:
-    """True if the token claims to be from this issuer (verification decides if it is)."""
-    _, claims = peek(token)
-    return claims.get("iss") == issuer
 
 
 def _nest(agents: tuple[str, ...]) -> dict[str, Any]:

@@ -41,12 +41,12 @@ class Authenticator:
             return (await self.keys.verify(token)).principal()
         if not looks_like_jwt(token):
             raise AuthenticationError("Incorrect API key provided.")
-        _, claims = peek(token)
+        header, claims = peek(token)
         issuer = claims.get("iss")
         if self.passports is not None and issuer == self.passports.issuer:
-            return await self.passports.verify(token)
+            return await self.passports.verify(token, header)
         if self.oidc is not None and issuer == self.oidc.issuer:
-            return await self.oidc.verify(token)
+            return await self.oidc.verify(token, header)
         raise AuthenticationError("The token's issuer is not trusted by this gateway.",
                                   code="invalid_token")
 

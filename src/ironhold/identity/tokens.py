@@ -51,6 +51,7 @@ def _b64decode(part: str) -> bytes:
 
 def verify_jwt(
     token: str,
+    header: dict[str, Any],
     keys: KeySet,
     *,
     algorithms: Collection[str],
@@ -58,8 +59,8 @@ def verify_jwt(
     audience: str | list[str],
     leeway: float,
 ) -> dict[str, Any]:
-    """The token's claims if its signature and registered claims are valid; else a 401."""
-    header, _ = peek(token)
+    """The token's claims if its signature and registered claims are valid; else a 401.
+    ``header`` is the token's header as ``peek`` read it (read once per request)."""
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
         # Checked here as well as by joserfc so the message can say why.
@@ -112,12 +113,13 @@ class OidcVerifier:
         self.jwks = jwks
         self.issuer = config.issuer
 
-    async def verify(self, token: str) -> Principal:
-        header, _ = peek(token)
+    async def verify(self, token: str, header: dict[str, Any] | None = None) -> Principal:
+        if header is None:
+            header, _ = peek(token)
         kid = header.get("kid")
         keys = await self.jwks.keys(kid if isinstance(kid, str) else None)
         c = self._config
-        claims = verify_jwt(token, keys, algorithms=c.algorithms, issuer=c.issuer,
+        claims = verify_jwt(token, header, keys, algorithms=c.algorithms, issuer=c.issuer,
                             audience=c.audience, leeway=c.leeway)
         return self.principal(claims)
 

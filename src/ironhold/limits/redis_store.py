@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from ironhold.core.errors import ConfigError
 from ironhold.limits.store import (
@@ -233,14 +232,6 @@ class RedisLimitStore:
         spent = await self._redis.mget(keys)
         return min(cap - int(s or 0) for cap, s in zip(caps, spent, strict=True))
 
-    async def ping(self) -> None:
-        await self._redis.ping()
-
-    async def flush_counter(self, counter: str) -> None:
-        """Forget a counter (tests, or an operator resetting a budget)."""
-        async for key in self._redis.scan_iter(match=f"{_PREFIX}{counter}:*"):
-            await self._redis.delete(key)
-
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -250,5 +241,3 @@ def _rate(raw: Any) -> RateState | None:
         return None
     return RateState(int(raw[0]), int(raw[1]), float(raw[2]))
 
-
-__all__ = ["RedisError", "RedisLimitStore"]

@@ -16,6 +16,7 @@ overshoot. The Redis store (``limits.redis``) runs the same algorithm in one Lua
 
 from __future__ import annotations
 
+import calendar
 import math
 import time
 from collections.abc import Sequence
@@ -102,8 +103,6 @@ def until_next_day(now: float) -> float:
 def until_next_month(now: float) -> float:
     t = time.gmtime(now)
     year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-    import calendar
-
     return calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0)) - now
 
 
@@ -190,16 +189,11 @@ class MemoryLimitStore:
                     del leases[rid]
                 if len(leases) >= q.concurrency:
                     return _refused("concurrency", c.counter, 1.0)
-            for kind, limit, period, until in (
-                ("budget_usd_daily", q.budget_usd_daily, day_of(now), until_next_day),
-                ("budget_usd_monthly", q.budget_usd_monthly, month_of(now), until_next_month),
-            ):
-                if limit is None:
-                    continue
-                spent = self._spent.get((c.counter, kind, period), 0)
-                cap = micros(limit)
+            for key, cap in _budgets(c, now):
+                spent = self._spent.get(key, 0)
                 if spent >= cap or spent + ask.cost_micros > cap:
-                    return _refused(kind, c.counter, until(now))
+                    until = until_next_day if key[1] == "budget_usd_daily" else until_next_month
+                    return _refused(key[1], c.counter, until(now))
                 left = cap - spent - ask.cost_micros
                 budget_left = left if budget_left is None else min(budget_left, left)
         for c in charges:
@@ -210,11 +204,7 @@ class MemoryLimitStore:
                 self._tpm[c.counter].add(now, ask.tokens)
             if q.concurrency is not None:
                 self._leases[c.counter][ask.request_id] = now + ask.lease_ttl
-            if q.budget_usd_daily is not None:
-                key = (c.counter, "budget_usd_daily", day_of(now))
-                self._spent[key] = self._spent.get(key, 0) + ask.cost_micros
-            if q.budget_usd_monthly is not None:
-                key = (c.counter, "budget_usd_monthly", month_of(now))
+            for key, _ in _budgets(c, now):
                 self._spent[key] = self._spent.get(key, 0) + ask.cost_micros
         return Admission(True, requests=requests, tokens=tokens, budget_left_micros=budget_left)
 
@@ -227,28 +217,32 @@ class MemoryLimitStore:
             if q.concurrency is not None:
                 self._leases.get(c.counter, {}).pop(request_id, None)
             if cost_delta_micros:
-                for kind, limit, period in (
-                    ("budget_usd_daily", q.budget_usd_daily, day_of(admitted_at)),
-                    ("budget_usd_monthly", q.budget_usd_monthly, month_of(admitted_at)),
-                ):
-                    if limit is not None:
-                        key = (c.counter, kind, period)
-                        self._spent[key] = max(0, self._spent.get(key, 0) + cost_delta_micros)
+                for key, _ in _budgets(c, admitted_at):
+                    self._spent[key] = max(0, self._spent.get(key, 0) + cost_delta_micros)
 
     async def budget_left(self, charges: Sequence[Charge], now: float) -> int | None:
         left: int | None = None
         for c in charges:
-            for kind, limit, period in (
-                ("budget_usd_daily", c.quota.budget_usd_daily, day_of(now)),
-                ("budget_usd_monthly", c.quota.budget_usd_monthly, month_of(now)),
-            ):
-                if limit is not None:
-                    here = micros(limit) - self._spent.get((c.counter, kind, period), 0)
-                    left = here if left is None else min(left, here)
+            for key, cap in _budgets(c, now):
+                here = cap - self._spent.get(key, 0)
+                left = here if left is None else min(left, here)
         return left
 
     async def close(self) -> None:
         return None
+
+
+def _budgets(charge: Charge, at: float) -> list[tuple[tuple[str, str, int], int]]:
+    """A charge's budgets for the day and month of ``at``: ``((counter, kind, period), cap)``
+    with the cap in micro-dollars."""
+    q = charge.quota
+    out = []
+    if q.budget_usd_daily is not None:
+        out.append(((charge.counter, "budget_usd_daily", day_of(at)), micros(q.budget_usd_daily)))
+    if q.budget_usd_monthly is not None:
+        out.append(((charge.counter, "budget_usd_monthly", month_of(at)),
+                    micros(q.budget_usd_monthly)))
+    return out
 
 
 def _refused(kind: str, counter: str, retry_after: float, requests: RateState | None = None,

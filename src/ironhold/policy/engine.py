@@ -35,9 +35,6 @@ BUILTIN_SCHEMA = Path(__file__).resolve().parent / "schema.cedarschema"
 _ENTITY_CACHE = 10_000
 
 
-Decision = PolicyDecision
-
-
 class PolicyEngine:
     def __init__(self, policies: cedarpy.PolicySet, names: dict[str, str], sources: list[Path],
                  schema_path: Path):
@@ -113,7 +110,7 @@ class PolicyEngine:
         return engine
 
     def decide(self, principal: Principal, action: str, resource_type: ResourceType,
-               resource_id: str, context: RequestContext) -> Decision:
+               resource_id: str, context: RequestContext) -> PolicyDecision:
         request = {
             "principal": principal_uid(principal),
             "action": uid("Action", action),
@@ -128,7 +125,7 @@ class PolicyEngine:
                 json.dumps([*principal_entities(principal), *self._actions]))
         result = cedarpy.is_authorized(request, self._policies, entities)
         diagnostics = result.diagnostics
-        return Decision(
+        return PolicyDecision(
             allowed=result.allowed,
             policies=tuple(self._names.get(r, r) for r in diagnostics.reasons),
             errors=tuple(_error_text(e, self._names) for e in diagnostics.errors),

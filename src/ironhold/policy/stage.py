@@ -58,6 +58,12 @@ class PolicyStage:
         return self.engine.decide(principal, action, resource_type, resource_id,
                                   RequestContext(operation=action, client_ip=client_ip))
 
+    def require(self, principal: Principal, action: str, client_ip: str) -> None:
+        """Refuse unless policy permits ``action`` on the gateway itself (admin actions)."""
+        decision = self.check(principal, action, "Gateway", "ironhold", client_ip)
+        if not decision.allowed:
+            raise denied(principal, decision)
+
 
 def denied(principal: Principal, decision: PolicyDecision) -> PermissionDeniedError:
     if principal.admin:

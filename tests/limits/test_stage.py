@@ -114,3 +114,26 @@ def test_passport_caps_are_shared_down_the_chain(limited: GatewayServer) -> None
     assert statuses == [200, 200, 200, 429]
     assert post(limited, parent["access_token"], CHAT).status_code == 429
     assert post(limited, key, CHAT).status_code == 200  # the key itself has room
+
+
+def test_an_unreachable_redis_fails_open_or_closed_as_configured(
+        make_gateway: Callable[..., GatewayServer], simulator: SimulatorServer) -> None:
+    """Redis down: the policy's budget lookup and the admission both take the configured
+    path (admit and log, or 503), never a 500."""
+    from pathlib import Path
+
+    from ironhold.core.principal import Quota
+
+    policies = Path(__file__).resolve().parents[2] / "examples" / "policies"
+    for mode, status in (("open", 200), ("closed", 503)):
+        gw = make_gateway([{"name": "chat", "deployments": [{"url": simulator.url}]}],
+                          state={"url": f"sqlite:///state-{mode}.db",
+                                 "redis": "redis://127.0.0.1:1/0"},
+                          policy={"files": [str(policies)]},
+                          limits={"on_store_error": mode})
+        _, key = gw.gateway.keys.create(f"k-{mode}", tenant="acme",
+                                        quota=Quota(budget_usd_daily=1.0))
+        response = post(gw, key, CHAT)
+        assert response.status_code == status, response.text
+        if status != 200:
+            assert_openai_error(response, status)

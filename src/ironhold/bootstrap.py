@@ -11,6 +11,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ironhold.audit.log import AuditLog
+from ironhold.audit.stage import AuditStage
+from ironhold.audit.store import AuditStore
+from ironhold.audit.stream import NatsAuditStream
 from ironhold.chaos import ChaosStage, FaultTransport
 from ironhold.config.schema import Config, DeploymentConfig, ModelGroupConfig
 from ironhold.core.keyfiles import load_or_create_ed25519
@@ -29,7 +33,7 @@ from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 from ironhold.routing.health import HealthChecker
 from ironhold.routing.router import Router
-from ironhold.store.sql import SqlStore, open_sql_store
+from ironhold.store.sql import SqlStore, open_durable_engine, open_sql_store
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.stage import TelemetryStage
 from ironhold.upstream.http import HttpTransport
@@ -52,6 +56,8 @@ class Gateway:
     limits: LimitsStage
     router: Router
     handle: Handler
+    audit: AuditStage | None = None
+    audit_stream: NatsAuditStream | None = None
     local_servers: list[LocalModelServer] = field(default_factory=list)
     transports: list[HttpTransport] = field(default_factory=list)
     health_checkers: list[HealthChecker] = field(default_factory=list)
@@ -68,6 +74,10 @@ class Gateway:
             await asyncio.gather(*(s.stop() for s in self.local_servers), return_exceptions=True)
             first = failed.exceptions[0]
             raise first from None
+        if self.audit is not None:
+            await self.audit.log.start()
+        if self.audit_stream is not None:
+            await self.audit_stream.start()
         for checker in self.health_checkers:
             checker.start()
         self.started = True
@@ -79,6 +89,11 @@ class Gateway:
         if self.authenticator.oidc is not None:
             await self.authenticator.oidc.jwks.close()
         await self.limits.store.close()
+        if self.audit is not None:
+            await self.audit.log.close()
+            await asyncio.to_thread(self.audit.log.store.engine.dispose)
+        if self.audit_stream is not None:
+            await self.audit_stream.close()
         await asyncio.to_thread(self.store.close)
 
     def ready(self) -> bool:
@@ -111,6 +126,27 @@ def build_authenticator(config: Config, keys: KeyService) -> Authenticator:
         jwks.load_now()
         oidc = OidcVerifier(config.identity.jwt, jwks)
     return Authenticator(keys, passports, oidc)
+
+
+def open_audit_store(config: Config, store: SqlStore) -> AuditStore:
+    """The audit tables, on their own connections (fsync on every commit on SQLite)."""
+    return AuditStore(open_durable_engine(store))
+
+
+def audit_signing_key_path(config: Config, store: SqlStore) -> Path:
+    key_file = config.audit.signing_key
+    return (config.base_dir / key_file.file if key_file is not None
+            else store.state_dir / "audit-ed25519.pem")
+
+
+def build_audit(config: Config, store: SqlStore,
+                limits: LimitsStage) -> tuple[AuditStage, NatsAuditStream | None]:
+    audit = config.audit
+    key = load_or_create_ed25519(audit_signing_key_path(config, store), "audit.signing_key")
+    stream = NatsAuditStream(audit.nats, audit.origin) if audit.nats is not None else None
+    log_ = AuditLog(open_audit_store(config, store), key, audit.origin,
+                    audit.checkpoint_interval, audit.max_batch, stream)
+    return AuditStage(log_, audit.on_store_error, audit.content, limits.price_answer), stream
 
 
 def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
@@ -148,7 +184,12 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
     if config.policy is not None:
         policy = PolicyStage(PolicyEngine.load(config.policy.files, config.base_dir),
                              limits.remaining_budget_cents)
-    stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access), identity]
+    stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access)]
+    audit, audit_stream = (build_audit(config, keys.store, limits) if config.audit.enabled
+                           else (None, None))
+    if audit is not None:
+        stages.append(audit)
+    stages.append(identity)
     if policy is not None:
         stages.append(policy)
     stages.append(limits)
@@ -164,6 +205,8 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
         limits=limits,
         router=router,
         handle=build_pipeline(stages, router),
+        audit=audit,
+        audit_stream=audit_stream,
         local_servers=local_servers,
         transports=transports,
         health_checkers=checkers,
@@ -189,7 +232,7 @@ def _build_deployment(
         deployment = Deployment(name=name, group=group.name, upstream_model=dc.model or group.name,
                                 transport=FaultTransport(transport, name, faults, metrics),
                                 weight=dc.weight, max_concurrent=dc.max_concurrent,
-                                available=False)
+                                available=False, digest=f"sha256:{dc.local.sha256}")
 
         def on_availability(up: bool) -> None:
             deployment.available = up

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -140,6 +141,8 @@ def _operation(operation: Operation) -> _HttpHandler:
             exchange.first_token_timeout = parse_timeout_header(
                 _FIRST_TOKEN_TIMEOUT, headers[_FIRST_TOKEN_TIMEOUT])
         exchange.fault_header = headers.get(FAULT_HEADER)
+        if gateway.audit is not None:
+            exchange.body_sha256 = hashlib.sha256(await request.read()).hexdigest()
         reply = await gateway.handle(exchange)
         reply.headers.setdefault("x-ironhold-model", model)
         if reply.stream is None:

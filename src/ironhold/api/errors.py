@@ -20,6 +20,7 @@ _STATUS: list[tuple[type[errors.IronholdError], int, str]] = [
     (errors.UpstreamTimeoutError, 504, "upstream_error"),
     (errors.BadGatewayError, 502, "upstream_error"),
     (errors.UpstreamError, 503, "upstream_error"),
+    (errors.AuditUnavailableError, 503, "server_error"),
 ]
 
 

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from ironhold.config.durations import Seconds
-from ironhold.config.security import IdentityConfig, LimitsConfig, PolicyConfig
+from ironhold.config.security import AuditConfig, IdentityConfig, LimitsConfig, PolicyConfig
 
 
 class _Strict(BaseModel):
@@ -287,6 +287,7 @@ class Config(_Strict):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     policy: PolicyConfig | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     models: list[ModelGroupConfig] = Field(default_factory=list)
     chaos: ChaosConfig = Field(default_factory=ChaosConfig)

@@ -134,3 +134,34 @@ class LimitsConfig(_Strict):
     lease_ttl: Seconds = 660.0
     #: When Redis cannot be reached: ``open`` admits (and logs), ``closed`` refuses (503).
     on_store_error: Literal["open", "closed"] = "open"
+
+
+class AuditNatsConfig(_Strict):
+    """Also publish every durable record to a NATS JetStream stream (created if missing). The
+    database stays the system of record: a record is acknowledged once it is stored there."""
+
+    url: str = "nats://127.0.0.1:4222"
+    stream: str = Field("IRONHOLD_AUDIT", pattern=r"^[A-Za-z0-9_-]+$")
+    subject: str = Field("ironhold.audit", pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class AuditConfig(_Strict):
+    """The tamper-evident audit log: one record per request, leaves of an RFC 6962 Merkle tree
+    kept in the state database (``state.url``), with signed checkpoints of its root."""
+
+    enabled: bool = True
+    #: How often the tree's root is signed (when it has grown).
+    checkpoint_interval: Seconds = Field(10.0, gt=0)
+    #: Default: ``audit-ed25519.pem`` in the state directory; replicas must share one key.
+    signing_key: KeyFileConfig | None = None
+    #: The log's name, signed into every checkpoint (C2SP tlog-checkpoint "origin").
+    origin: str = Field("ironhold", min_length=1, pattern=r"^[^\n]+$")
+    #: Also keep the request and response bodies, redacted, in the record (off: only their
+    #: SHA-256 digests).
+    content: bool = False
+    #: Records written per transaction at most (group commit).
+    max_batch: int = Field(512, ge=1, le=10_000)
+    #: When the log cannot be written: ``closed`` answers 503 instead of the reply (nothing is
+    #: answered that is not recorded); ``open`` answers anyway and logs the loss.
+    on_store_error: Literal["open", "closed"] = "closed"
+    nats: AuditNatsConfig | None = None

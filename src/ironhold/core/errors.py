@@ -13,6 +13,7 @@ Core code raises these; only ``api/`` turns them into HTTP statuses and the Open
     │   └── ModelNotFoundError       no model group of that name
     ├── RateLimitedError             too many requests: come back after ``retry_after`` seconds
     │   └── OverloadedError          a bulkhead is full (shed rather than queued)
+    ├── AuditUnavailableError        the audit log cannot record the request, so it is not answered
     └── UpstreamError                the model servers could not answer
         ├── BadGatewayError          an upstream answered with garbage or failed mid-way
         ├── UpstreamUnavailableError no deployment could be reached or all failed
@@ -107,3 +108,7 @@ class UpstreamThrottledError(UpstreamError):
         super().__init__(message)
         self.retry_after = retry_after
         self.body = body
+
+
+class AuditUnavailableError(IronholdError):
+    code = "audit_unavailable"

@@ -105,6 +105,8 @@ class Exchange:
     #: What the answer cost in micro-dollars by the price table (set when settled).
     cost_micros: int | None = None
     started: float = field(default_factory=time.perf_counter)
+    #: SHA-256 (hex) of the request body as received, for the audit record.
+    body_sha256: str | None = None
     #: Per-request deadlines asked for by the client (seconds); capped by the group's.
     timeout: float | None = None
     first_token_timeout: float | None = None
@@ -115,6 +117,7 @@ class Exchange:
     #: Set by the router: which group and deployment answered and how many attempts it took.
     group: str | None = None
     deployment: str | None = None
+    model_digest: str | None = None
     attempts: int = 0
     first_token_at: float | None = None
     usage: Usage | None = None

@@ -109,6 +109,13 @@ class LimitsStage:
                 return value
         return self._config.default_completion_tokens
 
+    def price_answer(self, exchange: Exchange) -> int | None:
+        """What the answer cost by the price table (micro-dollars); None without a price."""
+        usage = exchange.usage
+        if usage is None or exchange.model not in self._config.prices:
+            return None
+        return self._cost(exchange.model, usage.prompt_tokens, usage.completion_tokens)
+
     def _cost(self, model: str, prompt: int, completion: int) -> int:
         price = self._config.prices.get(model)
         if price is None:

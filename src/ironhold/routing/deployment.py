@@ -19,6 +19,8 @@ class Deployment:
     max_concurrent: int | None = None
     #: False while a managed local server is starting or restarting.
     available: bool = True
+    #: The served model file's pinned SHA-256 (managed local models), for the audit record.
+    digest: str | None = None
     outstanding: int = 0
     #: Time to first byte (streams: first chunk; otherwise the whole answer), peak-EWMA.
     latency: PeakEwma = field(default_factory=PeakEwma)

@@ -164,6 +164,7 @@ class Router:
                 raise
             else:
                 exchange.deployment = d.name
+                exchange.model_digest = d.digest
                 reply.headers["x-ironhold-deployment"] = d.name
                 return reply
             await self._may_retry(exchange, group, last_error, attempts, failures, deadline)
@@ -225,6 +226,7 @@ class Router:
                     if winner is None:
                         winner = reply
                         exchange.deployment = d.name
+                        exchange.model_digest = d.digest
                         reply.headers["x-ironhold-deployment"] = d.name
                         if is_hedge:
                             self._metrics.hedge(group.name, won=True)

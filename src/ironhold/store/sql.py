@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Engine,
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -72,6 +74,33 @@ passports = Table(
     Column("revoked_at", Float, nullable=True),
     Index("ix_ironhold_passports_parent", "parent"),
     Index("ix_ironhold_passports_subject", "subject"),
+)
+
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+audit_records = Table(
+    "ironhold_audit_records",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=False),
+    Column("request_id", String(128), nullable=False),
+    Column("recorded_at", Float, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    # The perfect subtrees this leaf completed, levels 1, 2, ...: 32 bytes each.
+    Column("nodes", LargeBinary, nullable=False),
+    # The canonical JSON the leaf hash was computed over, byte for byte.
+    Column("record", Text, nullable=False),
+    Index("ix_ironhold_audit_records_request_id", "request_id"),
+)
+
+audit_checkpoints = Table(
+    "ironhold_audit_checkpoints",
+    metadata,
+    Column("size", _SEQ, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("origin", String(200), nullable=False),
+    Column("signed_at", Float, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
 )
 
 
@@ -130,6 +159,24 @@ def migrate(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def open_durable_engine(store: SqlStore) -> Engine:
+    """A second engine on the same database for writes acknowledged to clients (the audit log).
+    On SQLite its connections commit with ``synchronous=FULL``: the WAL is fsynced on every
+    commit, so a record survives power loss, not only a crash of the process."""
+    if store.dialect == "sqlite":
+        engine = create_engine(store.engine.url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_durable_pragmas)
+        return engine
+    return create_engine(store.engine.url, pool_pre_ping=True, pool_size=3, max_overflow=2)
+
+
+def _sqlite_durable_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

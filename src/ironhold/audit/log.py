@@ -1,0 +1,142 @@
+"""The audit log as the gateway uses it: ``await log.append(record)`` returns once the record is
+durable, and a background writer makes that cheap by group commit.
+
+Requests hand their records to one writer task. While it commits a batch (one transaction,
+one fsync) the next requests queue up, and the next batch takes all of them: under load the
+cost of an fsync is shared by many requests, and a lone request pays one. Each caller's future
+resolves only after the commit; if the commit fails it raises, and the caller decides (the
+stage's ``on_store_error``). A checkpointer signs the tree's root every ``checkpoint_interval``
+when it has grown, and once more on a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ironhold.audit.checkpoint import Checkpoint, sign_checkpoint
+from ironhold.audit.store import AuditStore, StoredRecord
+from ironhold.core.errors import AuditUnavailableError
+
+__all__ = ["AuditLog"]
+
+log = logging.getLogger("ironhold.audit")
+
+#: Called with every batch once it is durable (the NATS stream).
+BatchSink = Callable[[list[StoredRecord]], None]
+
+
+class AuditLog:
+    def __init__(self, store: AuditStore, signing_key: Ed25519PrivateKey, origin: str,
+                 checkpoint_interval: float, max_batch: int = 512,
+                 sink: BatchSink | None = None):
+        self.store = store
+        self.signing_key = signing_key
+        self.public_key = signing_key.public_key()
+        self.origin = origin
+        self._interval = checkpoint_interval
+        self._max_batch = max_batch
+        self._sink = sink
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[StoredRecord]]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._signed_size = -1
+        #: Batches committed and records written, for the metrics and benchmarks.
+        self.batches = 0
+        self.written = 0
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._write_loop(), name="audit-writer"),
+                       asyncio.create_task(self._checkpoint_loop(), name="audit-checkpoints")]
+
+    async def append(self, record: dict[str, Any]) -> StoredRecord:
+        """Queue ``record``; returns it stored (with its sequence number) once durable."""
+        if self._closing:
+            raise AuditUnavailableError("the audit log is shutting down")
+        future: asyncio.Future[StoredRecord] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        self._wake.set()
+        # Shielded: a client that disconnects must not cancel its record out of the batch.
+        return await asyncio.shield(future)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[:self._max_batch]
+                del self._pending[:self._max_batch]
+                await self._commit(batch)
+            if self._closing:
+                return
+
+    async def _commit(self, batch: list[tuple[dict[str, Any],
+                                              asyncio.Future[StoredRecord]]]) -> None:
+        records = [record for record, _ in batch]
+        try:
+            stored = await asyncio.to_thread(self.store.append, records, time.time())
+        except Exception as exc:
+            log.error("audit_write_failed", extra={"error": type(exc).__name__,
+                                                    "records": len(batch)})
+            failure = AuditUnavailableError(f"{type(exc).__name__}: the audit log could not "
+                                            "be written")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+                    future.exception()  # retrieved here too: a cancelled waiter must not warn
+            return
+        self.batches += 1
+        self.written += len(stored)
+        for (_, future), row in zip(batch, stored, strict=True):
+            if not future.done():
+                future.set_result(row)
+        if self._sink is not None:
+            self._sink(stored)
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.checkpoint()
+            except Exception as exc:  # the next interval tries again
+                log.error("audit_checkpoint_failed", extra={"error": type(exc).__name__})
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """Sign the current root if the tree grew since the last checkpoint."""
+        return await asyncio.to_thread(self._checkpoint_now)
+
+    def _checkpoint_now(self) -> Checkpoint | None:
+        frontier = self.store.frontier()
+        if frontier.size == 0 or frontier.size == self._signed_size:
+            return None
+        checkpoint = sign_checkpoint(self.signing_key, self.origin, frontier.size,
+                                     frontier.root(), time.time())
+        self.store.add_checkpoint(checkpoint)
+        self._signed_size = frontier.size
+        return checkpoint
+
+    async def close(self) -> None:
+        """Write what is queued, sign a last checkpoint, stop the tasks."""
+        self._closing = True
+        self._wake.set()
+        if self._tasks:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._tasks[0]), 30)
+            except TimeoutError:
+                log.error("audit_close_timeout", extra={"records": len(self._pending)})
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        try:
+            await self.checkpoint()
+        except Exception as exc:
+            log.error("audit_checkpoint_failed", extra={"error": type(exc).__name__})

@@ -1,0 +1,73 @@
+"""The audit record: what one request did, as the canonical JSON a Merkle leaf is made of.
+
+A record is built from the finished ``Exchange`` (who, what, which policy and limits decided,
+where it went, what it cost, how it ended) plus the SHA-256 of the request and response bodies.
+The writer adds ``seq`` (its place in the log) and encodes it with sorted keys: those bytes are
+stored verbatim and hashed, so verification never depends on re-serialising.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from ironhold.core.exchange import Exchange
+
+__all__ = ["RECORD_VERSION", "build_record", "encode_record"]
+
+RECORD_VERSION = 1
+
+_ACTIONS = {"chat": "chat", "completion": "complete", "embedding": "embed"}
+
+
+def build_record(exchange: Exchange, status: int | None, outcome: str, response_sha256: str | None,
+                 content: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a finished request (without ``seq``: the writer assigns it)."""
+    elapsed = time.perf_counter() - exchange.started
+    principal = exchange.principal
+    record: dict[str, Any] = {
+        "v": RECORD_VERSION,
+        "time": round(time.time() - elapsed, 6),
+        "request_id": exchange.request_id,
+        "principal": principal.describe() if principal is not None else None,
+        "client_ip": exchange.client_ip,
+        "action": _ACTIONS[exchange.operation.value],
+        "model": exchange.model,
+        "group": exchange.group,
+        "deployment": exchange.deployment,
+        "model_digest": exchange.model_digest,
+        "stream": exchange.stream,
+        "policy": None,
+        "limits": None,
+        "usage": None,
+        "cost_micros": exchange.cost_micros,
+        "status": status,
+        "outcome": outcome,
+        "attempts": exchange.attempts,
+        "latency_ms": round(elapsed * 1000, 3),
+        "request_sha256": exchange.body_sha256,
+        "response_sha256": response_sha256,
+    }
+    if exchange.policy is not None:
+        record["policy"] = {"allowed": exchange.policy.allowed,
+                            "policies": list(exchange.policy.policies),
+                            "errors": list(exchange.policy.errors)}
+    if exchange.limits is not None:
+        limits = exchange.limits
+        record["limits"] = {"allowed": limits.allowed, "counters": list(limits.counters),
+                            "refused_by": limits.refused_by,
+                            "reserved_tokens": limits.reserved_tokens,
+                            "reserved_cost_micros": limits.reserved_cost_micros}
+    if exchange.usage is not None:
+        record["usage"] = {"prompt_tokens": exchange.usage.prompt_tokens,
+                           "completion_tokens": exchange.usage.completion_tokens}
+    if content is not None:
+        record["content"] = content
+    return record
+
+
+def encode_record(record: dict[str, Any], seq: int) -> bytes:
+    """The canonical bytes of a record at ``seq``: sorted keys, no whitespace, UTF-8."""
+    return orjson.dumps({**record, "seq": seq}, option=orjson.OPT_SORT_KEYS)

@@ -1,0 +1,149 @@
+"""The audit stage: one record per request, durable before the client has its answer.
+
+It runs right after telemetry, outside identity, so refusals (401, 403, 429) are recorded as
+well as answers. A whole reply is held until its record is committed; a stream is passed
+through chunk by chunk and only its final ``data: [DONE]`` event is held until the record is
+committed, so the client cannot see a complete answer that the log could lose. A stream that
+ends without ``[DONE]`` (cut, or ended by an error event) is recorded when it is closed, before
+the response is finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import orjson
+
+from ironhold.audit.log import AuditLog
+from ironhold.audit.record import build_record
+from ironhold.audit.redact import redact, redact_text
+from ironhold.core.errors import AuditUnavailableError, IronholdError
+from ironhold.core.exchange import ChunkStream, Exchange, Reply
+from ironhold.core.pipeline import Handler
+from ironhold.core.usage import usage_in_sse, usage_of
+
+__all__ = ["AuditStage"]
+
+log = logging.getLogger("ironhold.audit")
+
+#: Prices the answer (micro-dollars) from ``exchange.usage`` when nothing has yet.
+Pricer = Callable[[Exchange], int | None]
+
+_DONE = b"data: [DONE]"
+#: Streamed content kept for a record (``audit.content``) at most.
+_CONTENT_CAP = 64 * 1024
+
+
+class AuditStage:
+    def __init__(self, audit: AuditLog, on_store_error: Literal["open", "closed"] = "closed",
+                 content: bool = False, pricer: Pricer | None = None):
+        self.log = audit
+        self._closed = on_store_error == "closed"
+        self._content = content
+        self._pricer = pricer
+
+    async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
+        try:
+            reply = await next_(exchange)
+        except IronholdError as exc:
+            await self.record(exchange, None, exc.code, None, None, refused=exc)
+            raise
+        if reply.stream is not None:
+            reply.stream = _AuditedStream(reply.stream, exchange, self)
+            return reply
+        body = reply.body or b""
+        if reply.status == 200 and exchange.usage is None and body:
+            exchange.usage = usage_of(body)
+        outcome = "ok" if reply.status < 400 else f"status_{reply.status}"
+        await self.record(exchange, reply.status, outcome, hashlib.sha256(body).hexdigest(),
+                          body)
+        return reply
+
+    async def record(self, exchange: Exchange, status: int | None, outcome: str,
+                     response_sha256: str | None, response: bytes | None,
+                     refused: IronholdError | None = None) -> None:
+        """Append the request's record and wait until it is durable."""
+        if exchange.cost_micros is None and exchange.usage is not None and self._pricer:
+            exchange.cost_micros = self._pricer(exchange)
+        content = self._content_of(exchange, response) if self._content else None
+        try:
+            await self.log.append(build_record(exchange, status, outcome, response_sha256,
+                                               content))
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": exchange.request_id})
+            # A refusal gave the client nothing: it goes out as it is. An answer does not
+            # go out unrecorded (unless ``on_store_error: open``).
+            if self._closed and refused is None:
+                raise AuditUnavailableError(
+                    "The request could not be recorded in the audit log, so it is not "
+                    f"answered (request id {exchange.request_id}); try again shortly."
+                ) from None
+
+    def _content_of(self, exchange: Exchange, response: bytes | None) -> dict[str, Any]:
+        content: dict[str, Any] = {"request": redact(exchange.body)}
+        if response:
+            try:
+                content["response"] = redact(orjson.loads(response))
+            except orjson.JSONDecodeError:
+                content["response"] = redact_text(response.decode("utf-8", "replace"))
+        return content
+
+
+class _AuditedStream:
+    """Hashes and (optionally) keeps what is streamed; holds ``[DONE]`` until recorded."""
+
+    __slots__ = ("_content", "_error", "_exchange", "_hash", "_inner", "_recorded", "_stage",
+                 "_tail")
+
+    def __init__(self, inner: ChunkStream, exchange: Exchange, stage: AuditStage):
+        self._inner = inner
+        self._exchange = exchange
+        self._stage = stage
+        self._hash = hashlib.sha256()
+        self._tail = b""
+        self._recorded = False
+        self._error = ""
+        self._content: bytearray | None = bytearray() if stage._content else None
+
+    def __aiter__(self) -> _AuditedStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._inner.__anext__()
+        self._hash.update(chunk)
+        if self._content is not None and len(self._content) < _CONTENT_CAP:
+            self._content += chunk[:_CONTENT_CAP - len(self._content)]
+        if b'"usage":{' in chunk or b'"usage": {' in chunk:
+            usage = usage_in_sse(chunk)
+            if usage is not None:
+                self._exchange.usage = usage
+        if chunk.startswith(b'data: {"error"') or b'\n\ndata: {"error"' in chunk:
+            self._error = "stream_error"
+        seen = self._tail + chunk
+        self._tail = chunk[-len(_DONE):]
+        if not self._recorded and _DONE in seen:
+            try:
+                await self._finish(self._error or "ok")
+            except AuditUnavailableError as exc:
+                return b"data: " + orjson.dumps({"error": {
+                    "message": exc.message, "type": "server_error", "param": None,
+                    "code": exc.code}}) + b"\n\n"
+        return chunk
+
+    async def _finish(self, outcome: str) -> None:
+        self._recorded = True
+        content = bytes(self._content) if self._content is not None else None
+        await self._stage.record(self._exchange, 200, outcome, self._hash.hexdigest(), content)
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if not self._recorded:
+                # The stream is over either way; a lost record is logged.
+                with contextlib.suppress(AuditUnavailableError):
+                    await self._finish(self._error or "cut")

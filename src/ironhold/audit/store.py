@@ -1,0 +1,230 @@
+"""The audit log's tables: records in sequence, each with its leaf hash and the perfect
+subtrees it completed, and signed checkpoints.
+
+One sequence across replicas: a batch is appended in one transaction that (on PostgreSQL) first
+takes a transaction-scoped advisory lock, reads the highest sequence number, and inserts the
+batch right after it. The lock serialises writers, the transaction makes a batch all-or-nothing,
+so sequence numbers have no gaps and no duplicates. A writer whose cached frontier is behind
+(another replica appended) rebuilds it from the stored nodes: O(log n) rows. On SQLite the
+primary key catches a concurrent writer and the batch is retried on the new tail.
+
+Calls are synchronous; the async writer runs them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from ironhold.audit.checkpoint import Checkpoint
+from ironhold.audit.merkle import (
+    Frontier,
+    NodeSource,
+    consistency_proof,
+    frontier_nodes,
+    inclusion_proof,
+    leaf_hash,
+    perfect_nodes_needed,
+)
+from ironhold.audit.record import encode_record
+from ironhold.store.sql import audit_checkpoints, audit_records
+
+__all__ = ["AuditStore", "StoredRecord"]
+
+#: Any fixed 64-bit number: the PostgreSQL advisory lock held while appending.
+_APPEND_LOCK = 7_215_011_743
+_RETRIES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    seq: int
+    request_id: str
+    recorded_at: float
+    leaf_hash: bytes
+    #: Perfect subtrees completed by this leaf, levels 1, 2, ... (32 bytes each).
+    nodes: bytes
+    #: The canonical JSON the leaf hash covers.
+    record: str
+
+    def node(self, level: int) -> bytes:
+        if level == 0:
+            return self.leaf_hash
+        return self.nodes[(level - 1) * 32:level * 32]
+
+
+def node_row(level: int, index: int) -> int:
+    """The sequence number of the leaf that completed perfect subtree ``(level, index)``."""
+    return ((index + 1) << level) - 1
+
+
+class AuditStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._tail: Frontier | None = None
+        self._lock = threading.Lock()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, records: Sequence[Mapping[str, Any]], now: float) -> list[StoredRecord]:
+        """Append ``records`` in order, durably, as one transaction; returns them stored."""
+        with self._lock:
+            for _ in range(_RETRIES):
+                try:
+                    return self._append_once(records, now)
+                except IntegrityError:  # another writer took these numbers: use the new tail
+                    self._tail = None
+            raise RuntimeError("audit append kept colliding with another writer")
+
+    def _append_once(self, records: Sequence[Mapping[str, Any]],
+                     now: float) -> list[StoredRecord]:
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
+            size = _size(conn)
+            tail = self._tail
+            frontier = (tail.copy() if tail is not None and tail.size == size
+                        else _load_frontier(conn, size))
+            stored: list[StoredRecord] = []
+            for offset, record in enumerate(records):
+                seq = size + offset
+                data = encode_record(dict(record), seq)
+                leaf = leaf_hash(data)
+                nodes = b"".join(frontier.append(leaf))
+                stored.append(StoredRecord(seq, str(record.get("request_id", "")), now, leaf,
+                                           nodes, data.decode()))
+            conn.execute(audit_records.insert(), [
+                {"seq": r.seq, "request_id": r.request_id, "recorded_at": r.recorded_at,
+                 "leaf_hash": r.leaf_hash, "nodes": r.nodes, "record": r.record}
+                for r in stored])
+        self._tail = frontier
+        return stored
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Store a checkpoint; False if one of that size exists (another replica signed it)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(audit_checkpoints.insert().values(
+                    size=checkpoint.size, root=checkpoint.root, origin=checkpoint.origin,
+                    signed_at=checkpoint.signed_at, key_id=checkpoint.key_id,
+                    signature=checkpoint.signature))
+        except IntegrityError:
+            return False
+        return True
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self.engine.connect() as conn:
+            return _size(conn)
+
+    def frontier(self, size: int | None = None) -> Frontier:
+        """The frontier of the tree of the first ``size`` records (default: all of them)."""
+        with self.engine.connect() as conn:
+            return _load_frontier(conn, _size(conn) if size is None else size)
+
+    def get(self, seq: int) -> StoredRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(audit_records).where(audit_records.c.seq == seq)).first()
+        return None if row is None else _stored(row)
+
+    def find(self, request_id: str) -> list[StoredRecord]:
+        """Every record of a request id (a client may reuse one), oldest first."""
+        query = (select(audit_records).where(audit_records.c.request_id == request_id)
+                 .order_by(audit_records.c.seq))
+        with self.engine.connect() as conn:
+            return [_stored(row) for row in conn.execute(query)]
+
+    def records(self, start: int = 0, end: int | None = None,
+                batch: int = 5000) -> Iterator[StoredRecord]:
+        """Records ``start <= seq < end`` in order, read in batches (memory stays flat)."""
+        next_seq = start
+        while end is None or next_seq < end:
+            query = (select(audit_records).where(audit_records.c.seq >= next_seq)
+                     .order_by(audit_records.c.seq).limit(batch))
+            if end is not None:
+                query = query.where(audit_records.c.seq < end)
+            with self.engine.connect() as conn:
+                rows = [_stored(row) for row in conn.execute(query)]
+            if not rows:
+                return
+            yield from rows
+            next_seq = rows[-1].seq + 1
+
+    def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        return self._prove(lambda get: inclusion_proof(seq, size, get))
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return self._prove(lambda get: consistency_proof(first, second, get))
+
+    def _prove(self, build: Any) -> list[bytes]:
+        wanted = perfect_nodes_needed(build)
+        with self.engine.connect() as conn:
+            nodes = _fetch_nodes(conn, wanted)
+        get: NodeSource = lambda level, index: nodes[(level, index)]  # noqa: E731
+        proof: list[bytes] = build(get)
+        return proof
+
+    def checkpoints(self, limit: int = 100) -> list[Checkpoint]:
+        """The newest checkpoints first."""
+        query = (select(audit_checkpoints).order_by(audit_checkpoints.c.size.desc())
+                 .limit(limit))
+        with self.engine.connect() as conn:
+            return [_checkpoint(row) for row in conn.execute(query)]
+
+    def all_checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.size))
+            return [_checkpoint(row) for row in rows]
+
+    def checkpoint(self, size: int) -> Checkpoint | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(audit_checkpoints)
+                               .where(audit_checkpoints.c.size == size)).first()
+        return None if row is None else _checkpoint(row)
+
+
+def _size(conn: Connection) -> int:
+    highest = conn.execute(select(func.max(audit_records.c.seq))).scalar()
+    return 0 if highest is None else int(highest) + 1
+
+
+def _load_frontier(conn: Connection, size: int) -> Frontier:
+    addresses = frontier_nodes(size)
+    nodes = _fetch_nodes(conn, set(addresses))
+    return Frontier(size, [nodes[address] for address in addresses])
+
+
+def _fetch_nodes(conn: Connection, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    if not wanted:
+        return {}
+    by_seq: dict[int, list[tuple[int, int]]] = {}
+    for level, index in wanted:
+        by_seq.setdefault(node_row(level, index), []).append((level, index))
+    query = (select(audit_records.c.seq, audit_records.c.leaf_hash, audit_records.c.nodes)
+             .where(audit_records.c.seq.in_(sorted(by_seq))))
+    found: dict[tuple[int, int], bytes] = {}
+    for seq, leaf, nodes in conn.execute(query):
+        for level, index in by_seq[seq]:
+            found[(level, index)] = leaf if level == 0 else nodes[(level - 1) * 32:level * 32]
+    missing = wanted - found.keys()
+    if missing:
+        level, index = min(missing)
+        raise LookupError(f"audit record {node_row(level, index)} is missing")
+    return found
+
+
+def _stored(row: Any) -> StoredRecord:
+    return StoredRecord(int(row.seq), row.request_id, float(row.recorded_at),
+                        bytes(row.leaf_hash), bytes(row.nodes), row.record)
+
+
+def _checkpoint(row: Any) -> Checkpoint:
+    return Checkpoint(row.origin, int(row.size), bytes(row.root), float(row.signed_at),
+                      row.key_id, bytes(row.signature))

@@ -33,7 +33,7 @@ from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 from ironhold.routing.health import HealthChecker
 from ironhold.routing.router import Router
-from ironhold.store.sql import SqlStore, open_durable_engine, open_sql_store
+from ironhold.store.sql import SqlStore, open_durable_engine, open_sql_store, state_dir_for
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.stage import TelemetryStage
 from ironhold.upstream.http import HttpTransport
@@ -133,16 +133,16 @@ def open_audit_store(config: Config, store: SqlStore) -> AuditStore:
     return AuditStore(open_durable_engine(store))
 
 
-def audit_signing_key_path(config: Config, store: SqlStore) -> Path:
+def audit_signing_key_path(config: Config) -> Path:
     key_file = config.audit.signing_key
     return (config.base_dir / key_file.file if key_file is not None
-            else store.state_dir / "audit-ed25519.pem")
+            else state_dir_for(config.state.url, config.base_dir) / "audit-ed25519.pem")
 
 
 def build_audit(config: Config, store: SqlStore,
                 limits: LimitsStage) -> tuple[AuditStage, NatsAuditStream | None]:
     audit = config.audit
-    key = load_or_create_ed25519(audit_signing_key_path(config, store), "audit.signing_key")
+    key = load_or_create_ed25519(audit_signing_key_path(config), "audit.signing_key")
     stream = NatsAuditStream(audit.nats, audit.origin) if audit.nats is not None else None
     log_ = AuditLog(open_audit_store(config, store), key, audit.origin,
                     audit.checkpoint_interval, audit.max_batch, stream)

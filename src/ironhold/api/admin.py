@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ironhold.api.audit import add_audit_routes
 from ironhold.api.requests import read_json_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
@@ -117,3 +118,4 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     app.router.add_get("/admin/keys", list_keys)
     app.router.add_post("/admin/keys", create_key)
     app.router.add_delete("/admin/keys/{key_id}", revoke_key)
+    add_audit_routes(app, require_admin)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ironhold import __version__
+from ironhold.cli import audit as audit_cmd
 from ironhold.cli import chaos as chaos_cmd
 from ironhold.cli import demo as demo_cmd
 from ironhold.cli import keys as keys_cmd
@@ -28,6 +29,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(chaos_cmd.app, name="chaos")
 app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("demo")(demo_cmd.demo)
 
 

@@ -124,9 +124,7 @@ def open_sql_store(url: str, base_dir: Path) -> SqlStore:
         raw = url.removeprefix("sqlite:///")
         if raw in ("", ":memory:"):
             raise ConfigError("state.url: an in-memory SQLite database loses keys; use a file")
-        path = Path(raw)
-        if not path.is_absolute():
-            path = (base_dir / path).resolve()
+        path = _sqlite_path(raw, base_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 15})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -134,7 +132,7 @@ def open_sql_store(url: str, base_dir: Path) -> SqlStore:
     else:
         sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
         engine = create_engine(sa_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-        state_dir = (base_dir / ".ironhold").resolve()
+        state_dir = state_dir_for(url, base_dir)
     try:
         migrate(engine)
     except SQLAlchemyError as exc:
@@ -145,6 +143,18 @@ def open_sql_store(url: str, base_dir: Path) -> SqlStore:
             f"{type(getattr(exc, 'orig', None) or exc).__name__}: {_first_line(exc)}"
         ) from exc
     return SqlStore(engine=engine, state_dir=state_dir)
+
+
+def state_dir_for(url: str, base_dir: Path) -> Path:
+    """Where local secrets and keys live for the database at ``url`` (without opening it)."""
+    if url.startswith("sqlite:///"):
+        return _sqlite_path(url.removeprefix("sqlite:///"), base_dir).parent
+    return (base_dir / ".ironhold").resolve()
+
+
+def _sqlite_path(raw: str, base_dir: Path) -> Path:
+    path = Path(raw)
+    return path if path.is_absolute() else (base_dir / path).resolve()
 
 
 def migrate(engine: Engine) -> None:

@@ -70,3 +70,18 @@ def test_a_limit_holds_across_three_replicas(replicas: tuple[list[str], Path]) -
     assert all(n > 0 for n in per_replica), per_replica  # all three replicas admitted some
     refused = next(r for r in responses if r.status_code == 429)
     assert int(refused.headers["Retry-After"]) >= 1
+
+    # The same 150 requests, from three replicas, in one audit log: each once, one sequence,
+    # and the whole log verifies (checkpoints signed by all three with the shared key).
+    ids = {r.headers["x-request-id"] for r in responses}
+    verified = subprocess.run([*IRONHOLD, "audit", "verify", "-c", str(config), "--json"],
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["records"] == 150
+    exported = subprocess.run([*IRONHOLD, "audit", "export", "-c", str(config)],
+                              capture_output=True, text=True, timeout=120, check=True)
+    records = [json.loads(line)["record"] for line in exported.stdout.splitlines()]
+    assert {r["request_id"] for r in records} == ids
+    outcomes = [r["outcome"] for r in records]
+    assert outcomes.count("ok") == admitted
+    assert outcomes.count("rate_limit_exceeded") == statuses.count(429)

@@ -37,6 +37,7 @@ class NatsAuditStream:
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
+        self._connected = False
         self.dropped = 0
 
     def __call__(self, batch: list[StoredRecord]) -> None:
@@ -55,11 +56,12 @@ class NatsAuditStream:
         self._task = asyncio.create_task(self._run(), name="audit-nats")
 
     async def close(self, drain_for: float = 5.0) -> None:
+        """Publish what is queued (for up to ``drain_for`` seconds, if connected), then stop."""
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_for):
-                if self._queue:
+                if self._queue and self._connected:
                     await self._idle.wait()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -87,6 +89,7 @@ class NatsAuditStream:
                 await js.stream_info(self._config.stream)
             except NotFoundError:
                 await js.add_stream(name=self._config.stream, subjects=[self._config.subject])
+            self._connected = True
             while True:
                 await self._ready.wait()
                 while self._queue:
@@ -101,5 +104,6 @@ class NatsAuditStream:
                 self._ready.clear()
                 self._idle.set()
         finally:
+            self._connected = False
             with contextlib.suppress(Exception):
                 await client.close()

@@ -75,12 +75,14 @@ def progress(text: str) -> None:
     print(f"• {text}", file=sys.stderr, flush=True)
 
 
-def start_ironhold(workdir: Path, upstream: str) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_ironhold(workdir: Path, upstream: str,
+                   audit: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     config = workdir / "ironhold.yaml"
     config.write_text(f"""
 server: {{host: 127.0.0.1, port: {port}}}
 state: {{url: "sqlite:///./state.db"}}
+audit: {{enabled: {str(audit).lower()}}}
 models:
   - name: bench
     deployments: [{{url: "{upstream}"}}]
@@ -142,6 +144,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="latency runs per target")
     parser.add_argument("--concurrency", type=int, default=64, help="closed-loop in-flight")
     parser.add_argument("--litellm", help="path to a `litellm` executable to compare with")
+    parser.add_argument("--no-audit", action="store_true",
+                        help="run Ironhold with the audit log off (to measure what it costs)")
     parser.add_argument("--litellm-rate", type=float, default=40,
                         help="open-loop rate for LiteLLM's latency run (it cannot take 1000/s)")
     args = parser.parse_args()
@@ -158,7 +162,9 @@ def main() -> None:
         processes = [upstream_process]
         try:
             progress("starting Ironhold (pinned to CPU 0)")
-            gateway, gateway_url, key = start_ironhold(workdir, upstream)
+            gateway, gateway_url, key = start_ironhold(workdir, upstream,
+                                                       audit=not args.no_audit)
+            results["audit"] = not args.no_audit
             processes.append(gateway)
             progress("warming up")
             load(direct, key, rate=500, seconds=2)

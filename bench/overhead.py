@@ -75,14 +75,14 @@ def progress(text: str) -> None:
     print(f"• {text}", file=sys.stderr, flush=True)
 
 
-def start_ironhold(workdir: Path, upstream: str,
-                   audit: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_ironhold(workdir: Path, upstream: str, audit: bool = True,
+                   fsync: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     config = workdir / "ironhold.yaml"
     config.write_text(f"""
 server: {{host: 127.0.0.1, port: {port}}}
 state: {{url: "sqlite:///./state.db"}}
-audit: {{enabled: {str(audit).lower()}}}
+audit: {{enabled: {str(audit).lower()}, fsync: {str(fsync).lower()}}}
 models:
   - name: bench
     deployments: [{{url: "{upstream}"}}]
@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--litellm", help="path to a `litellm` executable to compare with")
     parser.add_argument("--no-audit", action="store_true",
                         help="run Ironhold with the audit log off (to measure what it costs)")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="audit.fsync: false (records survive a crash, not power loss)")
     parser.add_argument("--litellm-rate", type=float, default=40,
                         help="open-loop rate for LiteLLM's latency run (it cannot take 1000/s)")
     args = parser.parse_args()
@@ -163,8 +165,10 @@ def main() -> None:
         try:
             progress("starting Ironhold (pinned to CPU 0)")
             gateway, gateway_url, key = start_ironhold(workdir, upstream,
-                                                       audit=not args.no_audit)
+                                                       audit=not args.no_audit,
+                                                       fsync=not args.no_fsync)
             results["audit"] = not args.no_audit
+            results["audit_fsync"] = not args.no_fsync
             processes.append(gateway)
             progress("warming up")
             load(direct, key, rate=500, seconds=2)

@@ -130,7 +130,7 @@ def build_authenticator(config: Config, keys: KeyService) -> Authenticator:
 
 def open_audit_store(config: Config, store: SqlStore) -> AuditStore:
     """The audit tables, on their own connections (fsync on every commit on SQLite)."""
-    return AuditStore(open_durable_engine(store))
+    return AuditStore(open_durable_engine(store, config.audit.fsync))
 
 
 def audit_signing_key_path(config: Config) -> Path:

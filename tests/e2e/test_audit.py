@@ -229,3 +229,31 @@ def test_the_audit_commands_verify_export_and_catch_tampering(
                               "--checkpoint", str(broken_anchor)],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "is not a checkpoint" in refused.stderr
+
+
+def test_changes_to_who_may_do_what_are_recorded(audited: GatewayServer) -> None:
+    admin = audited.create_key("root", admin=True)
+    headers = {"Authorization": f"Bearer {admin}", "x-request-id": "evt-create"}
+    created = httpx.post(audited.base_url + "/admin/keys", json={"name": "svc"},
+                         headers=headers, timeout=10).json()
+    exchange = httpx.post(audited.base_url + "/oauth/token", timeout=10, data={
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": created["key"], "actor_token": "planner",
+        "actor_token_type": "urn:ironhold:params:oauth:token-type:agent"},
+        headers={"x-request-id": "evt-delegate"})
+    assert exchange.status_code == 200, exchange.text
+    revoked = httpx.delete(audited.base_url + f"/admin/keys/{created['id']}", timeout=10,
+                           headers={**headers, "x-request-id": "evt-revoke"})
+    assert revoked.status_code == 200
+    made = orjson.loads(stored(audited, "evt-create")[0].record)
+    assert (made["kind"], made["action"]) == ("event", "create_key")
+    assert made["target"]["id"] == created["id"] and made["principal"]["name"] == "root"
+    delegated = orjson.loads(stored(audited, "evt-delegate")[0].record)
+    assert delegated["action"] == "delegate"
+    assert delegated["target"]["chain"] == [created["id"], "agent:planner"]
+    assert delegated["target"]["passport"] == exchange.json()["passport_id"]
+    gone = orjson.loads(stored(audited, "evt-revoke")[0].record)
+    assert gone["action"] == "revoke_key" and gone["target"]["revoked"] == [created["id"]]
+    everything = " ".join(r.record for r in audited.gateway.audit.log.store.records())  # type: ignore[union-attr]
+    for secret in (created["key"], exchange.json()["access_token"], admin):
+        assert secret not in everything

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ironhold.api.audit import add_audit_routes
+from ironhold.api.audit import ADMIN, add_audit_routes, record_event
 from ironhold.api.requests import read_json_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
@@ -62,6 +62,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
             raise PermissionDeniedError("This endpoint needs an admin identity.")
         if gateway.policy is not None:
             gateway.policy.require(principal, action, request.remote or "0.0.0.0")
+        request[ADMIN] = principal
         return gateway
 
     async def list_keys(request: web.Request) -> web.Response:
@@ -79,6 +80,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         created, secret = await asyncio.to_thread(
             partial(gateway.keys.create, spec.name, spec.models, spec.admin, tenant=spec.tenant,
                     tools=spec.tools, expires_in=spec.expires_in, quota=quota))
+        await record_event(gateway, request, request[ADMIN], "create_key", created.as_dict())
         return json_response({**created.as_dict(), "key": secret}, status=201)
 
     async def revoke_key(request: web.Request) -> web.Response:
@@ -87,6 +89,8 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         revoked = await asyncio.to_thread(gateway.authenticator.revoke_key, key_id)
         if not revoked:
             raise NotFoundError(f"No active key '{key_id}'.", code="key_not_found")
+        await record_event(gateway, request, request[ADMIN], "revoke_key",
+                           {"id": key_id, "revoked": [k.id for k in revoked]})
         return json_response({"object": "list", "data": [k.as_dict() for k in revoked]})
 
     async def whoami(request: web.Request) -> web.Response:
@@ -110,6 +114,8 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         revoked = [] if passports is None else await asyncio.to_thread(passports.revoke, jti)
         if not revoked:
             raise NotFoundError(f"No active passport '{jti}'.", code="passport_not_found")
+        await record_event(gateway, request, request[ADMIN], "revoke_passport",
+                           {"id": jti, "revoked": revoked})
         return json_response({"object": "list", "revoked": revoked})
 
     app.router.add_get("/admin/whoami", whoami)

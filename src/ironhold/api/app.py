@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ironhold.api.admin import add_admin_routes
+from ironhold.api.context import REQUEST_ID, request_id_of
 from ironhold.api.errors import error_response, plain_error
 from ironhold.api.oauth import add_oauth_routes
 from ironhold.api.requests import check_body, parse_timeout_header, read_json_body
@@ -25,7 +26,6 @@ from ironhold.core.ids import accept_request_id
 log = logging.getLogger("ironhold.api")
 
 GATEWAY = web.AppKey("gateway", Gateway)
-_REQUEST_ID = web.RequestKey("request_id", str)
 #: The status already sent, once a streamed response has started.
 _SENT_STATUS = web.RequestKey("sent_status", int)
 #: nginx's convention for "the client closed the connection before an answer".
@@ -67,15 +67,11 @@ def create_app(gateway: Gateway) -> web.Application:
     return app
 
 
-def request_id_of(request: web.Request) -> str:
-    return request[_REQUEST_ID]
-
-
 @web.middleware
 async def _edge(request: web.Request, handler: _HttpHandler) -> web.StreamResponse:
     """Request ids on every response, and every error in the OpenAI shape; never a stack trace."""
     request_id = accept_request_id(request.headers.get("x-request-id"))
-    request[_REQUEST_ID] = request_id
+    request[REQUEST_ID] = request_id
     status = _CLIENT_CLOSED
     try:
         response = await _respond(request, handler, request_id)
@@ -156,7 +152,7 @@ def _operation(operation: Operation) -> _HttpHandler:
 async def _send_stream(request: web.Request, reply: Reply) -> web.StreamResponse:
     assert reply.stream is not None
     # Sent before the middleware sees the response, so the request id goes on here.
-    reply.headers["x-request-id"] = request[_REQUEST_ID]
+    reply.headers["x-request-id"] = request[REQUEST_ID]
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
     response.content_type = "text/event-stream"
     response.headers["Cache-Control"] = "no-cache"

@@ -17,9 +17,12 @@ import orjson
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from ironhold.api.context import request_id_of
 from ironhold.api.responses import json_response
 from ironhold.audit.checkpoint import Checkpoint, key_id
+from ironhold.audit.record import build_event_record
 from ironhold.core.errors import InvalidRequestError, NotFoundError
+from ironhold.core.principal import Principal
 
 if TYPE_CHECKING:
     from ironhold.audit.log import AuditLog
@@ -27,6 +30,17 @@ if TYPE_CHECKING:
     from ironhold.bootstrap import Gateway
 
 RequireAdmin = Callable[[web.Request, str], Awaitable["Gateway"]]
+#: The authenticated admin of this request (set by ``require_admin``), for event records.
+ADMIN = web.RequestKey("admin_principal", Principal)
+
+
+async def record_event(gateway: Gateway, request: web.Request, principal: Principal,
+                       action: str, target: dict[str, Any]) -> None:
+    """Record a change to who may do what (keys, passports), durably, before answering."""
+    if gateway.audit is None:
+        return
+    await gateway.audit.record_event(build_event_record(
+        request_id_of(request), principal, action, target, request.remote or "0.0.0.0"))
 
 
 def _b64(data: bytes) -> str:

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
+from ironhold.api.audit import record_event
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from ironhold.core.principal import Quota
@@ -73,6 +74,9 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         issued = await asyncio.to_thread(partial(
             passports.issue, subject, actor, scopes=scopes, quota=_quota(form),
             ttl=_number(form, "expires_in", float)))
+        await record_event(gateway, request, subject, "delegate", {
+            "passport": issued.jti, "agent": actor, "chain": list(issued.principal.chain),
+            "scopes": issued.principal.scopes.as_list(), "expires_in": issued.expires_in})
         return json_response({
             "access_token": issued.token,
             "issued_token_type": JWT_TOKEN_TYPE,

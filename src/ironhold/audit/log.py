@@ -81,7 +81,9 @@ class AuditLog:
                                               asyncio.Future[StoredRecord]]]) -> None:
         records = [record for record, _ in batch]
         try:
-            stored = await asyncio.to_thread(self.store.append, records, time.time())
+            now = time.time()
+            prepared = self.store.prepare(records, now)
+            stored = await asyncio.to_thread(self.store.append, records, now, prepared)
         except Exception as exc:
             log.error("audit_write_failed", extra={"error": type(exc).__name__,
                                                     "records": len(batch)})

@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from ironhold.core.exchange import Exchange
+from ironhold.core.exchange import Exchange, Principal
 
-__all__ = ["RECORD_VERSION", "build_record", "encode_record"]
+__all__ = ["RECORD_VERSION", "build_event_record", "build_record", "encode_record"]
 
 RECORD_VERSION = 1
 
@@ -29,6 +29,7 @@ def build_record(exchange: Exchange, status: int | None, outcome: str, response_
     principal = exchange.principal
     record: dict[str, Any] = {
         "v": RECORD_VERSION,
+        "kind": "request",
         "time": round(time.time() - elapsed, 6),
         "request_id": exchange.request_id,
         "principal": principal.describe() if principal is not None else None,
@@ -66,6 +67,15 @@ def build_record(exchange: Exchange, status: int | None, outcome: str, response_
     if content is not None:
         record["content"] = content
     return record
+
+
+def build_event_record(request_id: str, principal: Principal, action: str,
+                       target: dict[str, Any], client_ip: str) -> dict[str, Any]:
+    """The record of a change to who may do what: a key created or revoked, a passport
+    issued (a delegation) or revoked."""
+    return {"v": RECORD_VERSION, "kind": "event", "time": round(time.time(), 6),
+            "request_id": request_id, "principal": principal.describe(),
+            "client_ip": client_ip, "action": action, "target": target, "outcome": "ok"}
 
 
 def encode_record(record: dict[str, Any], seq: int) -> bytes:

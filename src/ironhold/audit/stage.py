@@ -83,6 +83,18 @@ class AuditStage:
                     f"answered (request id {exchange.request_id}); try again shortly."
                 ) from None
 
+    async def record_event(self, record: dict[str, Any]) -> None:
+        """Record a change to who may do what (made already), durably, before answering."""
+        try:
+            await self.log.append(record)
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": record.get("request_id")})
+            if self._closed:
+                raise AuditUnavailableError(
+                    "The change was made but could not be recorded in the audit log; check "
+                    "the log's storage."
+                ) from None
+
     def _content_of(self, exchange: Exchange, response: bytes | None) -> dict[str, Any]:
         content: dict[str, Any] = {"request": redact(exchange.body)}
         if response:

@@ -71,39 +71,46 @@ class AuditStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(self, records: Sequence[Mapping[str, Any]], now: float) -> list[StoredRecord]:
-        """Append ``records`` in order, durably, as one transaction; returns them stored."""
+    def prepare(self, records: Sequence[Mapping[str, Any]], now: float) -> Prepared | None:
+        """Number, encode and hash ``records`` after the tail this store last wrote: pure CPU,
+        so the writer runs it on the event loop (a worker thread doing CPU work would hold the
+        GIL against the loop: latency spikes). None if the tail is unknown yet."""
+        tail = self._tail
+        if tail is None:
+            return None
+        return _prepare(records, tail.copy(), now)
+
+    def append(self, records: Sequence[Mapping[str, Any]], now: float,
+               prepared: Prepared | None = None) -> list[StoredRecord]:
+        """Append ``records`` in order, durably, as one transaction; returns them stored.
+        ``prepared`` (from ``prepare``) is used if the log's tail is still where it was."""
         with self._lock:
             for _ in range(_RETRIES):
                 try:
-                    return self._append_once(records, now)
+                    return self._append_once(records, now, prepared)
                 except IntegrityError:  # another writer took these numbers: use the new tail
                     self._tail = None
+                    prepared = None
             raise RuntimeError("audit append kept colliding with another writer")
 
-    def _append_once(self, records: Sequence[Mapping[str, Any]],
-                     now: float) -> list[StoredRecord]:
+    def _append_once(self, records: Sequence[Mapping[str, Any]], now: float,
+                     prepared: Prepared | None) -> list[StoredRecord]:
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
             size = _size(conn)
-            tail = self._tail
-            frontier = (tail.copy() if tail is not None and tail.size == size
-                        else _load_frontier(conn, size))
-            stored: list[StoredRecord] = []
-            for offset, record in enumerate(records):
-                seq = size + offset
-                data = encode_record(dict(record), seq)
-                leaf = leaf_hash(data)
-                nodes = b"".join(frontier.append(leaf))
-                stored.append(StoredRecord(seq, str(record.get("request_id", "")), now, leaf,
-                                           nodes, data.decode()))
-            conn.execute(audit_records.insert(), [
-                {"seq": r.seq, "request_id": r.request_id, "recorded_at": r.recorded_at,
-                 "leaf_hash": r.leaf_hash, "nodes": r.nodes, "record": r.record}
-                for r in stored])
-        self._tail = frontier
-        return stored
+            if prepared is None or prepared.start != size:  # another replica appended
+                tail = self._tail
+                frontier = (tail.copy() if tail is not None and tail.size == size
+                            else _load_frontier(conn, size))
+                prepared = _prepare(records, frontier, now)
+            # The driver's executemany: no per-row Python work beyond building the tuples.
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            conn.exec_driver_sql(_INSERT.replace("?", mark), [
+                (r.seq, r.request_id, r.recorded_at, r.leaf_hash, r.nodes, r.record)
+                for r in prepared.rows])
+        self._tail = prepared.frontier
+        return prepared.rows
 
     def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """Store a checkpoint; False if one of that size exists (another replica signed it)."""
@@ -188,6 +195,32 @@ class AuditStore:
             row = conn.execute(select(audit_checkpoints)
                                .where(audit_checkpoints.c.size == size)).first()
         return None if row is None else _checkpoint(row)
+
+
+_INSERT = ("INSERT INTO ironhold_audit_records "
+           "(seq, request_id, recorded_at, leaf_hash, nodes, record) VALUES (?, ?, ?, ?, ?, ?)")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch numbered from ``start``, encoded and hashed; ``frontier`` is the tree after it."""
+
+    start: int
+    rows: list[StoredRecord]
+    frontier: Frontier
+
+
+def _prepare(records: Sequence[Mapping[str, Any]], frontier: Frontier,
+             now: float) -> Prepared:
+    start = frontier.size
+    rows: list[StoredRecord] = []
+    for offset, record in enumerate(records):
+        data = encode_record(dict(record), start + offset)
+        leaf = leaf_hash(data)
+        nodes = b"".join(frontier.append(leaf))
+        rows.append(StoredRecord(start + offset, str(record.get("request_id", "")), now, leaf,
+                                 nodes, data.decode()))
+    return Prepared(start, rows, frontier)
 
 
 def _size(conn: Connection) -> int:

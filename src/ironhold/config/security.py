@@ -159,6 +159,10 @@ class AuditConfig(_Strict):
     #: Also keep the request and response bodies, redacted, in the record (off: only their
     #: SHA-256 digests).
     content: bool = False
+    #: SQLite: fsync the log at every commit (``synchronous=FULL``): a record survives power
+    #: loss. false: a record survives a crash of the gateway (it is in the OS before the
+    #: answer) but not of the machine; commits are much cheaper (docs/benchmarks.md).
+    fsync: bool = True
     #: Records written per transaction at most (group commit).
     max_batch: int = Field(512, ge=1, le=10_000)
     #: When the log cannot be written: ``closed`` answers 503 instead of the reply (nothing is

@@ -171,13 +171,15 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def open_durable_engine(store: SqlStore) -> Engine:
+def open_durable_engine(store: SqlStore, fsync: bool = True) -> Engine:
     """A second engine on the same database for writes acknowledged to clients (the audit log).
-    On SQLite its connections commit with ``synchronous=FULL``: the WAL is fsynced on every
-    commit, so a record survives power loss, not only a crash of the process."""
+    On SQLite with ``fsync`` its connections commit with ``synchronous=FULL``: the WAL is
+    fsynced on every commit, so a record survives power loss, not only a crash of the process
+    (``synchronous=NORMAL``, which the other tables use)."""
     if store.dialect == "sqlite":
         engine = create_engine(store.engine.url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_durable_pragmas)
+        pragmas = _sqlite_durable_pragmas if fsync else _sqlite_pragmas
+        event.listen(engine, "connect", pragmas)
         return engine
     return create_engine(store.engine.url, pool_pre_ping=True, pool_size=3, max_overflow=2)
 

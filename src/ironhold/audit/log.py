@@ -100,7 +100,10 @@ class AuditLog:
             if not future.done():
                 future.set_result(row)
         if self._sink is not None:
-            self._sink(stored)
+            try:
+                self._sink(stored)
+            except Exception as exc:  # the copy is best-effort; the writer must go on
+                log.error("audit_sink_failed", extra={"error": type(exc).__name__})
 
     async def _checkpoint_loop(self) -> None:
         while True:

@@ -24,7 +24,7 @@ from ironhold.audit.redact import redact, redact_text
 from ironhold.core.errors import AuditUnavailableError, IronholdError
 from ironhold.core.exchange import ChunkStream, Exchange, Reply
 from ironhold.core.pipeline import Handler
-from ironhold.core.usage import usage_in_sse, usage_of
+from ironhold.core.usage import observe_sse, usage_of
 
 __all__ = ["AuditStage"]
 
@@ -129,11 +129,7 @@ class _AuditedStream:
         self._hash.update(chunk)
         if self._content is not None and len(self._content) < _CONTENT_CAP:
             self._content += chunk[:_CONTENT_CAP - len(self._content)]
-        if b'"usage":{' in chunk or b'"usage": {' in chunk:
-            usage = usage_in_sse(chunk)
-            if usage is not None:
-                self._exchange.usage = usage
-        if chunk.startswith(b'data: {"error"') or b'\n\ndata: {"error"' in chunk:
+        if observe_sse(chunk, self._exchange):
             self._error = "stream_error"
         seen = self._tail + chunk
         self._tail = chunk[-len(_DONE):]

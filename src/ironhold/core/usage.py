@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from ironhold.core.exchange import Usage
+from ironhold.core.exchange import Exchange, Usage
 
 
 def usage_of(body: bytes) -> Usage | None:
@@ -26,6 +26,16 @@ def usage_in_sse(chunk: bytes) -> Usage | None:
             if usage is not None:
                 return usage
     return None
+
+
+def observe_sse(chunk: bytes, exchange: Exchange) -> bool:
+    """Take the usage from a streamed chunk that carries it; True if the chunk holds an error
+    event (a stream that broke after the commit point)."""
+    if b'"usage":{' in chunk or b'"usage": {' in chunk:
+        usage = usage_in_sse(chunk)
+        if usage is not None:
+            exchange.usage = usage
+    return chunk.startswith(b'data: {"error"') or b'\n\ndata: {"error"' in chunk
 
 
 def _parse_usage(raw: object) -> Usage | None:

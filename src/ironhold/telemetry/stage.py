@@ -9,7 +9,7 @@ import time
 from ironhold.core.errors import IronholdError
 from ironhold.core.exchange import ChunkStream, Exchange, Reply
 from ironhold.core.pipeline import Handler
-from ironhold.core.usage import usage_in_sse, usage_of
+from ironhold.core.usage import observe_sse, usage_of
 from ironhold.telemetry.metrics import Metrics
 
 log = logging.getLogger("ironhold.access")
@@ -87,11 +87,7 @@ class _Observed:
 
     async def __anext__(self) -> bytes:
         chunk = await self._inner.__anext__()
-        if b'"usage":{' in chunk or b'"usage": {' in chunk:
-            usage = usage_in_sse(chunk)
-            if usage is not None:
-                self._exchange.usage = usage
-        if chunk.startswith(b'data: {"error"') or b'\n\ndata: {"error"' in chunk:
+        if observe_sse(chunk, self._exchange):
             self._error = "stream_error"
         return chunk
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ironhold.api.context import request_id_of
 from ironhold.api.responses import json_response
-from ironhold.audit.checkpoint import Checkpoint, key_id
+from ironhold.audit.checkpoint import key_id
 from ironhold.audit.record import build_event_record
 from ironhold.core.errors import InvalidRequestError, NotFoundError
 from ironhold.core.principal import Principal
@@ -111,7 +111,6 @@ def add_audit_routes(app: web.Application, require_admin: RequireAdmin) -> None:
 async def _proved(log: AuditLog, row: StoredRecord, request: web.Request) -> dict[str, Any]:
     """The record with its inclusion proof against the newest checkpoint that covers it (one
     is signed now if none does yet), or against ``?tree_size=`` (a checkpoint's size)."""
-    checkpoint: Checkpoint | None
     if "tree_size" in request.query:
         size = _int_param(request, "tree_size", None, low=1)
         checkpoint = await asyncio.to_thread(log.store.checkpoint, size)
@@ -123,12 +122,10 @@ async def _proved(log: AuditLog, row: StoredRecord, request: web.Request) -> dic
                                       param="tree_size")
     else:
         newest = await asyncio.to_thread(log.store.checkpoints, 1)
-        checkpoint = newest[0] if newest and newest[0].size > row.seq else None
-        if checkpoint is None:
-            checkpoint = await log.checkpoint()
-        if checkpoint is None or checkpoint.size <= row.seq:  # another replica signed first
+        if not newest or newest[0].size <= row.seq:
+            await log.checkpoint()  # none covers it yet (or another replica just signed one)
             newest = await asyncio.to_thread(log.store.checkpoints, 1)
-            checkpoint = newest[0]
+        checkpoint = newest[0]
     proof = await asyncio.to_thread(log.store.inclusion_proof, row.seq, checkpoint.size)
     return {"seq": row.seq, "request_id": row.request_id, "leaf_hash": _b64(row.leaf_hash),
             "record": orjson.loads(row.record), "checkpoint": checkpoint.as_dict(),

@@ -19,9 +19,6 @@ __all__ = ["RECORD_VERSION", "build_event_record", "build_record", "encode_recor
 
 RECORD_VERSION = 1
 
-_ACTIONS = {"chat": "chat", "completion": "complete", "embedding": "embed"}
-
-
 def build_record(exchange: Exchange, status: int | None, outcome: str, response_sha256: str | None,
                  content: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of a finished request (without ``seq``: the writer assigns it)."""
@@ -34,7 +31,7 @@ def build_record(exchange: Exchange, status: int | None, outcome: str, response_
         "request_id": exchange.request_id,
         "principal": principal.describe() if principal is not None else None,
         "client_ip": exchange.client_ip,
-        "action": _ACTIONS[exchange.operation.value],
+        "action": exchange.operation.action,
         "model": exchange.model,
         "group": exchange.group,
         "deployment": exchange.deployment,

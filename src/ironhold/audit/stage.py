@@ -43,14 +43,14 @@ class AuditStage:
                  content: bool = False, pricer: Pricer | None = None):
         self.log = audit
         self._closed = on_store_error == "closed"
-        self._content = content
+        self.keep_content = content
         self._pricer = pricer
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
         try:
             reply = await next_(exchange)
         except IronholdError as exc:
-            await self.record(exchange, None, exc.code, None, None, refused=exc)
+            await self.record(exchange, None, exc.code, None, None, refused=True)
             raise
         if reply.stream is not None:
             reply.stream = _AuditedStream(reply.stream, exchange, self)
@@ -65,11 +65,11 @@ class AuditStage:
 
     async def record(self, exchange: Exchange, status: int | None, outcome: str,
                      response_sha256: str | None, response: bytes | None,
-                     refused: IronholdError | None = None) -> None:
+                     refused: bool = False) -> None:
         """Append the request's record and wait until it is durable."""
         if exchange.cost_micros is None and exchange.usage is not None and self._pricer:
             exchange.cost_micros = self._pricer(exchange)
-        content = self._content_of(exchange, response) if self._content else None
+        content = self._content_of(exchange, response) if self.keep_content else None
         try:
             await self.log.append(build_record(exchange, status, outcome, response_sha256,
                                                content))
@@ -77,7 +77,7 @@ class AuditStage:
             log.error("audit_record_lost", extra={"request_id": exchange.request_id})
             # A refusal gave the client nothing: it goes out as it is. An answer does not
             # go out unrecorded (unless ``on_store_error: open``).
-            if self._closed and refused is None:
+            if self._closed and not refused:
                 raise AuditUnavailableError(
                     "The request could not be recorded in the audit log, so it is not "
                     f"answered (request id {exchange.request_id}); try again shortly."
@@ -119,7 +119,7 @@ class _AuditedStream:
         self._tail = b""
         self._recorded = False
         self._error = ""
-        self._content: bytearray | None = bytearray() if stage._content else None
+        self._content: bytearray | None = bytearray() if stage.keep_content else None
 
     def __aiter__(self) -> _AuditedStream:
         return self

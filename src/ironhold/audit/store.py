@@ -14,7 +14,7 @@ Calls are synchronous; the async writer runs them in a worker thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,13 +169,11 @@ class AuditStore:
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         return self._prove(lambda get: consistency_proof(first, second, get))
 
-    def _prove(self, build: Any) -> list[bytes]:
+    def _prove(self, build: Callable[[NodeSource], list[bytes]]) -> list[bytes]:
         wanted = perfect_nodes_needed(build)
         with self.engine.connect() as conn:
             nodes = _fetch_nodes(conn, wanted)
-        get: NodeSource = lambda level, index: nodes[(level, index)]  # noqa: E731
-        proof: list[bytes] = build(get)
-        return proof
+        return build(lambda level, index: nodes[(level, index)])
 
     def checkpoints(self, limit: int = 100) -> list[Checkpoint]:
         """The newest checkpoints first."""

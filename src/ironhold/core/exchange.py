@@ -33,11 +33,21 @@ class Operation(enum.Enum):
         """The OpenTelemetry GenAI ``gen_ai.operation.name``."""
         return _GEN_AI_NAMES[self]
 
+    @property
+    def action(self) -> str:
+        """The action policies decide on and audit records name."""
+        return _ACTIONS[self]
+
 
 _PATHS = {
     Operation.CHAT: "/chat/completions",
     Operation.COMPLETION: "/completions",
     Operation.EMBEDDING: "/embeddings",
+}
+_ACTIONS = {
+    Operation.CHAT: "chat",
+    Operation.COMPLETION: "complete",
+    Operation.EMBEDDING: "embed",
 }
 _GEN_AI_NAMES = {
     Operation.CHAT: "chat",

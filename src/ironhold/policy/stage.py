@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ironhold.core.errors import PermissionDeniedError
-from ironhold.core.exchange import Exchange, Operation, PolicyDecision, Principal, Reply
+from ironhold.core.exchange import Exchange, PolicyDecision, Principal, Reply
 from ironhold.core.pipeline import Handler
 from ironhold.core.tokens import estimate_prompt_tokens
 from ironhold.policy.engine import PolicyEngine
@@ -17,13 +17,6 @@ from ironhold.policy.entities import RequestContext, ResourceType
 
 #: The least budget left for a principal, in cents (None: no budget applies).
 BudgetLookup = Callable[[Principal], Awaitable[int | None]]
-
-ACTIONS = {
-    Operation.CHAT: "chat",
-    Operation.COMPLETION: "complete",
-    Operation.EMBEDDING: "embed",
-}
-
 
 class PolicyStage:
     def __init__(self, engine: PolicyEngine, remaining_budget: BudgetLookup | None = None):
@@ -45,7 +38,7 @@ class PolicyStage:
             client_ip=exchange.client_ip,
             stream=exchange.stream,
         )
-        decision = self.engine.decide(principal, ACTIONS[exchange.operation], "Model",
+        decision = self.engine.decide(principal, exchange.operation.action, "Model",
                                       exchange.model, context)
         exchange.policy = decision
         if not decision.allowed:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Ironhold with the local-model and dev extras into the virtual environment in $1.
+# Install Ironhold with the local-model, dev and train extras into the virtual environment in $1.
 # llama-cpp-python compiles llama.cpp the first time (about 10 minutes on 2 cores; pip caches
 # the wheel afterwards), so its build progress is shown instead of silence.
 set -euo pipefail
@@ -13,7 +13,7 @@ fi
 # -v makes pip show the CMake build; only its progress lines reach the terminal.
 # constraints.txt pins every package to the versions CI last passed with; regenerate it with
 # `pip freeze --exclude-editable > constraints.txt` from a fresh `make test` venv to upgrade.
-"$bin/python" -m pip install -v -c constraints.txt -e '.[local,dev]' >"$log" 2>&1 &
+"$bin/python" -m pip install -v -c constraints.txt -e '.[local,dev,train]' >"$log" 2>&1 &
 pid=$!
 last=""
 while kill -0 "$pid" 2>/dev/null; do

@@ -19,6 +19,7 @@ from ironhold.chaos import ChaosStage, FaultTransport
 from ironhold.config.schema import Config, DeploymentConfig, ModelGroupConfig
 from ironhold.core.keyfiles import load_or_create_ed25519
 from ironhold.core.pipeline import Handler, Stage, build_pipeline
+from ironhold.guard import Guard, GuardStage, InjectionModel
 from ironhold.identity.jwks import JwksSource
 from ironhold.identity.keys import KeyService, load_key_secret
 from ironhold.identity.passports import PassportAuthority
@@ -149,6 +150,11 @@ def build_audit(config: Config, store: SqlStore,
     return AuditStage(log_, audit.on_store_error, audit.content, limits.price_answer), stream
 
 
+def build_guard(config: Config) -> GuardStage:
+    overrides = {g.name: g.guard for g in config.models if g.guard is not None}
+    return GuardStage(Guard(config.guard, overrides, InjectionModel.load()))
+
+
 def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
     keys = open_key_service(config)
     authenticator = build_authenticator(config, keys)
@@ -193,6 +199,8 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
     if policy is not None:
         stages.append(policy)
     stages.append(limits)
+    if config.guard.enabled:
+        stages.append(build_guard(config))
     stages.append(ChaosStage(config.chaos.header, config.chaos.keys, policy))
     return Gateway(
         config=config,

@@ -21,6 +21,7 @@ _STATUS: list[tuple[type[errors.IronholdError], int, str]] = [
     (errors.BadGatewayError, 502, "upstream_error"),
     (errors.UpstreamError, 503, "upstream_error"),
     (errors.AuditUnavailableError, 503, "server_error"),
+    (errors.GuardUnavailableError, 503, "server_error"),
 ]
 
 

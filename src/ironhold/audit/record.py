@@ -58,6 +58,8 @@ def build_record(exchange: Exchange, status: int | None, outcome: str, response_
                             "refused_by": limits.refused_by,
                             "reserved_tokens": limits.reserved_tokens,
                             "reserved_cost_micros": limits.reserved_cost_micros}
+    if exchange.guard:
+        record["guard"] = exchange.guard
     if exchange.usage is not None:
         record["usage"] = {"prompt_tokens": exchange.usage.prompt_tokens,
                            "completion_tokens": exchange.usage.completion_tokens}

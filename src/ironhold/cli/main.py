@@ -11,6 +11,7 @@ from ironhold import __version__
 from ironhold.cli import audit as audit_cmd
 from ironhold.cli import chaos as chaos_cmd
 from ironhold.cli import demo as demo_cmd
+from ironhold.cli import guard as guard_cmd
 from ironhold.cli import keys as keys_cmd
 from ironhold.cli import policy as policy_cmd
 from ironhold.cli.common import ConfigOption, fail, load_or_exit
@@ -30,6 +31,7 @@ app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(chaos_cmd.app, name="chaos")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(guard_cmd.app, name="guard")
 app.command("demo")(demo_cmd.demo)
 
 

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from ironhold.config.durations import Seconds
+from ironhold.config.guard import GuardConfig, GuardOverride
 from ironhold.config.security import AuditConfig, IdentityConfig, LimitsConfig, PolicyConfig
 
 
@@ -257,6 +258,8 @@ class ModelGroupConfig(_Strict):
     #: Faults injected into every deployment of this group.
     faults: list[FaultConfig] = Field(default_factory=list)
     owned_by: str = "ironhold"
+    #: This group's guard scanners, replacing the global ones they name.
+    guard: GuardOverride | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -288,6 +291,7 @@ class Config(_Strict):
     policy: PolicyConfig | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     models: list[ModelGroupConfig] = Field(default_factory=list)
     chaos: ChaosConfig = Field(default_factory=ChaosConfig)
@@ -308,6 +312,14 @@ class Config(_Strict):
                                      f"{fallback!r}, which is not defined")
                 if fallback == group.name:
                     raise ValueError(f"model group {group.name!r} falls back to itself")
+        sides = [("guard", self.guard)] + [(f"models[{g.name}].guard", g.guard)
+                                           for g in self.models if g.guard is not None]
+        for where, guard in sides:
+            assert guard is not None
+            for name, scanner in guard.input.items():
+                if scanner.reroute_to is not None and scanner.reroute_to not in seen:
+                    raise ValueError(f"{where}.input.{name} reroutes to {scanner.reroute_to!r}, "
+                                     "which is not a model group")
         return self
 
     def group(self, name: str) -> ModelGroupConfig | None:

@@ -6,7 +6,8 @@ Core code raises these; only ``api/`` turns them into HTTP statuses and the Open
     ├── ConfigError                  the config file is invalid (names file, field path, problem)
     ├── ArtifactIntegrityError       a model file does not match its pinned digest
     ├── InvalidRequestError          the request is malformed or has invalid fields
-    │   └── PayloadTooLargeError     the request body is over the configured limit
+    │   ├── PayloadTooLargeError     the request body is over the configured limit
+    │   └── GuardBlockedError        the guard found an attack or a leak and blocks it
     ├── AuthenticationError          no credential, or one that is unknown, revoked or expired
     ├── PermissionDeniedError        a valid identity that may not do this
     ├── NotFoundError                no such thing (a key, a route)
@@ -14,6 +15,7 @@ Core code raises these; only ``api/`` turns them into HTTP statuses and the Open
     ├── RateLimitedError             too many requests: come back after ``retry_after`` seconds
     │   └── OverloadedError          a bulkhead is full (shed rather than queued)
     ├── AuditUnavailableError        the audit log cannot record the request, so it is not answered
+    ├── GuardUnavailableError        a guard scanner failed and the guard fails closed
     └── UpstreamError                the model servers could not answer
         ├── BadGatewayError          an upstream answered with garbage or failed mid-way
         ├── UpstreamUnavailableError no deployment could be reached or all failed
@@ -52,6 +54,15 @@ class InvalidRequestError(IronholdError):
 
 class PayloadTooLargeError(InvalidRequestError):
     code = "payload_too_large"
+
+
+class GuardBlockedError(InvalidRequestError):
+    code = "guard_blocked"
+
+    def __init__(self, message: str, *, category: str, owasp: str):
+        super().__init__(message)
+        self.category = category
+        self.owasp = owasp
 
 
 class AuthenticationError(IronholdError):
@@ -112,3 +123,7 @@ class UpstreamThrottledError(UpstreamError):
 
 class AuditUnavailableError(IronholdError):
     code = "audit_unavailable"
+
+
+class GuardUnavailableError(IronholdError):
+    code = "guard_unavailable"

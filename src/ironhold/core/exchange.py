@@ -133,6 +133,8 @@ class Exchange:
     usage: Usage | None = None
     #: Set when the reply is complete (or the stream ended or was cut).
     outcome: str = "pending"
+    #: What the guard found and did (``Finding.record()`` plus ``action``), for the audit log.
+    guard: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ChunkStream(Protocol):

@@ -80,6 +80,10 @@ class SimulatorProfile(_Strict):
     slow: Slow = Field(default_factory=Slow)
     faults: list[Fault] = Field(default_factory=list)
     seed: int | None = None
+    #: What the answer says: filler words (``lorem``), the prompt's text repeated back
+    #: (``echo``: every message, the system prompt included, as a leaking model would), or only
+    #: the last message (``echo_last``). Echoes are cut at ``completion_tokens`` words.
+    reply: Literal["lorem", "echo", "echo_last"] = "lorem"
 
 
 def load_profile(path: str | Path) -> SimulatorProfile:

@@ -141,7 +141,8 @@ class Simulator:
         n_tokens = _int(body.get("max_tokens") or body.get("max_completion_tokens"),
                         self.profile.completion_tokens)
         n_tokens = max(1, min(n_tokens, self.profile.completion_tokens))
-        words = [_WORDS[i % len(_WORDS)] for i in range(n_tokens)]
+        words = _reply_words(body, self.profile.reply, n_tokens)
+        n_tokens = len(words)
         prompt_tokens = _count_prompt(body)
         created = int(time.time())
         rid = ("chatcmpl-" if chat else "cmpl-") + hashlib.sha1(
@@ -219,6 +220,19 @@ def _whole(chat: bool, rid: str, created: int, model: str, words: list[str],
     return {"id": rid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish,
                          "logprobs": None}], "usage": usage}
+
+
+def _reply_words(body: dict[str, Any], reply: str, n_tokens: int) -> list[str]:
+    if reply == "lorem":
+        return [_WORDS[i % len(_WORDS)] for i in range(n_tokens)]
+    if isinstance(body.get("messages"), list):
+        texts = [str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict)]
+    else:
+        texts = [str(body.get("prompt", ""))]
+    if reply == "echo_last":
+        texts = texts[-1:]
+    words = " ".join(texts).split(" ")
+    return words[:n_tokens] or ["(empty)"]
 
 
 def _count_prompt(body: dict[str, Any]) -> int:

@@ -1,0 +1,209 @@
+"""The guard's decisions, independent of HTTP: which scanners run for a model group, what each
+finding leads to, and the per-request state (placeholders, canary) that links a request to its
+answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ironhold.config.guard import GuardConfig, GuardOverride, ScannerConfig
+from ironhold.core.errors import GuardBlockedError, GuardUnavailableError
+from ironhold.guard.classifier import InjectionModel
+from ironhold.guard.content import Segment
+from ironhold.guard.findings import Finding
+from ironhold.guard.injection import InjectionScanner
+from ironhold.guard.leaks import SystemPromptLeak, scan_leaks, scan_refusal
+from ironhold.guard.pii import PII_KINDS, scan_pii
+from ironhold.guard.redact import Redactor
+from ironhold.guard.secrets import scan_secrets
+
+__all__ = ["Guard", "Plan", "RequestGuard"]
+
+log = logging.getLogger("ironhold.guard")
+
+_NAMES = {"prompt_injection": "prompt injection", "jailbreak": "jailbreak",
+          "system_prompt_leak": "system prompt leak", "exfiltration": "data exfiltration",
+          "invisible_text": "invisible text", "high_entropy_string": "secret"}
+_RANK = {"block": 4, "reroute": 3, "redact": 2, "flag": 1, "off": 0}
+
+
+def describe(finding: Finding) -> str:
+    name = _NAMES.get(finding.category, finding.category.replace("_", " "))
+    if finding.scanner == "secrets" and finding.category != "high_entropy_string":
+        name = f"secret ({finding.detail or name})"
+    elif finding.scanner == "pii":
+        name = f"personal data ({name})"
+    return f"{name} (OWASP {finding.owasp})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The scanners and actions for one model group."""
+
+    input: dict[str, ScannerConfig]
+    output: dict[str, ScannerConfig]
+    injection: InjectionScanner | None
+    on_error: str
+    canary: bool
+
+    @property
+    def restores(self) -> bool:
+        pii = self.input.get("pii")
+        return pii is not None and pii.action == "redact" and pii.restore
+
+
+@dataclass
+class RequestGuard:
+    """One request's guard state."""
+
+    plan: Plan
+    redactor: Redactor = field(default_factory=Redactor)
+    canary: str | None = None
+    system: SystemPromptLeak | None = None
+    #: Placeholders standing for the caller's own personal data (restorable).
+    own: set[str] = field(default_factory=set)
+    records: list[dict[str, object]] = field(default_factory=list)
+
+    def note(self, finding: Finding, action: str) -> None:
+        record = finding.record()
+        record["action"] = action
+        self.records.append(record)
+
+
+class Guard:
+    def __init__(self, config: GuardConfig, overrides: dict[str, GuardOverride],
+                 model: InjectionModel):
+        self.config = config
+        self.model = model
+        self._overrides = overrides
+        self._plans: dict[str, Plan] = {}
+        self._default = self._plan(None)
+
+    def plan(self, group: str) -> Plan:
+        plan = self._plans.get(group)
+        if plan is None:
+            override = self._overrides.get(group)
+            plan = self._default if override is None else self._plan(override)
+            self._plans[group] = plan
+        return plan
+
+    def _plan(self, override: GuardOverride | None) -> Plan:
+        inputs: dict[str, ScannerConfig] = {k: v for k, v in self.config.input.items()}
+        outputs: dict[str, ScannerConfig] = {k: v for k, v in self.config.output.items()}
+        if override is not None:
+            inputs.update((k, v) for k, v in override.input.items())
+            outputs.update((k, v) for k, v in override.output.items())
+        inj = inputs.get("injection")
+        scanner = (InjectionScanner(self.model, inj.threshold)
+                   if inj is not None and inj.action != "off" else None)
+        return Plan(inputs, outputs, scanner, self.config.on_error, self.config.canary)
+
+    # -- input ---------------------------------------------------------------------------
+
+    def scan_input(self, state: RequestGuard, segments: Iterable[Segment]) -> str | None:
+        """Scan and act on the request's texts, in place. Raises ``GuardBlockedError`` on a
+        block; returns the group to reroute to, if a finding says so."""
+        plan = state.plan
+        reroute: str | None = None
+        for seg in segments:
+            findings = self._guarded(lambda seg=seg: self._input_findings(plan, seg), state,
+                                     seg.where)
+            if not findings:
+                continue
+            worst = max(findings, key=lambda f: _RANK[plan.input[f.scanner].action])
+            action = plan.input[worst.scanner].action
+            for f in findings:
+                state.note(f, plan.input[f.scanner].action)
+            if action == "block":
+                raise GuardBlockedError(
+                    f"Request blocked by the guard: {describe(worst)} in {worst.where}.",
+                    category=worst.category, owasp=worst.owasp)
+            if action == "reroute" and reroute is None:
+                reroute = plan.input[worst.scanner].reroute_to
+            redact = [f for f in findings if plan.input[f.scanner].action == "redact"]
+            if redact:
+                if plan.restores:
+                    state.own.update(state.redactor.placeholder(f, seg.text[f.start:f.end])
+                                     for f in redact if f.scanner == "pii")
+                text = state.redactor.redact(seg.text, redact)
+                seg.set(text)
+                seg.text = text
+        return reroute
+
+    def _input_findings(self, plan: Plan, seg: Segment) -> list[Finding]:
+        found: list[Finding] = []
+        if plan.injection is not None and seg.role not in ("assistant",):
+            found += plan.injection.scan(seg.text, seg.where)
+        pii = plan.input.get("pii")
+        if pii is not None and pii.action != "off":
+            found += scan_pii(seg.text, kinds=pii.kinds or PII_KINDS, region=pii.region,
+                              where=seg.where)
+        sec = plan.input.get("secrets")
+        if sec is not None and sec.action != "off":
+            found += scan_secrets(seg.text, entropy=sec.entropy, where=seg.where)
+        return found
+
+    # -- output --------------------------------------------------------------------------
+
+    def scan_output(self, state: RequestGuard, segments: Iterable[Segment]) -> None:
+        """Scan and act on the answer's texts, in place (raises ``GuardBlockedError``)."""
+        plan = state.plan
+        for seg in segments:
+            findings = self._guarded(lambda seg=seg: self.output_findings(plan, state, seg.text,
+                                                                          seg.where),
+                                     state, seg.where)
+            text = seg.text
+            if findings:
+                acted = [f for f in findings if f.category != "refusal"]
+                for f in findings:
+                    state.note(f, "flag" if f.category == "refusal"
+                               else plan.output[f.scanner].action)
+                if acted:
+                    worst = max(acted, key=lambda f: _RANK[plan.output[f.scanner].action])
+                    if plan.output[worst.scanner].action == "block":
+                        raise GuardBlockedError(
+                            f"Response blocked by the guard: {describe(worst)} in {worst.where}.",
+                            category=worst.category, owasp=worst.owasp)
+                    redact = [f for f in acted if plan.output[f.scanner].action == "redact"]
+                    if redact:
+                        text = state.redactor.redact(text, redact)
+            if state.own:
+                text = state.redactor.restore(text, state.own)
+            if text != seg.text:
+                seg.set(text)
+                seg.text = text
+
+    def output_findings(self, plan: Plan, state: RequestGuard, text: str,
+                        where: str) -> list[Finding]:
+        found: list[Finding] = []
+        pii = plan.output.get("pii")
+        if pii is not None and pii.action != "off":
+            found += scan_pii(text, kinds=pii.kinds or PII_KINDS, region=pii.region,
+                              where=where)
+        sec = plan.output.get("secrets")
+        if sec is not None and sec.action != "off":
+            found += scan_secrets(text, entropy=sec.entropy, where=where)
+        leaks = plan.output.get("leaks")
+        if leaks is not None and leaks.action != "off":
+            found += scan_leaks(text, canary=state.canary, system=state.system, where=where)
+        found += scan_refusal(text, where)
+        return found
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _guarded(self, scan: object, state: RequestGuard, where: str) -> list[Finding]:
+        try:
+            return scan()  # type: ignore[operator,no-any-return]
+        except GuardBlockedError:
+            raise
+        except Exception as exc:
+            log.exception("guard scanner failed on %s", where)
+            state.records.append({"scanner": "error", "where": where,
+                                  "error": type(exc).__name__,
+                                  "action": "fail_" + state.plan.on_error})
+            if state.plan.on_error == "closed":
+                raise GuardUnavailableError(
+                    "The guard could not scan this request and fails closed; try again.") from exc
+            return []

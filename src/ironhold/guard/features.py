@@ -1,0 +1,58 @@
+"""The classifier's features: one function, used by training and by the gateway alike.
+
+A text is normalized (``guard.normalize``), split into words and symbol runs, and described by
+the set of its word unigrams and bigrams plus the obfuscations the normalizer found. Long texts
+are scored in overlapping windows so an instruction buried in a long document is not diluted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from itertools import pairwise
+
+__all__ = ["FEATURE_VERSION", "MIN_TOKENS", "WINDOW_STRIDE", "WINDOW_TOKENS", "features",
+           "windows"]
+
+#: Bumped whenever ``features`` changes; a model trained on another version is refused.
+FEATURE_VERSION = 2
+#: Tokens per window, and how far the next window starts.
+WINDOW_TOKENS = 400
+WINDOW_STRIDE = 300
+#: Texts shorter than this are too short for the classifier's evidence: only the rules judge
+#: them ("the password policy" is not an attack however its words are weighted).
+MIN_TOKENS = 6
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]{1,4}")
+
+
+def tokens(text: str) -> list[str]:
+    """The normalized text's tokens."""
+    return _TOKEN.findall(text)
+
+
+def windows(toks: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """The overlapping token windows of a text (one for short texts) and where each starts."""
+    if len(toks) <= WINDOW_TOKENS:
+        yield 0, toks
+        return
+    start = 0
+    while True:
+        yield start, toks[start:start + WINDOW_TOKENS]
+        if start + WINDOW_TOKENS >= len(toks):
+            return
+        start += WINDOW_STRIDE
+
+
+def features(toks: list[str], signals: frozenset[str]) -> set[str]:
+    """The binary features of one window."""
+    feats = set(toks)
+    feats.update(map(" ".join, pairwise(toks)))
+    feats.update("!" + s for s in signals)
+    # The window's length, in buckets: short texts carry little evidence, so the model learns
+    # how much more a short text needs before it counts as an attack.
+    feats.add("#len" + str(next(b for b in _LENGTH_BUCKETS if len(toks) <= b)))
+    return feats
+
+
+_LENGTH_BUCKETS = (3, 6, 10, 16, 24, 40, 64, 128, 256, 1 << 30)

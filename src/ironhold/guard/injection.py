@@ -1,0 +1,49 @@
+"""The prompt-injection and jailbreak scanner: normalization, rules, then the classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ironhold.guard.classifier import InjectionModel
+from ironhold.guard.findings import Finding
+from ironhold.guard.normalize import normalize
+from ironhold.guard.rules import match_rules
+
+__all__ = ["JAILBREAK_RULES", "InjectionScanner"]
+
+#: Rules whose match means a jailbreak (an attack on the model's own rules) rather than an
+#: injected instruction.
+JAILBREAK_RULES = frozenset({"dan", "no_restrictions", "pretend_unfiltered"})
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionScore:
+    score: float
+    category: str
+    detail: str
+
+
+class InjectionScanner:
+    def __init__(self, model: InjectionModel, threshold: float | None = None):
+        self.model = model
+        self.threshold = threshold if threshold is not None else model.threshold
+
+    def score(self, text: str) -> InjectionScore:
+        """The attack score of ``text``: the stronger of the rules and the classifier."""
+        norm = normalize(text)
+        best_rule = max(match_rules(norm.text), key=lambda h: h[0].score, default=None)
+        learned = self.model.score(norm).score
+        if best_rule is not None and best_rule[0].score >= learned:
+            rule = best_rule[0]
+            category = "jailbreak" if rule.name in JAILBREAK_RULES else "prompt_injection"
+            return InjectionScore(rule.score, category, f"rule:{rule.name}")
+        signals = ",".join(sorted(norm.signals))
+        detail = "classifier" + (f" ({signals})" if signals else "")
+        return InjectionScore(learned, "prompt_injection", detail)
+
+    def scan(self, text: str, where: str = "") -> list[Finding]:
+        result = self.score(text)
+        if result.score < self.threshold:
+            return []
+        return [Finding("injection", result.category, "LLM01", result.score, 0, len(text),
+                        where, result.detail)]

@@ -1,0 +1,148 @@
+"""Undo the obfuscations attackers use to slip instructions past a guard.
+
+``normalize`` returns the text a detector should read and the obfuscations it found (those are
+evidence in themselves). It handles invisible and Unicode tag characters (ASCII smuggling),
+compatibility forms (fullwidth, ligatures, styled letters), homoglyphs from other scripts,
+leetspeak, letter-by-letter spacing, and payloads hidden in base64, hex and URL encoding (decoded
+and appended, one level deep). Every pass is a C-level ``str``/``re`` operation on the common path:
+plain ASCII text costs a few microseconds per kilobyte.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from anyascii import anyascii
+
+__all__ = ["Normalized", "normalize"]
+
+# Zero-width characters, bidi controls, soft hyphen, word joiners, variation selectors, BOM.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]"
+)
+# Unicode tag characters U+E0000..U+E007F mirror ASCII and render as nothing.
+_TAGS = re.compile("[\U000e0000-\U000e007f]+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_MIXED_SCRIPT = re.compile(r"(?:[a-zA-Z][^\x00-\x7f\s]|[^\x00-\x7f\s][a-zA-Z])")
+_LEET_TOKEN = re.compile(
+    r"\b(?=[a-z0-9@$!|]*[a-z])(?=[a-z0-9@$!|]*[0-9@$!|][a-z])[a-z0-9@$!|]{3,}\b")
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
+                       "@": "a", "$": "s", "!": "i", "|": "l"})
+_DIGIT_RUN = re.compile(r"[0-9]{3}")
+_INNER_SUB = re.compile(r"[a-z][0-9@$!|][a-z]")
+# Four or more single letters joined by one separator: "i g n o r e", "i-g-n-o-r-e".
+_SPACED = re.compile(r"(?<![a-z])(?:[a-z][ ._\-*/]){3,}[a-z](?![a-z])")
+_SPACED_SEP = re.compile(r"[ ._\-*/]")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){12,}")
+_URL_ENCODED = re.compile(r"[^\s%]*(?:%[0-9A-Fa-f]{2}[^\s%]*){3,}")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    #: Lower-cased, de-obfuscated text, with decoded payloads appended after a newline.
+    text: str
+    #: The obfuscations found: ``invisible``, ``tag_chars``, ``homoglyph``, ``leet``, ``spaced``,
+    #: ``base64``, ``hex``, ``urlencoded``.
+    signals: frozenset[str]
+
+
+def normalize(text: str) -> Normalized:
+    signals: set[str] = set()
+    payloads = _decode_payloads(text, signals)
+    main = _fold(text, signals)
+    if payloads:
+        main = main + "\n" + "\n".join(_fold(p, signals) for p in payloads)
+    return Normalized(main, frozenset(signals))
+
+
+def _fold(text: str, signals: set[str]) -> str:
+    if not text.isascii():
+        if _TAGS.search(text):
+            signals.add("tag_chars")
+            text = _TAGS.sub(lambda m: "".join(chr(ord(c) - 0xE0000) for c in m.group()), text)
+        stripped = _INVISIBLE.sub("", text)
+        if len(stripped) != len(text):
+            signals.add("invisible")
+        text = unicodedata.normalize("NFKC", stripped)
+        if not text.isascii():
+            if _MIXED_SCRIPT.search(text):
+                signals.add("homoglyph")
+            text = _NON_ASCII.sub(lambda m: anyascii(m.group()), text)
+    text = text.lower()
+    if _LEET_TOKEN.search(text):
+        folded = _LEET_TOKEN.sub(_unleet, text)
+        if folded != text:
+            signals.add("leet")
+            text = folded
+    if _SPACED.search(text):
+        signals.add("spaced")
+        text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group()), text)
+    return text
+
+
+def _unleet(match: re.Match[str]) -> str:
+    token = match.group()
+    # Leave numbers with units and identifiers ("4k", "1st", "mp3", "sha256") alone: leet needs
+    # two substitutes, or one between letters, and no run of three digits.
+    if _DIGIT_RUN.search(token):
+        return token
+    subs = sum(1 for c in token if not c.isalpha())
+    if subs >= 2 or _INNER_SUB.search(token):
+        return token.translate(_LEET)
+    return token
+
+
+def _decode_payloads(text: str, signals: set[str]) -> list[str]:
+    out: list[str] = []
+    for match in _BASE64.finditer(text):
+        raw = match.group()
+        if raw.isalpha() or raw.isdigit():
+            continue  # long words and numbers are not base64 payloads
+        decoded = _b64(raw)
+        if decoded is not None:
+            signals.add("base64")
+            out.append(decoded)
+    for match in _HEX.finditer(text):
+        try:
+            decoded_bytes = bytes.fromhex(re.sub("[ :]", "", match.group()))
+        except ValueError:
+            continue
+        decoded = _printable(decoded_bytes)
+        if decoded is not None:
+            signals.add("hex")
+            out.append(decoded)
+    for match in _URL_ENCODED.finditer(text):
+        decoded = unquote(match.group())
+        if decoded != match.group():
+            signals.add("urlencoded")
+            out.append(decoded)
+    return out
+
+
+def _b64(raw: str) -> str | None:
+    padded = raw + "=" * (-len(raw) % 4)
+    try:
+        data = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _printable(data)
+
+
+def _printable(data: bytes) -> str | None:
+    """Text if ``data`` decodes to mostly printable text with words, else None."""
+    try:
+        decoded = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(decoded) < 8 or " " not in decoded.strip():
+        return None
+    printable = sum(c.isprintable() or c in "\n\t" for c in decoded)
+    return decoded if printable >= 0.95 * len(decoded) else None

@@ -1,0 +1,63 @@
+"""Fast rules: phrasings that are injection or jailbreak attempts on their own.
+
+They run on normalized text (``guard.normalize``), so obfuscated spellings match too, and they
+catch the canonical attacks even where the learned classifier is unsure. Each rule was checked
+against the benign half of the training data (``ironhold guard train`` reports any benign hit),
+so a match is strong evidence; the score says how strong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["RULES", "Rule", "match_rules"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    pattern: re.Pattern[str]
+    score: float
+    #: Skip a match preceded by a negation ("never reveal the system prompt" is a rule, not an
+    #: attack).
+    negatable: bool = True
+
+
+_PRIOR = r"(?:all |any |the |your |my |every |these |those |of )*(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|old|existing|system|developer|safety)"
+_ORDERS = r"(?:instructions?|directives?|prompts?|rules|guidelines|commands?|orders|constraints|restrictions|programming|context|guardrails|polic(?:y|ies))"
+_DROP = r"(?:ignore|disregard|forget|skip|override|overwrite|bypass|abandon|drop|discard|neglect|set aside|do not follow|don't follow|stop following)"
+
+
+def _r(name: str, pattern: str, score: float, negatable: bool = True) -> Rule:
+    return Rule(name, re.compile(pattern, re.MULTILINE), score, negatable)
+
+
+_NEGATION = re.compile(r"(?:\bnever|\bnot|n't|\bno|\bnor|\bwithout|\brefuse to|\bcannot)\W+(?:\w+\W+){0,2}$")
+
+
+RULES: tuple[Rule, ...] = (
+    _r("ignore_previous", rf"\b{_DROP}\s+(?:\w+\s+){{0,3}}?{_PRIOR}\s+(?:\w+\s+){{0,2}}?{_ORDERS}", 0.98),
+    _r("ignore_orders", rf"\b{_DROP}\s+(?:all|any|every|your)\s+(?:\w+\s+){{0,2}}?{_ORDERS}", 0.95),
+    _r("new_instructions", r"\b(?:new|updated|real|actual|true|revised)\s+(?:system\s+)?(?:instructions?|directives?|rules)\s*(?:are|is|follow)?\s*:", 0.9),
+    _r("reveal_prompt", r"\b(?:reveal|print|show|output|repeat|display|leak|tell me|give me|write out|spell out|disclose|dump)\s+(?:\w+\s+){0,3}?(?:system|initial|original|hidden|secret|full|entire|pre-?)\s*(?:prompt|instructions|message)", 0.9),
+    _r("repeat_above", r"\b(?:repeat|print|output|recite)\s+(?:\w+\s+){0,3}?(?:words|text|everything|all)\s+(?:above|before|prior)", 0.7),
+    _r("dan", r"\b(?:do anything now|\bdan mode|developer mode (?:enabled|output|on)|jailbr(?:eak|oken) mode|stan mode|dude mode|anti-?dan|evil ?confidant|\baim\b stands for)", 0.97, negatable=False),
+    _r("no_restrictions", r"\b(?:without|free (?:of|from)|no longer (?:have|bound by)|not bound by|break free of|freed from|have no|has no)\s+(?:any\s+)?(?:ethical|moral|content|openai|safety|usual|typical)?\s*(?:restrictions|limitations|filters|guidelines|censorship|rules|constraints|boundaries)", 0.9),
+    _r("pretend_unfiltered", r"\b(?:you are|you're|act as|pretend (?:to be|you are)|roleplay as|become)\s+(?:now\s+)?(?:an?\s+)?(?:unfiltered|uncensored|unrestricted|amoral|unethical|evil|jailbroken|unchained)\b", 0.95),
+    _r("fake_role", r"(?:<\|?(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|?>|\[/?inst\]|<</?sys>>|^#{2,}\s*(?:system|instruction)s?\s*:?$)", 0.9, negatable=False),
+    _r("model_override", r"\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),?\s+(?:you (?:are|will|must|shall)|act as|respond as|your name is)", 0.75),
+    _r("exfil_markdown", r"!\[[^\]]*\]\(\s*https?://[^)\s]*(?:\?|&)[^)\s]*(?:\{|%7b|\[|data|q|query|prompt|secret|history|conversation|chat)=", 0.9),
+)
+
+
+def match_rules(text: str) -> list[tuple[Rule, int, int]]:
+    """The rules that match ``text`` (normalized) with the span of their first match."""
+    hits = []
+    for rule in RULES:
+        for m in rule.pattern.finditer(text):
+            if rule.negatable and _NEGATION.search(text, max(0, m.start() - 40), m.start()):
+                continue
+            hits.append((rule, m.start(), m.end()))
+            break
+    return hits

@@ -1,0 +1,132 @@
+"""Secrets: API keys, tokens, private keys and passwords, found with detect-secrets' plugins.
+
+The regular expressions are the plugins' own (``RegexBasedDetector.denylist`` of every plugin
+detect-secrets ships, public IP addresses excepted: those are personal data, see ``guard.pii``),
+run over the whole text so a span can be redacted. detect-secrets' keyword plugin finds
+``password = "..."`` assignments, and an entropy check (detect-secrets' Shannon entropy) catches
+random-looking tokens no plugin knows.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+from detect_secrets.plugins.base import RegexBasedDetector
+from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
+from detect_secrets.plugins.keyword import KeywordDetector
+
+from ironhold.guard.findings import Finding
+from ironhold.guard.normalize import _b64
+
+__all__ = ["scan_secrets"]
+
+_SKIP = {"Public IP (ipv4)", "Private Key"}
+# Some plugins' expressions (keyword contexts with look-behinds) cost ~0.5 ms per 5 KB of text
+# each; they run only in windows around tokens long enough to be a secret.
+_TOKEN = re.compile(r"[A-Za-z0-9_+/=.:@-]{12,}")
+_HAS_DIGIT = re.compile(r"[0-9]")
+_BEFORE, _AFTER = 80, 12
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN[A-Z ]{0,30} PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END[A-Z ]{0,30} PRIVATE KEY"
+    r"(?: BLOCK)?-----|\Z)|PuTTY-User-Key-File-\d: .*")
+_KEYWORD_HINT = re.compile(r"(?i)pass|pwd|secret|token|key|credential|auth")
+_ENTROPY_TOKEN = re.compile(r"[A-Za-z0-9+/_=-]{24,}")
+_MIXED = (re.compile(r"[a-z]"), re.compile(r"[A-Z]"), re.compile(r"[0-9]"))
+#: Bits per character a token must reach to count as random (detect-secrets' default is 4.5 for
+#: quoted strings; unquoted prompt text needs length >= 24 and all three character classes too).
+ENTROPY_LIMIT = 4.2
+
+
+@cache
+def _plugins() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    out: list[tuple[str, re.Pattern[str]]] = []
+    plugins: dict[str, Any] = get_mapping_from_secret_type_to_class()
+    for secret_type, plugin in sorted(plugins.items()):
+        if secret_type in _SKIP or not issubclass(plugin, RegexBasedDetector):
+            continue
+        denylist: Any = plugin.denylist  # a class attribute (a tuple of compiled patterns)
+        out.extend((secret_type, regex) for regex in denylist)
+    return tuple(out)
+
+
+@cache
+def _keyword() -> KeywordDetector:
+    return KeywordDetector()
+
+
+@cache
+def _entropy() -> Base64HighEntropyString:
+    return Base64HighEntropyString()
+
+
+def _windows(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, str]]]:
+    """Merged spans around the tokens that could be a secret (12+ characters with a digit, or
+    20+ characters), and the tokens long enough for the entropy check."""
+    spans: list[tuple[int, int]] = []
+    long_tokens: list[tuple[int, str]] = []
+    for m in _TOKEN.finditer(text):
+        token = m.group()
+        if len(token) >= 24:
+            long_tokens.extend((m.start() + t.start(), t.group())
+                               for t in _ENTROPY_TOKEN.finditer(token))
+        elif len(token) < 20 and not _HAS_DIGIT.search(token):
+            continue
+        lo, hi = max(0, m.start() - _BEFORE), min(len(text), m.end() + _AFTER)
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], hi)
+        else:
+            spans.append((lo, hi))
+    return spans, long_tokens
+
+
+def _category(secret_type: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", secret_type.lower()).strip("_")
+
+
+def scan_secrets(text: str, *, entropy: bool = True, where: str = "") -> list[Finding]:
+    found: list[Finding] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(category: str, start: int, end: int, score: float, detail: str) -> None:
+        if end <= start or any(start < e and s < end for s, e in taken):
+            return
+        taken.append((start, end))
+        found.append(Finding("secrets", category, "LLM02", score, start, end, where, detail))
+
+    for m in _PRIVATE_KEY.finditer(text):
+        add("private_key", m.start(), m.end(), 0.99, "Private Key")
+    spans, long_tokens = _windows(text)
+    for lo, hi in spans:
+        window = text[lo:hi]
+        for secret_type, regex in _plugins():
+            for m in regex.finditer(window):
+                start, end = m.span()
+                if m.lastindex:  # the secret is a group inside a keyword context
+                    for g in range(m.lastindex, 0, -1):
+                        if m.group(g) and len(m.group(g)) >= 8:
+                            start, end = m.span(g)
+                            break
+                add(_category(secret_type), lo + start, lo + end, 0.99, secret_type)
+    if _KEYWORD_HINT.search(text):
+        offset = 0
+        for line in text.splitlines(keepends=True):
+            if _KEYWORD_HINT.search(line):
+                for secret in _keyword().analyze_line(filename="prompt.txt", line=line,
+                                                      line_number=0):
+                    value = secret.secret_value or ""
+                    at = line.find(value) if value else -1
+                    if at >= 0:
+                        add("password", offset + at, offset + at + len(value), 0.9,
+                            "Secret Keyword")
+            offset += len(line)
+    if entropy:
+        for at, token in long_tokens:
+            if not all(p.search(token) for p in _MIXED) or _b64(token) is not None:
+                continue
+            if _entropy().calculate_shannon_entropy(token) >= ENTROPY_LIMIT:
+                add("high_entropy_string", at, at + len(token), 0.75, "High Entropy String")
+    found.sort(key=lambda f: f.start)
+    return found

@@ -5,8 +5,9 @@ answer."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from ironhold.config.guard import GuardConfig, GuardOverride, ScannerConfig
 from ironhold.core.errors import GuardBlockedError, GuardUnavailableError
@@ -108,7 +109,7 @@ class Guard:
         plan = state.plan
         reroute: str | None = None
         for seg in segments:
-            findings = self._guarded(lambda seg=seg: self._input_findings(plan, seg), state,
+            findings = self._guarded(partial(self._input_findings, plan, seg), state,
                                      seg.where)
             if not findings:
                 continue
@@ -151,9 +152,8 @@ class Guard:
         """Scan and act on the answer's texts, in place (raises ``GuardBlockedError``)."""
         plan = state.plan
         for seg in segments:
-            findings = self._guarded(lambda seg=seg: self.output_findings(plan, state, seg.text,
-                                                                          seg.where),
-                                     state, seg.where)
+            findings = self._guarded(
+                partial(self.output_findings, plan, state, seg.text, seg.where), state, seg.where)
             text = seg.text
             if findings:
                 acted = [f for f in findings if f.category != "refusal"]
@@ -193,9 +193,10 @@ class Guard:
 
     # -- errors --------------------------------------------------------------------------
 
-    def _guarded(self, scan: object, state: RequestGuard, where: str) -> list[Finding]:
+    def _guarded(self, scan: Callable[[], list[Finding]], state: RequestGuard,
+                 where: str) -> list[Finding]:
         try:
-            return scan()  # type: ignore[operator,no-any-return]
+            return scan()
         except GuardBlockedError:
             raise
         except Exception as exc:

@@ -22,19 +22,11 @@ from ironhold.core.errors import ArtifactIntegrityError
 from ironhold.guard.features import FEATURE_VERSION, MIN_TOKENS, features, tokens, windows
 from ironhold.guard.normalize import Normalized
 
-__all__ = ["BUNDLED_MODEL", "BUNDLED_SHA256", "InjectionModel", "WindowScore"]
+__all__ = ["BUNDLED_MODEL", "BUNDLED_SHA256", "InjectionModel"]
 
 BUNDLED_MODEL = Path(__file__).parent / "models" / "injection.json"
 #: The digest of the shipped model; a model file that does not match is refused.
 BUNDLED_SHA256 = "0dce2ba00bf7c732ee62a2d9b5938abd56a6dd73f0a3cce68f71c864541bc4c7"
-
-
-@dataclass(frozen=True, slots=True)
-class WindowScore:
-    score: float
-    #: Token offsets of the window within the normalized text.
-    start: int
-    end: int
 
 
 @dataclass(slots=True)
@@ -74,14 +66,9 @@ class InjectionModel:
         z = self.bias + sum(get(f, 0.0) for f in features(toks, signals))
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
-    def score(self, norm: Normalized) -> WindowScore:
-        """The highest-scoring window of a normalized text."""
-        best = WindowScore(0.0, 0, 0)
-        toks_all = tokens(norm.text)
-        if len(toks_all) < MIN_TOKENS:
-            return best
-        for start, toks in windows(toks_all):
-            s = self.score_window(toks, norm.signals)
-            if s > best.score:
-                best = WindowScore(s, start, start + len(toks))
-        return best
+    def score(self, norm: Normalized) -> float:
+        """The score of a normalized text's highest-scoring window."""
+        toks = tokens(norm.text)
+        if len(toks) < MIN_TOKENS:
+            return 0.0
+        return max(self.score_window(window, norm.signals) for _, window in windows(toks))

@@ -20,6 +20,11 @@ class Segment:
     role: str
     set: Callable[[str], None]
 
+    def replace(self, text: str) -> None:
+        """Put ``text`` back where this segment came from."""
+        self.set(text)
+        self.text = text
+
 
 def _setter(container: Any, key: Any) -> Callable[[str], None]:
     def put(value: str) -> None:

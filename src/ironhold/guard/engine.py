@@ -128,9 +128,7 @@ class Guard:
                 if plan.restores:
                     state.own.update(state.redactor.placeholder(f, seg.text[f.start:f.end])
                                      for f in redact if f.scanner == "pii")
-                text = state.redactor.redact(seg.text, redact)
-                seg.set(text)
-                seg.text = text
+                seg.replace(state.redactor.redact(seg.text, redact))
         return reroute
 
     def _input_findings(self, plan: Plan, seg: Segment) -> list[Finding]:
@@ -172,8 +170,7 @@ class Guard:
             if state.own:
                 text = state.redactor.restore(text, state.own)
             if text != seg.text:
-                seg.set(text)
-                seg.text = text
+                seg.replace(text)
 
     def output_findings(self, plan: Plan, state: RequestGuard, text: str,
                         where: str) -> list[Finding]:

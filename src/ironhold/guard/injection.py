@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ironhold.guard.classifier import InjectionModel
 from ironhold.guard.findings import Finding
 from ironhold.guard.normalize import normalize
-from ironhold.guard.rules import match_rules
+from ironhold.guard.rules import strongest_rule
 
 __all__ = ["JAILBREAK_RULES", "InjectionScanner"]
 
@@ -31,10 +31,9 @@ class InjectionScanner:
     def score(self, text: str) -> InjectionScore:
         """The attack score of ``text``: the stronger of the rules and the classifier."""
         norm = normalize(text)
-        best_rule = max(match_rules(norm.text), key=lambda h: h[0].score, default=None)
-        learned = self.model.score(norm).score
-        if best_rule is not None and best_rule[0].score >= learned:
-            rule = best_rule[0]
+        rule = strongest_rule(norm.text)
+        learned = self.model.score(norm)
+        if rule is not None and rule.score >= learned:
             category = "jailbreak" if rule.name in JAILBREAK_RULES else "prompt_injection"
             return InjectionScore(rule.score, category, f"rule:{rule.name}")
         signals = ",".join(sorted(norm.signals))

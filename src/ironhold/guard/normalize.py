@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from anyascii import anyascii
 
-__all__ = ["Normalized", "normalize"]
+__all__ = ["Normalized", "decode_base64_text", "normalize"]
 
 # Zero-width characters, bidi controls, soft hyphen, word joiners, variation selectors, BOM.
 _INVISIBLE = re.compile(
@@ -106,7 +106,7 @@ def _decode_payloads(text: str, signals: set[str]) -> list[str]:
         raw = match.group()
         if raw.isalpha() or raw.isdigit():
             continue  # long words and numbers are not base64 payloads
-        decoded = _b64(raw)
+        decoded = decode_base64_text(raw)
         if decoded is not None:
             signals.add("base64")
             out.append(decoded)
@@ -127,7 +127,9 @@ def _decode_payloads(text: str, signals: set[str]) -> list[str]:
     return out
 
 
-def _b64(raw: str) -> str | None:
+def decode_base64_text(raw: str) -> str | None:
+    """The text ``raw`` encodes in (standard or URL-safe) base64, or None if it is not base64
+    of printable text."""
     padded = raw + "=" * (-len(raw) % 4)
     try:
         data = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)

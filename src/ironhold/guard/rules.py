@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["RULES", "Rule", "match_rules"]
+__all__ = ["RULES", "Rule", "match_rules", "strongest_rule"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +61,8 @@ def match_rules(text: str) -> list[tuple[Rule, int, int]]:
             hits.append((rule, m.start(), m.end()))
             break
     return hits
+
+
+def strongest_rule(text: str) -> Rule | None:
+    """The highest-scoring rule that matches ``text`` (normalized), if any."""
+    return max((rule for rule, _, _ in match_rules(text)), key=lambda r: r.score, default=None)

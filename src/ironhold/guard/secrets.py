@@ -19,7 +19,7 @@ from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
 from detect_secrets.plugins.keyword import KeywordDetector
 
 from ironhold.guard.findings import Finding
-from ironhold.guard.normalize import _b64
+from ironhold.guard.normalize import decode_base64_text
 
 __all__ = ["scan_secrets"]
 
@@ -124,7 +124,7 @@ def scan_secrets(text: str, *, entropy: bool = True, where: str = "") -> list[Fi
             offset += len(line)
     if entropy:
         for at, token in long_tokens:
-            if not all(p.search(token) for p in _MIXED) or _b64(token) is not None:
+            if not all(p.search(token) for p in _MIXED) or decode_base64_text(token) is not None:
                 continue
             if _entropy().calculate_shannon_entropy(token) >= ENTROPY_LIMIT:
                 add("high_entropy_string", at, at + len(token), 0.75, "High Entropy String")

@@ -21,7 +21,7 @@ import orjson
 
 from ironhold.guard.features import FEATURE_VERSION, MIN_TOKENS, features, tokens
 from ironhold.guard.normalize import normalize
-from ironhold.guard.rules import match_rules
+from ironhold.guard.rules import strongest_rule
 
 __all__ = ["TrainResult", "load_labelled", "train"]
 
@@ -69,11 +69,6 @@ def load_labelled(path: Path) -> tuple[list[str], list[bool], list[dict[str, Any
     return texts, labels, rows
 
 
-def rule_score(text: str) -> float:
-    hits = match_rules(normalize(text).text)
-    return max((rule.score for rule, _, _ in hits), default=0.0)
-
-
 def train(data: Path, out: Path, *, target_fpr: float = 0.01,
           progress: Callable[[str], None] = lambda _: None) -> TrainResult:
     import numpy as np
@@ -89,12 +84,15 @@ def train(data: Path, out: Path, *, target_fpr: float = 0.01,
     progress(f"featurizing {len(texts)} lines")
     feats = []
     short = []
+    rule_scores = []
     for text in texts:
         norm = normalize(text)
         toks = tokens(norm.text)
         feats.append(sorted(features(toks, norm.signals)))
         short.append(len(toks) < MIN_TOKENS)
-    rules = np.array([rule_score(t) for t in texts])
+        rule = strongest_rule(norm.text)
+        rule_scores.append(rule.score if rule is not None else 0.0)
+    rules = np.array(rule_scores)
 
     def fit(rows: list[list[str]], target: Any) -> tuple[Any, Any]:
         vec = CountVectorizer(analyzer=_identity, binary=True, min_df=2)

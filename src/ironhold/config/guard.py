@@ -94,6 +94,10 @@ class GuardConfig(GuardOverride):
     on_error: Literal["open", "closed"] = "closed"
     #: Plant a canary token in system prompts and block answers that repeat it.
     canary: bool = True
+    #: Streams: characters of generated text held back before they go out, so a secret, an
+    #: address or a placeholder arriving over several chunks is scanned whole. A token still
+    #: growing at the cut (no whitespace yet) is held whole too, up to 4,096 characters.
+    stream_hold: int = Field(default=64, ge=32, le=1024)
 
     @model_validator(mode="after")
     def _defaults(self) -> GuardConfig:

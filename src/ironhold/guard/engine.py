@@ -20,7 +20,7 @@ from ironhold.guard.pii import PII_KINDS, scan_pii
 from ironhold.guard.redact import Redactor
 from ironhold.guard.secrets import scan_secrets
 
-__all__ = ["Guard", "Plan", "RequestGuard"]
+__all__ = ["Guard", "Plan", "RequestGuard", "blocked", "describe"]
 
 log = logging.getLogger("ironhold.guard")
 
@@ -39,6 +39,13 @@ def describe(finding: Finding) -> str:
     return f"{name} (OWASP {finding.owasp})"
 
 
+def blocked(what: str, finding: Finding) -> GuardBlockedError:
+    """The error a blocking finding raises (``what``: Request or Response)."""
+    return GuardBlockedError(
+        f"{what} blocked by the guard: {describe(finding)} in {finding.where}.",
+        category=finding.category, owasp=finding.owasp)
+
+
 @dataclass(frozen=True)
 class Plan:
     """The scanners and actions for one model group."""
@@ -48,11 +55,16 @@ class Plan:
     injection: InjectionScanner | None
     on_error: str
     canary: bool
+    stream_hold: int
 
     @property
     def restores(self) -> bool:
         pii = self.input.get("pii")
         return pii is not None and pii.action == "redact" and pii.restore
+
+    @property
+    def scans_output(self) -> bool:
+        return self.restores or any(c.action != "off" for c in self.output.values())
 
 
 @dataclass
@@ -99,7 +111,8 @@ class Guard:
         inj = inputs.get("injection")
         scanner = (InjectionScanner(self.model, inj.threshold)
                    if inj is not None and inj.action != "off" else None)
-        return Plan(inputs, outputs, scanner, self.config.on_error, self.config.canary)
+        return Plan(inputs, outputs, scanner, self.config.on_error, self.config.canary,
+                    self.config.stream_hold)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -109,7 +122,7 @@ class Guard:
         plan = state.plan
         reroute: str | None = None
         for seg in segments:
-            findings = self._guarded(partial(self._input_findings, plan, seg), state,
+            findings = self.guarded(partial(self._input_findings, plan, seg), state,
                                      seg.where)
             if not findings:
                 continue
@@ -118,9 +131,7 @@ class Guard:
             for f in findings:
                 state.note(f, plan.input[f.scanner].action)
             if action == "block":
-                raise GuardBlockedError(
-                    f"Request blocked by the guard: {describe(worst)} in {worst.where}.",
-                    category=worst.category, owasp=worst.owasp)
+                raise blocked("Request", worst)
             if action == "reroute" and reroute is None:
                 reroute = plan.input[worst.scanner].reroute_to
             redact = [f for f in findings if plan.input[f.scanner].action == "redact"]
@@ -150,7 +161,7 @@ class Guard:
         """Scan and act on the answer's texts, in place (raises ``GuardBlockedError``)."""
         plan = state.plan
         for seg in segments:
-            findings = self._guarded(
+            findings = self.guarded(
                 partial(self.output_findings, plan, state, seg.text, seg.where), state, seg.where)
             text = seg.text
             if findings:
@@ -161,9 +172,7 @@ class Guard:
                 if acted:
                     worst = max(acted, key=lambda f: _RANK[plan.output[f.scanner].action])
                     if plan.output[worst.scanner].action == "block":
-                        raise GuardBlockedError(
-                            f"Response blocked by the guard: {describe(worst)} in {worst.where}.",
-                            category=worst.category, owasp=worst.owasp)
+                        raise blocked("Response", worst)
                     redact = [f for f in acted if plan.output[f.scanner].action == "redact"]
                     if redact:
                         text = state.redactor.redact(text, redact)
@@ -172,8 +181,10 @@ class Guard:
             if text != seg.text:
                 seg.replace(text)
 
-    def output_findings(self, plan: Plan, state: RequestGuard, text: str,
-                        where: str) -> list[Finding]:
+    def output_findings(self, plan: Plan, state: RequestGuard, text: str, where: str,
+                        refusal: bool = True) -> list[Finding]:
+        """What the output scanners find in ``text``; ``refusal``: also look for a refusal
+        (which only makes sense at the start of an answer)."""
         found: list[Finding] = []
         pii = plan.output.get("pii")
         if pii is not None and pii.action != "off":
@@ -185,12 +196,13 @@ class Guard:
         leaks = plan.output.get("leaks")
         if leaks is not None and leaks.action != "off":
             found += scan_leaks(text, canary=state.canary, system=state.system, where=where)
-        found += scan_refusal(text, where)
+        if refusal:
+            found += scan_refusal(text, where)
         return found
 
     # -- errors --------------------------------------------------------------------------
 
-    def _guarded(self, scan: Callable[[], list[Finding]], state: RequestGuard,
+    def guarded(self, scan: Callable[[], list[Finding]], state: RequestGuard,
                  where: str) -> list[Finding]:
         try:
             return scan()

@@ -11,6 +11,7 @@ from ironhold.core.pipeline import Handler
 from ironhold.guard.content import input_segments, output_segments
 from ironhold.guard.engine import Guard, RequestGuard
 from ironhold.guard.leaks import SystemPromptLeak, new_canary, plant_canary
+from ironhold.guard.stream import GuardedStream
 
 __all__ = ["GuardStage"]
 
@@ -34,8 +35,13 @@ class GuardStage:
             self._prepare_leak_checks(exchange, state)
         try:
             reply = await next_(exchange)
-            if (reply.stream is None and reply.body is not None and reply.status == 200
-                    and exchange.operation is not Operation.EMBEDDING):
+            if (reply.status != 200 or exchange.operation is Operation.EMBEDDING
+                    or not plan.scans_output):
+                return reply
+            if reply.stream is not None:
+                reply.stream = GuardedStream(reply.stream, self.guard, state, exchange,
+                                             chat=exchange.operation is Operation.CHAT)
+            elif reply.body is not None:
                 reply.body = self._scan_answer(state, reply.body)
             return reply
         finally:

@@ -11,6 +11,7 @@ rebuilds it, byte for byte, from the public training set.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,14 @@ from typing import Any
 import orjson
 
 from ironhold.core.errors import ArtifactIntegrityError
-from ironhold.guard.features import FEATURE_VERSION, MIN_TOKENS, features, tokens, windows
+from ironhold.guard.features import FEATURE_VERSION, MIN_TOKENS, bigrams, features, tokens, windows
 from ironhold.guard.normalize import Normalized
 
 __all__ = ["BUNDLED_MODEL", "BUNDLED_SHA256", "InjectionModel"]
 
 BUNDLED_MODEL = Path(__file__).parent / "models" / "injection.json"
 #: The digest of the shipped model; a model file that does not match is refused.
+_ZEROS = itertools.repeat(0.0)
 BUNDLED_SHA256 = "0dce2ba00bf7c732ee62a2d9b5938abd56a6dd73f0a3cce68f71c864541bc4c7"
 
 
@@ -61,9 +63,9 @@ class InjectionModel:
                    threshold=float(doc["threshold"]), sha256=actual,
                    meta=doc.get("training", {}))
 
-    def score_window(self, toks: list[str], signals: frozenset[str]) -> float:
-        get = self.weights.get
-        z = self.bias + sum(get(f, 0.0) for f in features(toks, signals))
+    def score_window(self, toks: list[str], signals: frozenset[str],
+                     pairs: list[str] | None = None) -> float:
+        z = self.bias + sum(map(self.weights.get, features(toks, signals, pairs), _ZEROS))
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def score(self, norm: Normalized) -> float:
@@ -71,4 +73,7 @@ class InjectionModel:
         toks = tokens(norm.text)
         if len(toks) < MIN_TOKENS:
             return 0.0
-        return max(self.score_window(window, norm.signals) for _, window in windows(toks))
+        pairs = bigrams(toks)
+        return max(self.score_window(window, norm.signals,
+                                     pairs[start:start + len(window) - 1])
+                   for start, window in windows(toks))

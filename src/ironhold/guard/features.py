@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterator
 from itertools import pairwise
 
-__all__ = ["FEATURE_VERSION", "MIN_TOKENS", "WINDOW_STRIDE", "WINDOW_TOKENS", "features",
-           "windows"]
+__all__ = ["FEATURE_VERSION", "MIN_TOKENS", "WINDOW_STRIDE", "WINDOW_TOKENS", "bigrams",
+           "features", "tokens", "windows"]
 
 #: Bumped whenever ``features`` changes; a model trained on another version is refused.
 FEATURE_VERSION = 2
@@ -44,10 +44,16 @@ def windows(toks: list[str]) -> Iterator[tuple[int, list[str]]]:
         start += WINDOW_STRIDE
 
 
-def features(toks: list[str], signals: frozenset[str]) -> set[str]:
-    """The binary features of one window."""
+def bigrams(toks: list[str]) -> list[str]:
+    return list(map(" ".join, pairwise(toks)))
+
+
+def features(toks: list[str], signals: frozenset[str],
+             pairs: list[str] | None = None) -> set[str]:
+    """The binary features of one window; ``pairs``: its bigrams, if already joined (windows
+    overlap, so the gateway joins a text's bigrams once)."""
     feats = set(toks)
-    feats.update(map(" ".join, pairwise(toks)))
+    feats.update(bigrams(toks) if pairs is None else pairs)
     feats.update("!" + s for s in signals)
     # The window's length, in buckets: short texts carry little evidence, so the model learns
     # how much more a short text needs before it counts as an attack.

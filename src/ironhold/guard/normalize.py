@@ -17,6 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+import re2
 from anyascii import anyascii
 
 __all__ = ["Normalized", "decode_base64_text", "normalize"]
@@ -29,18 +30,23 @@ _INVISIBLE = re.compile(
 # Unicode tag characters U+E0000..U+E007F mirror ASCII and render as nothing.
 _TAGS = re.compile("[\U000e0000-\U000e007f]+")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-_MIXED_SCRIPT = re.compile(r"(?:[a-zA-Z][^\x00-\x7f\s]|[^\x00-\x7f\s][a-zA-Z])")
 _LEET_TOKEN = re.compile(
     r"\b(?=[a-z0-9@$!|]*[a-z])(?=[a-z0-9@$!|]*[0-9@$!|][a-z])[a-z0-9@$!|]{3,}\b")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
                        "@": "a", "$": "s", "!": "i", "|": "l"})
+# Cheap necessary conditions, tested before the expensive expressions they stand for.
+_LEET_HINT = re.compile(r"[0-9@$!|][a-z]")
+_LEET_RUN = re2.compile(r"[a-z0-9@$!|]*[0-9@$!|][a-z][a-z0-9@$!|]*")
+_SPACED_HINT = re.compile(r"[ ._\-*/][a-z][ ._\-*/][a-z][ ._\-*/]")
 _DIGIT_RUN = re.compile(r"[0-9]{3}")
 _INNER_SUB = re.compile(r"[a-z][0-9@$!|][a-z]")
 # Four or more single letters joined by one separator: "i g n o r e", "i-g-n-o-r-e".
 _SPACED = re.compile(r"(?<![a-z])(?:[a-z][ ._\-*/]){3,}[a-z](?![a-z])")
 _SPACED_SEP = re.compile(r"[ ._\-*/]")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}")
-_HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){12,}")
+# Twelve or more hex pairs not preceded by a hex digit, written to start with a character class
+# so ``re`` can skip ahead quickly (the look-behind comes after the first digit).
+_HEX = re.compile(r"[0-9A-Fa-f](?<![0-9A-Fa-f]{2})[0-9A-Fa-f][ :]?(?:[0-9A-Fa-f]{2}[ :]?){11,}")
 _URL_ENCODED = re.compile(r"[^\s%]*(?:%[0-9A-Fa-f]{2}[^\s%]*){3,}")
 _SPACES = re.compile(r"\s+")
 
@@ -73,19 +79,50 @@ def _fold(text: str, signals: set[str]) -> str:
             signals.add("invisible")
         text = unicodedata.normalize("NFKC", stripped)
         if not text.isascii():
-            if _MIXED_SCRIPT.search(text):
-                signals.add("homoglyph")
-            text = _NON_ASCII.sub(lambda m: anyascii(m.group()), text)
+            text = _to_ascii(text, signals)
     text = text.lower()
-    if _LEET_TOKEN.search(text):
-        folded = _LEET_TOKEN.sub(_unleet, text)
+    if _LEET_HINT.search(text):
+        folded = _unleet_text(text)
         if folded != text:
             signals.add("leet")
             text = folded
-    if _SPACED.search(text):
+    if _SPACED_HINT.search(text) and _SPACED.search(text):
         signals.add("spaced")
         text = _SPACED.sub(lambda m: _SPACED_SEP.sub("", m.group()), text)
     return text
+
+
+def _to_ascii(text: str, signals: set[str]) -> str:
+    """Other scripts folded to ASCII; "homoglyph" if a non-ASCII letter touches an ASCII one
+    (a run boundary between the two; checked per run, not by a regex at every position)."""
+    def fold(m: re.Match[str]) -> str:
+        s, e = m.span()
+        if (s and _is_ascii_letter(text[s - 1]) and not text[s].isspace()) or (
+                e < len(text) and _is_ascii_letter(text[e]) and not text[e - 1].isspace()):
+            signals.add("homoglyph")
+        return anyascii(m.group())
+    return _NON_ASCII.sub(fold, text)
+
+
+def _is_ascii_letter(c: str) -> bool:
+    return c.isascii() and c.isalpha()
+
+
+def _unleet_text(text: str) -> str:
+    """``_LEET_TOKEN.sub(_unleet, text)``, with ``re`` run only on the runs RE2 finds (in
+    linear time) that could hold a leet token. Each run is searched with one more character, so
+    ``\b`` at its end sees the real text."""
+    out: list[str] = []
+    at = 0
+    for run in _LEET_RUN.finditer(text):
+        for m in _LEET_TOKEN.finditer(text, run.start(), min(len(text), run.end() + 1)):
+            out.append(text[at:m.start()])
+            out.append(_unleet(m))
+            at = m.end()
+    if not out:
+        return text
+    out.append(text[at:])
+    return "".join(out)
 
 
 def _unleet(match: re.Match[str]) -> str:
@@ -119,7 +156,7 @@ def _decode_payloads(text: str, signals: set[str]) -> list[str]:
         if decoded is not None:
             signals.add("hex")
             out.append(decoded)
-    for match in _URL_ENCODED.finditer(text):
+    for match in _URL_ENCODED.finditer(text) if text.count("%") >= 3 else ():
         decoded = unquote(match.group())
         if decoded != match.group():
             signals.add("urlencoded")

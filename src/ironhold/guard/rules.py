@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
+
+import re2
 
 __all__ = ["RULES", "Rule", "match_rules", "strongest_rule"]
 
@@ -17,11 +20,16 @@ __all__ = ["RULES", "Rule", "match_rules", "strongest_rule"]
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
-    pattern: re.Pattern[str]
+    #: Compiled with RE2 (``google-re2``): a linear-time automaton, 5-8x faster than ``re`` on
+    #: these alternations of phrasings (the matches are the same: the text is normalized ASCII).
+    pattern: Any
     score: float
     #: Skip a match preceded by a negation ("never reveal the system prompt" is a rule, not an
     #: attack).
     negatable: bool = True
+    #: Substrings of which every match contains at least one: the rule runs only on texts that
+    #: have one (a substring test is ~100x cheaper than an alternation of words in ``re``).
+    anchors: tuple[str, ...] = ()
 
 
 _PRIOR = r"(?:all |any |the |your |my |every |these |those |of )*(?:previous|prior|above|earlier|preceding|foregoing|former|initial|original|old|existing|system|developer|safety)"
@@ -29,25 +37,30 @@ _ORDERS = r"(?:instructions?|directives?|prompts?|rules|guidelines|commands?|ord
 _DROP = r"(?:ignore|disregard|forget|skip|override|overwrite|bypass|abandon|drop|discard|neglect|set aside|do not follow|don't follow|stop following)"
 
 
-def _r(name: str, pattern: str, score: float, negatable: bool = True) -> Rule:
-    return Rule(name, re.compile(pattern, re.MULTILINE), score, negatable)
+def _r(name: str, pattern: str, score: float, anchors: tuple[str, ...],
+       negatable: bool = True) -> Rule:
+    return Rule(name, re2.compile("(?m)" + pattern), score, negatable, anchors)
+
+
+_DROP_ANCHORS = ("ignor", "disregard", "forget", "skip", "overr", "overw", "bypass", "abandon",
+                 "drop", "discard", "neglect", "aside", "follow")
 
 
 _NEGATION = re.compile(r"(?:\bnever|\bnot|n't|\bno|\bnor|\bwithout|\brefuse to|\bcannot)\W+(?:\w+\W+){0,2}$")
 
 
 RULES: tuple[Rule, ...] = (
-    _r("ignore_previous", rf"\b{_DROP}\s+(?:\w+\s+){{0,3}}?{_PRIOR}\s+(?:\w+\s+){{0,2}}?{_ORDERS}", 0.98),
-    _r("ignore_orders", rf"\b{_DROP}\s+(?:all|any|every|your)\s+(?:\w+\s+){{0,2}}?{_ORDERS}", 0.95),
-    _r("new_instructions", r"\b(?:new|updated|real|actual|true|revised)\s+(?:system\s+)?(?:instructions?|directives?|rules)\s*(?:are|is|follow)?\s*:", 0.9),
-    _r("reveal_prompt", r"\b(?:reveal|print|show|output|repeat|display|leak|tell me|give me|write out|spell out|disclose|dump)\s+(?:\w+\s+){0,3}?(?:system|initial|original|hidden|secret|full|entire|pre-?)\s*(?:prompt|instructions|message)", 0.9),
-    _r("repeat_above", r"\b(?:repeat|print|output|recite)\s+(?:\w+\s+){0,3}?(?:words|text|everything|all)\s+(?:above|before|prior)", 0.7),
-    _r("dan", r"\b(?:do anything now|\bdan mode|developer mode (?:enabled|output|on)|jailbr(?:eak|oken) mode|stan mode|dude mode|anti-?dan|evil ?confidant|\baim\b stands for)", 0.97, negatable=False),
-    _r("no_restrictions", r"\b(?:without|free (?:of|from)|no longer (?:have|bound by)|not bound by|break free of|freed from|have no|has no)\s+(?:any\s+)?(?:ethical|moral|content|openai|safety|usual|typical)?\s*(?:restrictions|limitations|filters|guidelines|censorship|rules|constraints|boundaries)", 0.9),
-    _r("pretend_unfiltered", r"\b(?:you are|you're|act as|pretend (?:to be|you are)|roleplay as|become)\s+(?:now\s+)?(?:an?\s+)?(?:unfiltered|uncensored|unrestricted|amoral|unethical|evil|jailbroken|unchained)\b", 0.95),
-    _r("fake_role", r"(?:<\|?(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|?>|\[/?inst\]|<</?sys>>|^#{2,}\s*(?:system|instruction)s?\s*:?$)", 0.9, negatable=False),
-    _r("model_override", r"\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),?\s+(?:you (?:are|will|must|shall)|act as|respond as|your name is)", 0.75),
-    _r("exfil_markdown", r"!\[[^\]]*\]\(\s*https?://[^)\s]*(?:\?|&)[^)\s]*(?:\{|%7b|\[|data|q|query|prompt|secret|history|conversation|chat)=", 0.9),
+    _r("ignore_previous", rf"\b{_DROP}\s+(?:\w+\s+){{0,3}}?{_PRIOR}\s+(?:\w+\s+){{0,2}}?{_ORDERS}", 0.98, _DROP_ANCHORS),
+    _r("ignore_orders", rf"\b{_DROP}\s+(?:all|any|every|your)\s+(?:\w+\s+){{0,2}}?{_ORDERS}", 0.95, _DROP_ANCHORS),
+    _r("new_instructions", r"\b(?:new|updated|real|actual|true|revised)\s+(?:system\s+)?(?:instructions?|directives?|rules)\s*(?:are|is|follow)?\s*:", 0.9, ("instruction", "directive", "rules")),
+    _r("reveal_prompt", r"\b(?:reveal|print|show|output|repeat|display|leak|tell me|give me|write out|spell out|disclose|dump)\s+(?:\w+\s+){0,3}?(?:system|initial|original|hidden|secret|full|entire|pre-?)\s*(?:prompt|instructions|message)", 0.9, ("prompt", "instructions", "message")),
+    _r("repeat_above", r"\b(?:repeat|print|output|recite)\s+(?:\w+\s+){0,3}?(?:words|text|everything|all)\s+(?:above|before|prior)", 0.7, ("above", "before", "prior")),
+    _r("dan", r"\b(?:do anything now|\bdan mode|developer mode (?:enabled|output|on)|jailbr(?:eak|oken) mode|stan mode|dude mode|anti-?dan|evil ?confidant|\baim\b stands for)", 0.97, ("anything now", "dan mode", "developer mode", "jailbr", "stan mode", "dude mode", "dan", "confidant", "stands for"), negatable=False),
+    _r("no_restrictions", r"\b(?:without|free (?:of|from)|no longer (?:have|bound by)|not bound by|break free of|freed from|have no|has no)\s+(?:any\s+)?(?:ethical|moral|content|openai|safety|usual|typical)?\s*(?:restrictions|limitations|filters|guidelines|censorship|rules|constraints|boundaries)", 0.9, ("restrictions", "limitations", "filters", "guidelines", "censorship", "rules", "constraints", "boundaries")),
+    _r("pretend_unfiltered", r"\b(?:you are|you're|act as|pretend (?:to be|you are)|roleplay as|become)\s+(?:now\s+)?(?:an?\s+)?(?:unfiltered|uncensored|unrestricted|amoral|unethical|evil|jailbroken|unchained)\b", 0.95, ("unfiltered", "uncensored", "unrestricted", "amoral", "unethical", "evil", "jailbroken", "unchained")),
+    _r("fake_role", r"(?:<\|?(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|?>|\[/?inst\]|<</?sys>>|^#{2,}\s*(?:system|instruction)s?\s*:?$)", 0.9, ("im_start", "im_end", "system", "instruction", "endoftext", "start_header_id", "eot_id", "inst]", "sys>>"), negatable=False),
+    _r("model_override", r"\b(?:from now on|starting now|henceforth|for the rest of (?:this|our) conversation),?\s+(?:you (?:are|will|must|shall)|act as|respond as|your name is)", 0.75, ("from now on", "starting now", "henceforth", "for the rest of")),
+    _r("exfil_markdown", r"!\[[^\]]*\]\(\s*https?://[^)\s]*(?:\?|&)[^)\s]*(?:\{|%7b|\[|data|q|query|prompt|secret|history|conversation|chat)=", 0.9, ("![",)),
 )
 
 
@@ -55,6 +68,8 @@ def match_rules(text: str) -> list[tuple[Rule, int, int]]:
     """The rules that match ``text`` (normalized) with the span of their first match."""
     hits = []
     for rule in RULES:
+        if not any(a in text for a in rule.anchors):
+            continue
         for m in rule.pattern.finditer(text):
             if rule.negatable and _NEGATION.search(text, max(0, m.start() - 40), m.start()):
                 continue

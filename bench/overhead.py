@@ -75,14 +75,15 @@ def progress(text: str) -> None:
     print(f"• {text}", file=sys.stderr, flush=True)
 
 
-def start_ironhold(workdir: Path, upstream: str, audit: bool = True,
-                   fsync: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
+def start_ironhold(workdir: Path, upstream: str, audit: bool = True, fsync: bool = True,
+                   guard: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     config = workdir / "ironhold.yaml"
     config.write_text(f"""
 server: {{host: 127.0.0.1, port: {port}}}
 state: {{url: "sqlite:///./state.db"}}
 audit: {{enabled: {str(audit).lower()}, fsync: {str(fsync).lower()}}}
+guard: {{enabled: {str(guard).lower()}}}
 models:
   - name: bench
     deployments: [{{url: "{upstream}"}}]
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--litellm", help="path to a `litellm` executable to compare with")
     parser.add_argument("--no-audit", action="store_true",
                         help="run Ironhold with the audit log off (to measure what it costs)")
+    parser.add_argument("--no-guard", action="store_true",
+                        help="run Ironhold with the runtime guard off (to measure what it costs)")
     parser.add_argument("--no-fsync", action="store_true",
                         help="audit.fsync: false (records survive a crash, not power loss)")
     parser.add_argument("--litellm-rate", type=float, default=40,
@@ -166,8 +169,10 @@ def main() -> None:
             progress("starting Ironhold (pinned to CPU 0)")
             gateway, gateway_url, key = start_ironhold(workdir, upstream,
                                                        audit=not args.no_audit,
-                                                       fsync=not args.no_fsync)
+                                                       fsync=not args.no_fsync,
+                                                       guard=not args.no_guard)
             results["audit"] = not args.no_audit
+            results["guard"] = not args.no_guard
             results["audit_fsync"] = not args.no_fsync
             processes.append(gateway)
             progress("warming up")

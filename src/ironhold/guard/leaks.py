@@ -66,17 +66,21 @@ def scan_leaks(text: str, *, canary: str | None = None, system: SystemPromptLeak
     elif system is not None and system.leaked(text):
         found.append(Finding("leaks", "system_prompt_leak", "LLM07", 0.9, 0, len(text), where,
                              f"{OVERLAP_WORDS}+ words of the system prompt"))
-    for pattern, detail in ((_MD_IMAGE, "markdown_image"), (_HTML_IMAGE, "html_image")):
+    images: tuple[tuple[re.Pattern[str], str], ...] = (
+        ((_MD_IMAGE, "markdown_image"),) if "![" in text else ())
+    if "<" in text:
+        images += ((_HTML_IMAGE, "html_image"),)
+    for pattern, detail in images:
         for m in pattern.finditer(text):
             url = m.group(1)
             if "?" in url or len(url) > 120:
                 found.append(Finding("leaks", "exfiltration", "LLM05", 0.9, m.start(), m.end(),
                                      where, detail))
-    for m in _MD_LINK.finditer(text):
+    for m in _MD_LINK.finditer(text) if "](" in text else ():
         if _DATA_QUERY.search(m.group(1)):
             found.append(Finding("leaks", "exfiltration", "LLM05", 0.8, m.start(), m.end(),
                                  where, "markdown_link"))
-    hidden = _INVISIBLE.search(text)
+    hidden = None if text.isascii() else _INVISIBLE.search(text)
     if hidden is not None:
         found.append(Finding("leaks", "invisible_text", "LLM05", 0.8, hidden.start(),
                              hidden.end(), where, "invisible characters"))

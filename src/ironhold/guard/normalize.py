@@ -139,7 +139,8 @@ def _unleet(match: re.Match[str]) -> str:
 
 def _decode_payloads(text: str, signals: set[str]) -> list[str]:
     out: list[str] = []
-    for match in _BASE64.finditer(text):
+    long = len(text) >= 16  # base64 and hex payloads need 16 characters or more
+    for match in _BASE64.finditer(text) if long else ():
         raw = match.group()
         if raw.isalpha() or raw.isdigit():
             continue  # long words and numbers are not base64 payloads
@@ -147,7 +148,7 @@ def _decode_payloads(text: str, signals: set[str]) -> list[str]:
         if decoded is not None:
             signals.add("base64")
             out.append(decoded)
-    for match in _HEX.finditer(text):
+    for match in _HEX.finditer(text) if long else ():
         try:
             decoded_bytes = bytes.fromhex(re.sub("[ :]", "", match.group()))
         except ValueError:

@@ -41,6 +41,7 @@ _AADHAAR = re.compile(r"[2-9](?<!\d[2-9])\d{3} \d{4} \d{4}(?!\d)")
 _IPV4 = re.compile(r"\d(?<![\d.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\.?\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])")
 _SPACE = re.compile(r"\s")
+_DIGIT = re.compile(r"\d")
 
 
 def _emails(text: str) -> Iterator[re.Match[str]]:
@@ -99,6 +100,8 @@ _CHECKS: tuple[tuple[str, Callable[[str], Iterator[re.Match[str]]], Callable[[st
     ("ip_address", _ipv6, _ip),
 )
 
+_WITHOUT_DIGITS = (_emails, _ipv6)
+
 #: The categories this scanner reports.
 PII_KINDS = ("email", "phone", "payment_card", "iban", "national_id", "ip_address")
 
@@ -117,13 +120,14 @@ def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None 
         taken.append((start, end))
         found.append(Finding("pii", kind, "LLM02", 1.0, start, end, where, kind))
 
+    digits = _DIGIT.search(text) is not None  # every kind but e-mail and IPv6 needs one
     for kind, matches, check in _CHECKS:
-        if kind not in wanted:
+        if kind not in wanted or not (digits or matches in _WITHOUT_DIGITS):
             continue
         for m in matches(text):
             if check(m.group()):
                 add(kind, m.start(), m.end())
-    if "phone" in wanted:
+    if "phone" in wanted and digits:
         for m in _PHONE.finditer(text):
             if any(m.start() < e and s < m.end() for s, e in taken):
                 continue

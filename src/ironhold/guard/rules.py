@@ -68,7 +68,7 @@ def match_rules(text: str) -> list[tuple[Rule, int, int]]:
     """The rules that match ``text`` (normalized) with the span of their first match."""
     hits = []
     for rule in RULES:
-        if not any(a in text for a in rule.anchors):
+        if not any(map(text.__contains__, rule.anchors)):
             continue
         for m in rule.pattern.finditer(text):
             if rule.negatable and _NEGATION.search(text, max(0, m.start() - 40), m.start()):

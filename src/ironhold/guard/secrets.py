@@ -42,6 +42,8 @@ _KEYWORD_HINT = re2.compile(
     r"(?i)(?:key|pass|pwd|secret|contras)[\pL\pN_]*(?:[\]'\"]{0,2}\s*[:=!]|\S{0,50}?\s*['\"`])|"
     r"['\"`]\s*[!=]{2,3}\s*[\pL\pN_]*(?:key|pass|pwd|secret|contras)")
 _KEYWORD_REACH = 256
+#: A cheaper test first (a call into RE2 costs a few microseconds even on a short text).
+_KEYWORDS = ("key", "pass", "pwd", "secret", "contras")
 _ENTROPY_TOKEN = re.compile(r"[A-Za-z0-9+/_=-]{24,}")
 _MIXED = (re.compile(r"[a-z]"), re.compile(r"[A-Z]"), re.compile(r"[0-9]"))
 #: Bits per character a token must reach to count as random (detect-secrets' default is 4.5 for
@@ -96,6 +98,9 @@ def _keyword_windows(text: str) -> list[tuple[int, int]]:
     (it costs ~0.8 us per character, and prompts have long lines). A value longer than
     ``_KEYWORD_REACH`` characters is cut there."""
     spans: list[tuple[int, int]] = []
+    lowered = text.lower()
+    if not any(map(lowered.__contains__, _KEYWORDS)):
+        return spans
     for m in _KEYWORD_HINT.finditer(text):
         start = text.rfind("\n", 0, m.start()) + 1
         end = text.find("\n", m.start())
@@ -122,8 +127,9 @@ def scan_secrets(text: str, *, entropy: bool = True, where: str = "") -> list[Fi
         taken.append((start, end))
         found.append(Finding("secrets", category, "LLM02", score, start, end, where, detail))
 
-    for m in _PRIVATE_KEY.finditer(text):
-        add("private_key", m.start(), m.end(), 0.99, "Private Key")
+    if "-----BEGIN" in text or "PuTTY-User-Key-File" in text:
+        for m in _PRIVATE_KEY.finditer(text):
+            add("private_key", m.start(), m.end(), 0.99, "Private Key")
     spans, long_tokens = _windows(text)
     for lo, hi in spans:
         window = text[lo:hi]

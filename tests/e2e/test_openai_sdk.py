@@ -177,5 +177,7 @@ def test_stream_cut_after_commit_ends_with_error_event(make_gateway, make_simula
             model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
         ):
             received.append(chunk.choices[0].delta.content or "")
-    assert received == ["the", " gateway"]  # what came before the cut was delivered
+    # What came before the cut was delivered (the guard may regroup it: it holds back the word
+    # still being written until the next chunk or the end).
+    assert "".join(received) == "the gateway"
     assert "broke off" in err.value.message

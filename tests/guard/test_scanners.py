@@ -45,6 +45,12 @@ def test_normalization_undoes_each_obfuscation(text: str, signal: str) -> None:
     assert "ignore all previous instructions" in norm.text
 
 
+def test_typographic_quotes_are_not_homoglyphs() -> None:
+    norm = normalize("\u201cYou\u2019re jumping to conclusions,\u201d she said.")
+    assert norm.text == '"you\'re jumping to conclusions," she said.'
+    assert "homoglyph" not in norm.signals
+
+
 def test_ordinary_text_is_left_alone() -> None:
     norm = normalize("Version 3.11 ships 4k video, mp3 and sha256 in the 1st release.")
     assert norm.signals == frozenset()

@@ -28,7 +28,7 @@ __all__ = ["BUNDLED_MODEL", "BUNDLED_SHA256", "InjectionModel"]
 BUNDLED_MODEL = Path(__file__).parent / "models" / "injection.json"
 #: The digest of the shipped model; a model file that does not match is refused.
 _ZEROS = itertools.repeat(0.0)
-BUNDLED_SHA256 = "0dce2ba00bf7c732ee62a2d9b5938abd56a6dd73f0a3cce68f71c864541bc4c7"
+BUNDLED_SHA256 = "bbecb290036e943f8d942813b5aba4f0aba5acb6f9400bf274428ef4775db207"
 
 
 @dataclass(slots=True)

@@ -94,11 +94,12 @@ def _fold(text: str, signals: set[str]) -> str:
 
 def _to_ascii(text: str, signals: set[str]) -> str:
     """Other scripts folded to ASCII; "homoglyph" if a non-ASCII letter touches an ASCII one
-    (a run boundary between the two; checked per run, not by a regex at every position)."""
+    inside a word (checked at the edges of each non-ASCII run). Typographic quotes and dashes
+    next to letters (curly apostrophes and quotes) are not letters and do not count."""
     def fold(m: re.Match[str]) -> str:
         s, e = m.span()
-        if (s and _is_ascii_letter(text[s - 1]) and not text[s].isspace()) or (
-                e < len(text) and _is_ascii_letter(text[e]) and not text[e - 1].isspace()):
+        if (s and _is_ascii_letter(text[s - 1]) and text[s].isalpha()) or (
+                e < len(text) and _is_ascii_letter(text[e]) and text[e - 1].isalpha()):
             signals.add("homoglyph")
         return anyascii(m.group())
     return _NON_ASCII.sub(fold, text)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 
 from ironhold.config.guard import GuardConfig, GuardOverride, ScannerConfig
 from ironhold.core.errors import GuardBlockedError, GuardUnavailableError
@@ -57,12 +57,12 @@ class Plan:
     canary: bool
     stream_hold: int
 
-    @property
+    @cached_property
     def restores(self) -> bool:
         pii = self.input.get("pii")
         return pii is not None and pii.action == "redact" and pii.restore
 
-    @property
+    @cached_property
     def scans_output(self) -> bool:
         return self.restores or any(c.action != "off" for c in self.output.values())
 

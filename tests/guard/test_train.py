@@ -7,7 +7,8 @@ from pathlib import Path
 from ironhold.guard.classifier import BUNDLED_SHA256, InjectionModel
 from ironhold.guard.train import train
 
-DATA = Path(__file__).parents[2] / "data" / "guard" / "train.jsonl"
+GUARD_DATA = Path(__file__).parents[2] / "data" / "guard"
+DATA = [GUARD_DATA / "train.jsonl", GUARD_DATA / "extra" / "prompt_templates.jsonl"]
 
 
 def test_training_reproduces_the_shipped_model(tmp_path: Path) -> None:

@@ -72,11 +72,15 @@ def eval_(
                       f"({counts['flag_rate']:.1%})")
 
 
+DEFAULT_DATA = [Path("data/guard/train.jsonl"), Path("data/guard/extra/prompt_templates.jsonl")]
+
+
 @app.command("train")
 def train_(
-    data: Annotated[Path, typer.Option(
-        "--data", help="Labelled JSONL to train on.", exists=True, dir_okay=False)] = Path(
-        "data/guard/train.jsonl"),
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="Labelled JSONL to train on (repeat for several files). Default: "
+        "data/guard/train.jsonl and data/guard/extra/prompt_templates.jsonl.", exists=True,
+        dir_okay=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model.")] = Path(
         "src/ironhold/guard/models/injection.json"),
     target_fpr: Annotated[float, typer.Option(
@@ -91,7 +95,8 @@ def train_(
         fail("training needs scikit-learn: pip install 'ironhold[train]'")
     err = Console(stderr=True)
     try:
-        result = train(data, out, target_fpr=target_fpr, progress=lambda m: err.print(m))
+        result = train(data or DEFAULT_DATA, out, target_fpr=target_fpr,
+                       progress=lambda m: err.print(m))
     except ImportError:
         fail("training needs scikit-learn: pip install 'ironhold[train]'")
     except ValueError as exc:

@@ -28,7 +28,7 @@ __all__ = ["BUNDLED_MODEL", "BUNDLED_SHA256", "InjectionModel"]
 BUNDLED_MODEL = Path(__file__).parent / "models" / "injection.json"
 #: The digest of the shipped model; a model file that does not match is refused.
 _ZEROS = itertools.repeat(0.0)
-BUNDLED_SHA256 = "bbecb290036e943f8d942813b5aba4f0aba5acb6f9400bf274428ef4775db207"
+BUNDLED_SHA256 = "11bb0ec68557bf3f62b55ff69bc615b22cace65cbef1d3867645823cb4e1f01c"
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 import re2
 from anyascii import anyascii
+from confusable_homoglyphs.confusables import confusables_data
 
 __all__ = ["Normalized", "decode_base64_text", "normalize"]
 
@@ -95,18 +96,47 @@ def _fold(text: str, signals: set[str]) -> str:
 def _to_ascii(text: str, signals: set[str]) -> str:
     """Other scripts folded to ASCII; "homoglyph" if a non-ASCII letter touches an ASCII one
     inside a word (checked at the edges of each non-ASCII run). Typographic quotes and dashes
-    next to letters (curly apostrophes and quotes) are not letters and do not count."""
+    next to letters (curly apostrophes and quotes) are not letters, and accented Latin letters
+    ('café') are not from another script: neither counts.
+
+    A homoglyph run is folded by look (Unicode's confusables: Cyrillic er, U+0440, is 'p');
+    other text by sound (anyascii: Cyrillic er is 'r')."""
     def fold(m: re.Match[str]) -> str:
         s, e = m.span()
-        if (s and _is_ascii_letter(text[s - 1]) and text[s].isalpha()) or (
-                e < len(text) and _is_ascii_letter(text[e]) and text[e - 1].isalpha()):
+        run = m.group()
+        if (s and _is_ascii_letter(text[s - 1]) and _is_foreign_letter(text[s])) or (
+                e < len(text) and _is_ascii_letter(text[e]) and _is_foreign_letter(text[e - 1])):
             signals.add("homoglyph")
-        return anyascii(m.group())
+            run = run.translate(_LOOKALIKE)
+        return anyascii(run)
     return _NON_ASCII.sub(fold, text)
+
+
+def _lookalikes() -> dict[int, str]:
+    """Each character that Unicode lists as confusable with one ASCII letter or digit."""
+    table: dict[int, str] = {}
+    for char, glyphs in confusables_data.items():
+        if len(char) != 1 or char.isascii():
+            continue
+        for glyph in glyphs:
+            c = glyph.get("c", "")
+            if len(c) == 1 and c.isascii() and c.isalnum():
+                # Unicode folds capital I into l (they look alike); a capital stays a capital.
+                table[ord(char)] = "I" if c == "l" and char.isupper() else c
+                break
+    return table
+
+
+_LOOKALIKE = _lookalikes()
 
 
 def _is_ascii_letter(c: str) -> bool:
     return c.isascii() and c.isalpha()
+
+
+def _is_foreign_letter(c: str) -> bool:
+    """A letter of another script than Latin (Cyrillic a, U+0430; Greek omicron, U+03BF; ...)."""
+    return c.isalpha() and not unicodedata.name(c, "").startswith("LATIN")
 
 
 def _unleet_text(text: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ def load_labelled(path: Path) -> tuple[list[str], list[bool], list[dict[str, Any
     return texts, labels, rows
 
 
-def train(data: Path, out: Path, *, target_fpr: float = 0.01,
+def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
           progress: Callable[[str], None] = lambda _: None) -> TrainResult:
     import numpy as np
     import sklearn
@@ -77,10 +77,16 @@ def train(data: Path, out: Path, *, target_fpr: float = 0.01,
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    texts, labels, _ = load_labelled(data)
+    files = [data] if isinstance(data, Path) else list(data)
+    texts: list[str] = []
+    labels: list[bool] = []
+    for path in files:
+        more_texts, more_labels, _ = load_labelled(path)
+        texts += more_texts
+        labels += more_labels
     y = np.array(labels)
     if y.all() or not y.any():
-        raise ValueError(f"{data}: needs both attack and benign lines")
+        raise ValueError(f"{', '.join(map(str, files))}: needs both attack and benign lines")
     progress(f"featurizing {len(texts)} lines")
     feats = []
     short = []
@@ -130,7 +136,8 @@ def train(data: Path, out: Path, *, target_fpr: float = 0.01,
         "bias": round(float(model.intercept_[0]), 5),
         "threshold": threshold,
         "training": {
-            "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+            "data": [{"file": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                     for p in files],
             "lines": len(texts), "attacks": int(y.sum()),
             "model": "logistic regression, L2, class-balanced", "C": C,
             "cv": {"folds": 5, "seed": SEED, "target_fpr": target_fpr,

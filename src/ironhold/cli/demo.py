@@ -130,4 +130,5 @@ Ironhold is serving {DEMO_MODEL} at {base}  (Ctrl-C to stop)
   print(reply.choices[0].message.content)
 
 Metrics: http://{host}:{port}/metrics   Readiness: http://{host}:{port}/readyz
+Attack it: IRONHOLD_REDTEAM_KEY={key} ironhold redteam --base-url {base} --model {DEMO_MODEL}
 """)

@@ -218,9 +218,10 @@ def _squash(text: str) -> str:
     return _SQUASH.sub("", text).lower()
 
 
-def _label(placeholder: str) -> str:
-    return placeholder.lstrip("$").lower().replace("_", " ") if placeholder.startswith("$") \
-        else "the system prompt's words"
+def _label(wanted: str) -> str:
+    """'$AWS_KEY' -> 'aws key' (never the drawn value); a literal is quoted."""
+    return wanted.lstrip("$").lower().replace("_", " ") if wanted.startswith("$") \
+        else repr(wanted)
 
 
 def _retry_delay(header: str | None) -> float:

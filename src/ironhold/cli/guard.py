@@ -86,6 +86,9 @@ def train_(
     target_fpr: Annotated[float, typer.Option(
         help="False-positive rate on benign lines the threshold is chosen for.", min=0.0,
         max=0.5)] = 0.01,
+    target_hard_fpr: Annotated[float, typer.Option(
+        help="False-positive rate on the hard negatives (kind benign_hard) the threshold is "
+        "also chosen for.", min=0.0, max=0.5)] = 0.02,
 ) -> None:
     """Train the classifier reproducibly (needs `pip install 'ironhold[train]'`). Print the new
     model's SHA-256: pin it in guard/classifier.py (BUNDLED_SHA256) to ship it."""
@@ -96,6 +99,7 @@ def train_(
     err = Console(stderr=True)
     try:
         result = train(data or DEFAULT_DATA, out, target_fpr=target_fpr,
+                       target_hard_fpr=target_hard_fpr,
                        progress=lambda m: err.print(m))
     except ImportError:
         fail("training needs scikit-learn: pip install 'ironhold[train]'")

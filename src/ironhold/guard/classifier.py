@@ -28,7 +28,7 @@ __all__ = ["BUNDLED_MODEL", "BUNDLED_SHA256", "InjectionModel"]
 BUNDLED_MODEL = Path(__file__).parent / "models" / "injection.json"
 #: The digest of the shipped model; a model file that does not match is refused.
 _ZEROS = itertools.repeat(0.0)
-BUNDLED_SHA256 = "11bb0ec68557bf3f62b55ff69bc615b22cace65cbef1d3867645823cb4e1f01c"
+BUNDLED_SHA256 = "2cce954c80e68b99313defd6e3ba08eaea47e04055b6853d05404446c1f8a827"
 
 
 @dataclass(slots=True)

@@ -70,6 +70,7 @@ def load_labelled(path: Path) -> tuple[list[str], list[bool], list[dict[str, Any
 
 
 def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
+          target_hard_fpr: float = 0.02,
           progress: Callable[[str], None] = lambda _: None) -> TrainResult:
     import numpy as np
     import sklearn
@@ -80,11 +81,14 @@ def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
     files = [data] if isinstance(data, Path) else list(data)
     texts: list[str] = []
     labels: list[bool] = []
+    kinds: list[str] = []
     for path in files:
-        more_texts, more_labels, _ = load_labelled(path)
+        more_texts, more_labels, rows = load_labelled(path)
         texts += more_texts
         labels += more_labels
+        kinds += [str(row.get("kind", "")) for row in rows]
     y = np.array(labels)
+    hard = np.array([k == "benign_hard" for k in kinds])
     if y.all() or not y.any():
         raise ValueError(f"{', '.join(map(str, files))}: needs both attack and benign lines")
     progress(f"featurizing {len(texts)} lines")
@@ -116,11 +120,12 @@ def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
         oof[te] = 1.0 / (1.0 + np.exp(-z))
     oof[np.array(short)] = 0.0  # as the gateway scores them: rules only
     combined = np.maximum(oof, rules)
-    benign = np.sort(combined[~y])
-    # The smallest threshold that keeps the benign false-positive rate at the target.
-    k = math.floor(target_fpr * len(benign))
-    threshold = float(benign[len(benign) - k - 1]) + 1e-6 if k < len(benign) else 0.5
+    # The smallest threshold that keeps the false-positive rate at its target on all benign
+    # lines, and on the hard negatives alone (benign text about instructions, rules, secrets).
+    threshold = max(_threshold_for(combined[~y], target_fpr),
+                    _threshold_for(combined[hard], target_hard_fpr) if hard.any() else 0.0)
     threshold = round(min(max(threshold, 0.05), 0.99), 4)
+    cv_hard_fpr = float(np.mean(combined[hard] >= threshold)) if hard.any() else 0.0
     cv_recall = float(np.mean(combined[y] >= threshold))
     cv_fpr = float(np.mean(combined[~y] >= threshold))
 
@@ -141,6 +146,7 @@ def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
             "lines": len(texts), "attacks": int(y.sum()),
             "model": "logistic regression, L2, class-balanced", "C": C,
             "cv": {"folds": 5, "seed": SEED, "target_fpr": target_fpr,
+                   "target_hard_fpr": target_hard_fpr, "hard_fpr": round(cv_hard_fpr, 4),
                    "recall": round(cv_recall, 4), "fpr": round(cv_fpr, 4)},
             "scikit_learn": sklearn.__version__, "numpy": np.__version__,
             "python": platform.python_version(),
@@ -152,6 +158,12 @@ def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
     out.write_bytes(blob)
     return TrainResult(out, hashlib.sha256(blob).hexdigest(), len(texts), int(y.sum()),
                        len(weights), threshold, cv_recall, cv_fpr)
+
+
+def _threshold_for(scores: Any, fpr: float) -> float:
+    ordered = sorted(float(x) for x in scores)
+    k = math.floor(fpr * len(ordered))
+    return ordered[len(ordered) - k - 1] + 1e-6 if k < len(ordered) else 0.5
 
 
 def _identity(doc: list[str]) -> list[str]:

@@ -45,9 +45,14 @@ _INNER_SUB = re.compile(r"[a-z][0-9@$!|][a-z]")
 _SPACED = re.compile(r"(?<![a-z])(?:[a-z][ ._\-*/]){3,}[a-z](?![a-z])")
 _SPACED_SEP = re.compile(r"[ ._\-*/]")
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+# A _BASE64 match can only start where a run of 16+ of these characters starts (its
+# look-behind), and one run holds at most one: RE2 finds the runs, ``re`` checks each start.
+_BASE64_RUN = re2.compile(r"[A-Za-z0-9+/=_-]{16,}")
 # Twelve or more hex pairs not preceded by a hex digit, written to start with a character class
 # so ``re`` can skip ahead quickly (the look-behind comes after the first digit).
 _HEX = re.compile(r"[0-9A-Fa-f](?<![0-9A-Fa-f]{2})[0-9A-Fa-f][ :]?(?:[0-9A-Fa-f]{2}[ :]?){11,}")
+# Every _HEX match holds twelve pairs in a row: without them, _HEX need not run.
+_HEX_HINT = re2.compile(r"(?:[0-9A-Fa-f]{2}[ :]?){12}")
 _URL_ENCODED = re.compile(r"[^\s%]*(?:%[0-9A-Fa-f]{2}[^\s%]*){3,}")
 _SPACES = re.compile(r"\s+")
 
@@ -171,7 +176,10 @@ def _unleet(match: re.Match[str]) -> str:
 def _decode_payloads(text: str, signals: set[str]) -> list[str]:
     out: list[str] = []
     long = len(text) >= 16  # base64 and hex payloads need 16 characters or more
-    for match in _BASE64.finditer(text) if long else ():
+    for run in _BASE64_RUN.finditer(text) if long else ():
+        match = _BASE64.match(text, run.start())
+        if match is None:
+            continue
         raw = match.group()
         if raw.isalpha() or raw.isdigit():
             continue  # long words and numbers are not base64 payloads
@@ -179,7 +187,7 @@ def _decode_payloads(text: str, signals: set[str]) -> list[str]:
         if decoded is not None:
             signals.add("base64")
             out.append(decoded)
-    for match in _HEX.finditer(text) if long else ():
+    for match in _HEX.finditer(text) if long and _HEX_HINT.search(text) else ():
         try:
             decoded_bytes = bytes.fromhex(re.sub("[ :]", "", match.group()))
         except ValueError:

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ironhold.core.exchange import Operation
 
 __all__ = ["Segment", "input_segments", "output_segments"]
@@ -19,6 +21,8 @@ class Segment:
     #: The message role for chat input (system, user, assistant, tool), else "".
     role: str
     set: Callable[[str], None]
+    #: Written for a reader (content, text), not a value for a tool: refusals are looked for.
+    prose: bool = True
 
     def replace(self, text: str) -> None:
         """Put ``text`` back where this segment came from."""
@@ -64,7 +68,8 @@ def input_segments(operation: Operation, body: dict[str, Any]) -> Iterator[Segme
 
 
 def output_segments(body: dict[str, Any]) -> Iterator[Segment]:
-    """The generated texts of a whole (non-streamed) answer."""
+    """The generated texts of a whole (non-streamed) answer: each choice's content or text,
+    and every string value in the arguments of its tool calls."""
     choices = body.get("choices")
     if not isinstance(choices, list):
         return
@@ -72,9 +77,46 @@ def output_segments(body: dict[str, Any]) -> Iterator[Segment]:
         if not isinstance(choice, dict):
             continue
         message = choice.get("message")
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            yield Segment(f"choices[{i}].message.content", message["content"], "assistant",
-                          _setter(message, "content"))
+        if isinstance(message, dict):
+            if isinstance(message.get("content"), str):
+                yield Segment(f"choices[{i}].message.content", message["content"], "assistant",
+                              _setter(message, "content"))
+            calls = message.get("tool_calls")
+            for k, call in enumerate(calls if isinstance(calls, list) else ()):
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    yield from _argument_segments(
+                        f"choices[{i}].message.tool_calls[{k}].function.arguments", function)
         elif isinstance(choice.get("text"), str):
             yield Segment(f"choices[{i}].text", choice["text"], "assistant",
                           _setter(choice, "text"))
+
+
+def _argument_segments(where: str, function: dict[str, Any]) -> Iterator[Segment]:
+    """A tool call's arguments: each string value of the JSON, written back re-encoded (so a
+    placeholder never breaks the JSON); arguments that are not a JSON object or array, whole."""
+    raw = function["arguments"]
+    try:
+        args = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict | list):
+        yield Segment(where, raw, "assistant", _setter(function, "arguments"), prose=False)
+        return
+
+    def writer(container: Any, key: Any) -> Callable[[str], None]:
+        def put(value: str) -> None:
+            container[key] = value
+            function["arguments"] = orjson.dumps(args).decode()
+        return put
+
+    stack: list[tuple[str, Any]] = [("", args)]
+    while stack:
+        path, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            here = f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]"
+            if isinstance(value, str):
+                yield Segment(where + here, value, "assistant", writer(node, key), prose=False)
+            elif isinstance(value, dict | list):
+                stack.append((here, value))

@@ -162,7 +162,8 @@ class Guard:
         plan = state.plan
         for seg in segments:
             findings = self.guarded(
-                partial(self.output_findings, plan, state, seg.text, seg.where), state, seg.where)
+                partial(self.output_findings, plan, state, seg.text, seg.where, seg.prose), state,
+                seg.where)
             text = seg.text
             if findings:
                 acted = [f for f in findings if f.category != "refusal"]

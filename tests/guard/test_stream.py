@@ -202,3 +202,71 @@ async def test_a_failing_scanner_in_a_stream(model: InjectionModel, on_error: st
         assert errors[0]["code"] == "guard_unavailable" and got == ""
     else:
         assert got == text and not errors
+
+
+def tool_events(pieces: list[str], content: str = "") -> bytes:
+    """A chat stream that calls two tools, OpenAI style: the first delta of a call holds its
+    id and name, the following ones pieces of its arguments."""
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return b"data: " + orjson.dumps({"id": "c1", "object": "chat.completion.chunk",
+                                         "created": 1, "model": "m", "choices": [
+                                             {"index": 0, "delta": delta,
+                                              "finish_reason": finish}]}) + b"\n\n"
+    out = [event({"role": "assistant", "content": content or None})]
+    for k in (0, 1):
+        out.append(event({"tool_calls": [{"index": k, "id": f"call_{k}", "type": "function",
+                                          "function": {"name": "send", "arguments": ""}}]}))
+        out += [event({"tool_calls": [{"index": k, "function": {"arguments": p}}]})
+                for p in pieces]
+    out.append(event({}, "tool_calls"))
+    return b"".join(out) + b"data: [DONE]\n\n"
+
+
+def tool_calls(data: bytes) -> tuple[dict[int, dict[str, str]], list[int]]:
+    """The calls a client would assemble from the deltas, and the events that carried them."""
+    calls: dict[int, dict[str, str]] = {}
+    carriers = []
+    for n, event in enumerate(data.split(b"\n\n")):
+        if not event.startswith(b"data: {"):
+            continue
+        for choice in orjson.loads(event[6:]).get("choices", []):
+            for piece in choice["delta"].get("tool_calls") or []:
+                carriers.append(n)
+                call = calls.setdefault(piece["index"], {"name": "", "arguments": ""})
+                call["name"] += piece.get("function", {}).get("name", "")
+                call["arguments"] += piece.get("function", {}).get("arguments", "")
+    return calls, carriers
+
+
+@pytest.mark.parametrize("size", [3, 64, 100_000])
+async def test_tool_call_arguments_are_held_scanned_whole_and_sent_before_the_finish(
+        model: InjectionModel, size: int) -> None:
+    guard = Guard(GuardConfig(output={"pii": {"action": "redact"}}), {}, model)
+    args = '{"to": "jane.doe@example.org", "body": "Hello"}'
+    out, exchange, _ = await relay(guard, tool_events(tokens(args), "Sending now."), size)
+    calls, carriers = tool_calls(out)
+    assert {k: orjson.loads(c["arguments"]) for k, c in calls.items()} == {
+        k: {"to": "[EMAIL_1]", "body": "Hello"} for k in (0, 1)}
+    assert calls[0]["name"] == calls[1]["name"] == "send"
+    events_ = out.split(b"\n\n")
+    assert len(set(carriers)) == 1  # one event, before the finish
+    assert b'"finish_reason":"tool_calls"' in events_[carriers[0] + 1]
+    assert parse(out)[0] == "Sending now."
+    assert {g["where"] for g in exchange.guard} == {
+        f"choices[0].delta.tool_calls[{k}].function.arguments.to" for k in (0, 1)}
+
+
+async def test_clean_tool_arguments_pass_byte_for_byte_and_a_canary_in_them_blocks(
+        model: InjectionModel) -> None:
+    guard = Guard(GuardConfig(), {}, model)
+    args = '{"city":  "Oslo", "units": "metric"}'
+    out, _, _ = await relay(guard, tool_events(tokens(args)), 10)
+    calls, _ = tool_calls(out)
+    assert calls[0]["arguments"] == calls[1]["arguments"] == args
+    state = RequestGuard(guard.plan("chat"))
+    state.canary = new_canary()
+    leak = orjson.dumps({"note": f"<!-- {state.canary} -->"}).decode()
+    out, _, upstream = await relay(guard, tool_events(tokens(leak)), 10, state=state)
+    _, errors, raw = parse(out)
+    assert errors and errors[0]["code"] == "guard_blocked" and upstream.closed
+    assert not tool_calls(out)[0] and raw[-1] != b"data: [DONE]"

@@ -10,7 +10,7 @@ import orjson
 
 from ironhold.core.exchange import Operation
 
-__all__ = ["Segment", "input_segments", "output_segments"]
+__all__ = ["Segment", "argument_segments", "input_segments", "output_segments"]
 
 
 @dataclass(slots=True)
@@ -85,14 +85,14 @@ def output_segments(body: dict[str, Any]) -> Iterator[Segment]:
             for k, call in enumerate(calls if isinstance(calls, list) else ()):
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                    yield from _argument_segments(
+                    yield from argument_segments(
                         f"choices[{i}].message.tool_calls[{k}].function.arguments", function)
         elif isinstance(choice.get("text"), str):
             yield Segment(f"choices[{i}].text", choice["text"], "assistant",
                           _setter(choice, "text"))
 
 
-def _argument_segments(where: str, function: dict[str, Any]) -> Iterator[Segment]:
+def argument_segments(where: str, function: dict[str, Any]) -> Iterator[Segment]:
     """A tool call's arguments: each string value of the JSON, written back re-encoded (so a
     placeholder never breaks the JSON); arguments that are not a JSON object or array, whole."""
     raw = function["arguments"]

@@ -16,8 +16,10 @@ before it, acted on, and released. So:
 - each scan covers a bounded window (at most ``_CONTEXT`` released characters plus what is
   held), so the cost per chunk does not grow with the answer.
 
-Events other than generated text (role, tool calls, usage, comments, errors) pass through in
-order; held text is released before an event that ends a choice and before ``[DONE]``.
+Tool calls are held until their choice finishes (a tool cannot run on half its arguments):
+their arguments are then scanned whole, as in a whole answer, and sent as one event before the
+finish. Other events (role, usage, comments, errors) pass through in order; held text is
+released before an event that ends a choice and before ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import orjson
 
 from ironhold.core.errors import InvalidRequestError, IronholdError
 from ironhold.core.exchange import ChunkStream, Exchange
+from ironhold.guard.content import argument_segments
 from ironhold.guard.engine import Guard, RequestGuard, blocked
 from ironhold.guard.findings import Finding
 from ironhold.guard.leaks import scan_refusal
@@ -54,6 +57,7 @@ _SEP = b"\n\n"
 
 @dataclass(slots=True)
 class _Choice:
+    index: int
     where: str
     #: Generated, not yet released.
     pending: str = ""
@@ -64,6 +68,8 @@ class _Choice:
     head: str = ""
     refusal_checked: bool = False
     envelope: dict[str, Any] = field(default_factory=dict)
+    #: Tool calls being received, by their index: held until the choice finishes.
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 class GuardedStream:
@@ -169,9 +175,16 @@ class GuardedStream:
                 keep = True
                 continue
             st = self._choice(choice.get("index"), doc)
+            if self._chat and isinstance(holder.get("tool_calls"), list):
+                _collect(st, holder.pop("tool_calls"))
+                changed = True
             text = holder.get(self._key)
             final = choice.get("finish_reason") is not None or (self._chat and any(
                 v is not None for k, v in holder.items() if k not in ("content", "role")))
+            if final and st.calls:
+                self._emit_calls(st, out)
+            if not holder and not final and choice.get("logprobs") is None:
+                continue  # it only carried tool call pieces, now held
             if isinstance(text, str) and text:
                 st.pending += text
             elif not (final and st.pending):
@@ -193,13 +206,16 @@ class GuardedStream:
         st = self._choices.get(i)
         if st is None:
             where = f"choices[{i}].delta.content" if self._chat else f"choices[{i}].text"
-            st = self._choices[i] = _Choice(where)
+            st = self._choices[i] = _Choice(i, where)
             st.envelope = {k: v for k, v in doc.items() if k not in ("choices", "usage")}
         return st
 
     def _flush_all(self, out: list[bytes]) -> None:
-        """Release all held text (scanned as final), each choice in an event of its own."""
+        """Release all held text (scanned as final) and tool calls, each choice in an event of
+        its own."""
         for i, st in self._choices.items():
+            if st.calls:
+                self._emit_calls(st, out)
             if not st.pending:
                 continue
             released = self._release(st, final=True)
@@ -210,6 +226,18 @@ class GuardedStream:
                 if self._chat else
                 {"index": i, "text": released, "finish_reason": None, "logprobs": None})
             out.append(b"data: " + orjson.dumps({**st.envelope, "choices": [choice]}) + _SEP)
+
+    def _emit_calls(self, st: _Choice, out: list[bytes]) -> None:
+        """Scan a choice's held tool calls as a whole answer's are, and send them as one event
+        (raises ``GuardBlockedError`` when a finding blocks)."""
+        calls, st.calls = [st.calls[k] for k in sorted(st.calls)], {}
+        i = st.index
+        segments = [seg for call in calls for seg in argument_segments(
+            f"choices[{i}].delta.tool_calls[{call['index']}].function.arguments",
+            call["function"])]
+        self._guard.scan_output(self._state, segments)
+        choice = {"index": i, "delta": {"tool_calls": calls}, "finish_reason": None}
+        out.append(b"data: " + orjson.dumps({**st.envelope, "choices": [choice]}) + _SEP)
 
     # -- the window ------------------------------------------------------------------------
 
@@ -294,3 +322,21 @@ def _held_from(text: str, hold: int) -> int:
     if m is not None:
         cut = _word_start(text, m.start())
     return cut
+
+
+def _collect(st: _Choice, deltas: list[Any]) -> None:
+    """Add tool call pieces (``delta.tool_calls``) to the calls a choice is receiving."""
+    for piece in deltas:
+        if not isinstance(piece, dict):
+            continue
+        k = piece["index"] if isinstance(piece.get("index"), int) else 0
+        call = st.calls.setdefault(k, {"index": k, "function": {"arguments": ""}})
+        for key in ("id", "type"):
+            if piece.get(key) is not None:
+                call[key] = piece[key]
+        function = piece.get("function")
+        if isinstance(function, dict):
+            if function.get("name") and not call["function"].get("name"):
+                call["function"]["name"] = function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["function"]["arguments"] += function["arguments"]

@@ -61,9 +61,11 @@ _BENIGN_CONVERTERS = ("translation_converter", "translation_user_prompt", "tone_
                       "atbash_description", "vigenere_description")
 
 
-def fetch(wheels: Path) -> dict[str, zipfile.ZipFile]:
+def fetch(wheels: Path, pins: dict[str, str] | None = None) -> dict[str, zipfile.ZipFile]:
+    """The pinned wheels (``pins``: file name -> SHA-256; default ``WHEELS``), downloaded into
+    ``wheels`` if missing, each checked against its digest, by project name."""
     out = {}
-    for name, digest in WHEELS.items():
+    for name, digest in (WHEELS if pins is None else pins).items():
         path = wheels / name
         if not path.exists():
             spec = name.split("-")[0] + "==" + name.split("-")[1]

@@ -125,7 +125,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "data/guard/extra")
     args = parser.parse_args()
     helpers = _eval_helpers()
-    helpers.WHEELS = {name: digest for name, (digest, _, _) in WHEELS.items()}
     seen = []
     for path in (ROOT / "data/guard/train.jsonl", *sorted((ROOT / "data/guard/eval")
                                                           .glob("*.jsonl"))):
@@ -136,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wheels = args.wheels or Path(tmp)
         wheels.mkdir(parents=True, exist_ok=True)
-        zips = helpers.fetch(wheels)
+        zips = helpers.fetch(wheels, {name: digest for name, (digest, _, _) in WHEELS.items()})
         for name, (_, repo, licence) in WHEELS.items():
             rows = templates(zips[name.split("-")[0]], repo, licence)
             found += len(rows)

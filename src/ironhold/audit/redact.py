@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from stdnum import luhn
+
 __all__ = ["redact", "redact_text"]
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
@@ -26,19 +28,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = int(ch)
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
-
-
 def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group())
-    return "[REDACTED:card]" if _luhn(digits) else match.group()
+    return "[REDACTED:card]" if luhn.is_valid(digits) else match.group()
 
 
 def redact_text(text: str) -> str:

@@ -144,7 +144,7 @@ class Guard:
 
     def _input_findings(self, plan: Plan, seg: Segment) -> list[Finding]:
         found: list[Finding] = []
-        if plan.injection is not None and seg.role not in ("assistant",):
+        if plan.injection is not None and seg.role != "assistant":
             found += plan.injection.scan(seg.text, seg.where)
         pii = plan.input.get("pii")
         if pii is not None and pii.action != "off":

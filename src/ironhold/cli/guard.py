@@ -72,14 +72,12 @@ def eval_(
                       f"({counts['flag_rate']:.1%})")
 
 
-DEFAULT_DATA = [Path("data/guard/train.jsonl"), Path("data/guard/extra/prompt_templates.jsonl")]
-
-
 @app.command("train")
 def train_(
     data: Annotated[list[Path] | None, typer.Option(
         "--data", help="Labelled JSONL to train on (repeat for several files). Default: "
-        "data/guard/train.jsonl and data/guard/extra/prompt_templates.jsonl.", exists=True,
+        "data/guard/train.jsonl and the files in data/guard/extra/ (prompt_templates, "
+        "judge_prompts, attacks).", exists=True,
         dir_okay=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model.")] = Path(
         "src/ironhold/guard/models/injection.json"),
@@ -90,15 +88,15 @@ def train_(
         help="False-positive rate on the hard negatives (kind benign_hard) the threshold is "
         "also chosen for.", min=0.0, max=0.5)] = 0.02,
 ) -> None:
-    """Train the classifier reproducibly (needs `pip install 'ironhold[train]'`). Print the new
+    """Train the classifier reproducibly (needs `pip install 'ironhold\\[train]'`). Print the new
     model's SHA-256: pin it in guard/classifier.py (BUNDLED_SHA256) to ship it."""
     try:
-        from ironhold.guard.train import train
+        from ironhold.guard.train import DEFAULT_DATA, train
     except ImportError:
         fail("training needs scikit-learn: pip install 'ironhold[train]'")
     err = Console(stderr=True)
     try:
-        result = train(data or DEFAULT_DATA, out, target_fpr=target_fpr,
+        result = train(data or [Path(p) for p in DEFAULT_DATA], out, target_fpr=target_fpr,
                        target_hard_fpr=target_hard_fpr,
                        progress=lambda m: err.print(m))
     except ImportError:

@@ -1,7 +1,10 @@
 """The learned injection/jailbreak classifier, as the gateway runs it.
 
-A logistic regression over the binary features of ``guard.features``: a window's score is
-``sigmoid(bias + sum of its features' weights)``, a text's score the highest of its windows'.
+A logistic regression over the binary features of ``guard.features``, L2-normalized: a
+window's score is ``sigmoid(bias + sum of its features' weights / sqrt(number of features))``,
+a text's score the highest of its windows'. Without the normalization a long text scored high
+for its length alone (each common word adds a little), and long benign system prompts were
+flagged.
 Serving needs no ML library: the weights are a dict, and a 1,000-token prompt costs one
 normalization pass and about 2,000 dict lookups. The model ships in the package
 (``guard/models/injection.json``) with its SHA-256 pinned here; ``ironhold guard train``
@@ -28,7 +31,7 @@ __all__ = ["BUNDLED_MODEL", "BUNDLED_SHA256", "InjectionModel"]
 BUNDLED_MODEL = Path(__file__).parent / "models" / "injection.json"
 #: The digest of the shipped model; a model file that does not match is refused.
 _ZEROS = itertools.repeat(0.0)
-BUNDLED_SHA256 = "2cce954c80e68b99313defd6e3ba08eaea47e04055b6853d05404446c1f8a827"
+BUNDLED_SHA256 = "84f1b2c2d32c619f259742fa62f935b3c7b1f025840e9433886219a17acd469f"
 
 
 @dataclass(slots=True)
@@ -65,7 +68,8 @@ class InjectionModel:
 
     def score_window(self, toks: list[str], signals: frozenset[str],
                      pairs: list[str] | None = None) -> float:
-        z = self.bias + sum(map(self.weights.get, features(toks, signals, pairs), _ZEROS))
+        feats = features(toks, signals, pairs)
+        z = self.bias + sum(map(self.weights.get, feats, _ZEROS)) / math.sqrt(len(feats))
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def score(self, norm: Normalized) -> float:

@@ -15,7 +15,7 @@ __all__ = ["FEATURE_VERSION", "MIN_TOKENS", "WINDOW_STRIDE", "WINDOW_TOKENS", "b
            "features", "tokens", "windows"]
 
 #: Bumped whenever ``features`` changes; a model trained on another version is refused.
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 #: Tokens per window, and how far the next window starts.
 WINDOW_TOKENS = 400
 WINDOW_STRIDE = 300

@@ -33,9 +33,10 @@ class InjectionScanner:
         norm = normalize(text)
         rule = strongest_rule(norm.text)
         learned = self.model.score(norm)
-        if rule is not None and rule.score >= learned:
+        if rule is not None:
+            # A matching rule names the attack, whichever of the two scores is higher.
             category = "jailbreak" if rule.name in JAILBREAK_RULES else "prompt_injection"
-            return InjectionScore(rule.score, category, f"rule:{rule.name}")
+            return InjectionScore(max(rule.score, learned), category, f"rule:{rule.name}")
         signals = ",".join(sorted(norm.signals))
         detail = "classifier" + (f" ({signals})" if signals else "")
         return InjectionScore(learned, "prompt_injection", detail)

@@ -23,10 +23,16 @@ from ironhold.guard.features import FEATURE_VERSION, MIN_TOKENS, features, token
 from ironhold.guard.normalize import normalize
 from ironhold.guard.rules import strongest_rule
 
-__all__ = ["TrainResult", "load_labelled", "train"]
+__all__ = ["DEFAULT_DATA", "TrainResult", "load_labelled", "train"]
+
+#: What ``ironhold guard train`` reads by default, relative to the repository: the public
+#: training set, then the extra hard negatives and attacks built by
+#: ``scripts/guard-extra-data.py`` (see ``data/guard/extra/README.md``).
+DEFAULT_DATA = ("data/guard/train.jsonl", "data/guard/extra/prompt_templates.jsonl",
+                "data/guard/extra/judge_prompts.jsonl", "data/guard/extra/attacks.jsonl")
 
 #: Regularisation (inverse strength) of the logistic regression, chosen by cross-validation.
-C = 1.0
+C = 30.0
 SEED = 20250101
 
 
@@ -106,9 +112,9 @@ def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
 
     def fit(rows: list[list[str]], target: Any) -> tuple[Any, Any]:
         vec = CountVectorizer(analyzer=_identity, binary=True, min_df=2)
-        x = vec.fit_transform(rows)
+        x = _scaled(vec.fit_transform(rows), rows)
         model = LogisticRegression(C=C, max_iter=5000, class_weight="balanced")
-        model.fit(x.astype(np.float64), target)
+        model.fit(x, target)
         return vec, model
 
     oof = np.zeros(len(texts))
@@ -116,7 +122,8 @@ def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
     for i, (tr, te) in enumerate(folds.split(np.zeros(len(y)), y), 1):
         progress(f"cross-validation fold {i}/5")
         vec, model = fit([feats[j] for j in tr], y[tr])
-        z = model.decision_function(vec.transform([feats[j] for j in te]).astype(np.float64))
+        rows_te = [feats[j] for j in te]
+        z = model.decision_function(_scaled(vec.transform(rows_te), rows_te))
         oof[te] = 1.0 / (1.0 + np.exp(-z))
     oof[np.array(short)] = 0.0  # as the gateway scores them: rules only
     combined = np.maximum(oof, rules)
@@ -144,7 +151,8 @@ def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
             "data": [{"file": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
                      for p in files],
             "lines": len(texts), "attacks": int(y.sum()),
-            "model": "logistic regression, L2, class-balanced", "C": C,
+            "model": "logistic regression on L2-normalized binary features, L2, "
+                     "class-balanced", "C": C,
             "cv": {"folds": 5, "seed": SEED, "target_fpr": target_fpr,
                    "target_hard_fpr": target_hard_fpr, "hard_fpr": round(cv_hard_fpr, 4),
                    "recall": round(cv_recall, 4), "fpr": round(cv_fpr, 4)},
@@ -158,6 +166,16 @@ def train(data: Path | Sequence[Path], out: Path, *, target_fpr: float = 0.01,
     out.write_bytes(blob)
     return TrainResult(out, hashlib.sha256(blob).hexdigest(), len(texts), int(y.sum()),
                        len(weights), threshold, cv_recall, cv_fpr)
+
+
+def _scaled(x: Any, rows: list[list[str]]) -> Any:
+    """Each row divided by the square root of its number of features (unknown ones included),
+    as the gateway scores: binary features, L2-normalized."""
+    import numpy as np
+    import scipy.sparse
+
+    scale = 1.0 / np.sqrt(np.array([max(1, len(r)) for r in rows], dtype=np.float64))
+    return scipy.sparse.diags(scale) @ x.astype(np.float64)
 
 
 def _threshold_for(scores: Any, fpr: float) -> float:

@@ -112,7 +112,7 @@ class Runner:
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RedteamError(f"cannot reach {url}: {exc or type(exc).__name__}") from exc
-        code = _error_code(raw)
+        code, _ = _error(raw)
         if resp.status == 401:
             raise RedteamError(f"{url} refused the key (401): pass a valid --key")
         if resp.status == 404:
@@ -155,11 +155,12 @@ class Runner:
             await asyncio.sleep(_retry_delay(retry_after))
         ms = (time.perf_counter() - start) * 1000
         if status != 200:
-            code = _error_code(raw)
+            code, message = _error(raw)
             if status in (401, 429) or status >= 500:
                 return self._result(probe, "error", status, code, f"HTTP {status}", ms)
-            return self._result(probe, "blocked", status, code,
-                                f"HTTP {status} {code or ''}".strip(), ms)
+            # The endpoint's own reason (Ironhold names the category it found) says why.
+            reason = f"HTTP {status} {code or ''}".strip() + (f": {message}" if message else "")
+            return self._result(probe, "blocked", status, code, reason[:300], ms)
         answer = _stream_answer(raw) if stream else _answer(raw, probe.endpoint)
         if answer.error_code is not None:  # a stream that ended with an error event
             return self._result(probe, "blocked", status, answer.error_code,
@@ -231,15 +232,16 @@ def _retry_delay(header: str | None) -> float:
         return 1.0
 
 
-def _error_code(raw: bytes) -> str | None:
+def _error(raw: bytes) -> tuple[str | None, str]:
+    """An OpenAI-shaped error body's code (or type) and message."""
     try:
         error = orjson.loads(raw).get("error")
     except (orjson.JSONDecodeError, AttributeError):
-        return None
+        return None, ""
     if isinstance(error, dict):
         code = error.get("code") or error.get("type")
-        return str(code) if code else None
-    return None
+        return (str(code) if code else None), str(error.get("message") or "")
+    return None, ""
 
 
 def _answer(raw: bytes, endpoint: str) -> _Answer:

@@ -37,6 +37,13 @@ _ORDERS = r"(?:instructions?|directives?|prompts?|rules|guidelines|commands?|ord
 _DROP = r"(?:ignore|disregard|forget|skip|override|overwrite|bypass|abandon|drop|discard|neglect|set aside|do not follow|don't follow|stop following)"
 
 
+# "Ignore all previous instructions" in Spanish, Portuguese, French, Italian, German and Dutch,
+# on normalized text (accents gone: "précédentes" reads "precedentes").
+_DROP_ML = r"(?:ignora|ignore|ignorez|ignori|ignoriere|ignorieren sie|olvida|olvide|descarta|omite|esqueca|desconsidere|oublie|oubliez|dimentica|dimenticate|vergiss|vergessen sie|missachte|negeer|vergeet)"
+_ORDERS_ML = r"(?:instrucciones|indicaciones|reglas|instrucoes|regras|instructions|consignes|regles|istruzioni|regole|anweisungen|instruktionen|regeln|vorgaben|instructies|regels)"
+_PRIOR_ML = r"(?:anteriores|previas|precedentes|anterieures|precedenti|vorherigen|bisherigen|fruheren|vorigen|eerdere|voorgaande|vorige)"
+
+
 def _r(name: str, pattern: str, score: float, anchors: tuple[str, ...],
        negatable: bool = True) -> Rule:
     return Rule(name, re2.compile("(?m)" + pattern), score, negatable, anchors)
@@ -51,6 +58,7 @@ _NEGATION = re.compile(r"(?:\bnever|\bnot|n't|\bno|\bnor|\bwithout|\brefuse to|\
 
 RULES: tuple[Rule, ...] = (
     _r("ignore_previous", rf"\b{_DROP}\s+(?:\w+\s+){{0,3}}?{_PRIOR}\s+(?:\w+\s+){{0,2}}?{_ORDERS}", 0.98, _DROP_ANCHORS),
+    _r("ignore_previous_ml", rf"\b{_DROP_ML}\s+(?:\w+\s+){{0,3}}?(?:{_ORDERS_ML}\s+(?:\w+\s+)?{_PRIOR_ML}|{_PRIOR_ML}\s+{_ORDERS_ML})\b", 0.98, ("ignor", "olvid", "descart", "omit", "esquec", "desconsider", "oubli", "dimentic", "vergiss", "vergessen", "missacht", "negeer", "vergeet")),
     _r("ignore_orders", rf"\b{_DROP}\s+(?:all|any|every|your)\s+(?:\w+\s+){{0,2}}?{_ORDERS}", 0.95, _DROP_ANCHORS),
     _r("new_instructions", r"\b(?:new|updated|real|actual|true|revised)\s+(?:system\s+)?(?:instructions?|directives?|rules)\s*(?:are|is|follow)?\s*:", 0.9, ("instruction", "directive", "rules")),
     _r("reveal_prompt", r"\b(?:reveal|print|show|output|repeat|display|leak|tell me|give me|write out|spell out|disclose|dump)\s+(?:\w+\s+){0,3}?(?:system|initial|original|hidden|secret|full|entire|pre-?)\s*(?:prompt|instructions|message)", 0.9, ("prompt", "instructions", "message")),

@@ -162,7 +162,7 @@ def test_content_is_kept_only_on_request_and_then_redacted(
     content = orjson.loads(row.record)["content"]
     text = content["request"]["messages"][0]["content"]
     assert "[REDACTED:email]" in text and "[REDACTED:api_key]" in text
-    assert "[REDACTED:card]" in text
+    assert "[REDACTED:payment_card]" in text
     for leaked in ("jane.doe", secret, "4111 1111"):
         assert leaked not in row.record
     assert content["response"]["object"] == "chat.completion"

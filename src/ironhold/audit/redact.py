@@ -1,9 +1,11 @@
 """Redaction of request and response content kept in audit records (``audit.content: true``).
 
-Masks what must never sit in a log: credentials (Ironhold and OpenAI-style keys, bearer tokens,
-JWTs, AWS access keys, private key blocks), e-mail addresses, payment card numbers (Luhn
-checked) and phone-number-like digit runs. Each is replaced by ``[REDACTED:<kind>]``. The
-runtime guard (its own module) detects far more; this is the audit log's floor.
+Masks what must never sit in a log. The runtime guard's scanners find personal data (e-mail,
+phone, payment cards, IBANs, national ids, IP addresses) and secrets (every detect-secrets
+plugin, private keys, passwords, random-looking tokens); a floor of patterns of the audit's own
+adds credentials a log must lose even when they do not look random: Ironhold and OpenAI-style
+keys, bearer tokens, JWTs, AWS access keys, private key blocks. Each span found is replaced by
+``[REDACTED:<kind>]``, where overlapping finds merge into one.
 """
 
 from __future__ import annotations
@@ -11,35 +13,39 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from stdnum import luhn
+from ironhold.guard.pii import scan_pii
+from ironhold.guard.secrets import scan_secrets
 
 __all__ = ["redact", "redact_text"]
 
-_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+_FLOOR: list[tuple[str, re.Pattern[str]]] = [
     ("private_key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?"
                                r"(?:-----END [A-Z ]*PRIVATE KEY-----|$)")),
     ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")),
     ("bearer", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")),
     ("api_key", re.compile(r"\b(?:ih|sk)-[A-Za-z0-9_-]{16,}")),
     ("aws_key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("email", re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")),
-    ("card", re.compile(r"\b(?:\d[ -]?){12,18}\d\b")),
-    ("phone", re.compile(r"(?<![\w+])\+?\d[\d ().-]{6,}\d\b")),
 ]
 
 
-def _card(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group())
-    return "[REDACTED:card]" if luhn.is_valid(digits) else match.group()
-
-
 def redact_text(text: str) -> str:
-    for kind, pattern in _PATTERNS:
-        if kind == "card":
-            text = pattern.sub(_card, text)
+    spans = [(m.start(), m.end(), kind) for kind, pattern in _FLOOR
+             for m in pattern.finditer(text)]
+    spans += [(f.start, f.end, f.category) for f in scan_secrets(text)]
+    spans += [(f.start, f.end, f.category) for f in scan_pii(text)]
+    merged: list[list[Any]] = []
+    for start, stop, kind in sorted(spans):
+        if merged and start < merged[-1][1]:  # overlaps: one span, the first find's kind
+            merged[-1][1] = max(merged[-1][1], stop)
         else:
-            text = pattern.sub(f"[REDACTED:{kind}]", text)
-    return text
+            merged.append([start, stop, kind])
+    out: list[str] = []
+    at = 0
+    for start, stop, kind in merged:
+        out += [text[at:start], f"[REDACTED:{kind}]"]
+        at = stop
+    out.append(text[at:])
+    return "".join(out)
 
 
 def redact(value: Any) -> Any:

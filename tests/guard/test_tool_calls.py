@@ -83,3 +83,30 @@ def test_tool_arguments_are_not_refusals(model: InjectionModel) -> None:
     guard.scan_output(state, list(output_segments(doc)))
     assert [r["where"] for r in state.records if r["category"] == "refusal"] == [
         "choices[0].message.content"]
+
+
+def test_numbers_in_tool_arguments_are_scanned(model: InjectionModel) -> None:
+    # A card number written as a JSON number leaks as surely as one in a string.
+    guard = Guard(GuardConfig(output={"pii": {"action": "redact"}}), {}, model)
+    state = RequestGuard(guard.plan("chat"))
+    doc = answer('{"card": 4111111111111111, "amount": 1250, "order": 1234567, "ok": true}')
+    guard.scan_output(state, list(output_segments(doc)))
+    assert orjson.loads(arguments(doc)) == {"card": "[CARD_1]", "amount": 1250,
+                                            "order": 1234567, "ok": True}
+    assert [r["where"] for r in state.records] == [
+        "choices[0].message.tool_calls[0].function.arguments.card"]
+
+
+def test_a_restored_number_goes_back_to_the_tool_as_a_number(model: InjectionModel) -> None:
+    guard = Guard(GuardConfig(input={"pii": {"action": "redact", "restore": True}}), {}, model)
+    state = RequestGuard(guard.plan("chat"))
+    sent = Segment("messages[0].content", "Charge card 4111 1111 1111 1111 please", "user",
+                   lambda _: None)
+    guard.scan_input(state, [sent])
+    assert sent.text == "Charge card [CARD_1] please"
+    doc = answer('{"card": "[CARD_1]", "cents": 4111111111111111}')
+    guard.scan_output(state, list(output_segments(doc)))
+    restored = orjson.loads(arguments(doc))
+    assert restored["card"] == "4111 1111 1111 1111"
+    # The model wrote the caller's own card as a number: it stays the same number.
+    assert restored["cents"] == 4111111111111111

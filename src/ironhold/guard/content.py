@@ -92,6 +92,10 @@ def output_segments(body: dict[str, Any]) -> Iterator[Segment]:
                           _setter(choice, "text"))
 
 
+#: Numbers in tool arguments with this many digits or more are scanned (phone numbers have 7+).
+_DIGITS = 10 ** 6
+
+
 def argument_segments(where: str, function: dict[str, Any]) -> Iterator[Segment]:
     """A tool call's arguments: each string value of the JSON, written back re-encoded (so a
     placeholder never breaks the JSON); arguments that are not a JSON object or array, whole."""
@@ -110,6 +114,12 @@ def argument_segments(where: str, function: dict[str, Any]) -> Iterator[Segment]
             function["arguments"] = orjson.dumps(args).decode()
         return put
 
+    def number_writer(container: Any, key: Any) -> Callable[[str], None]:
+        def put(value: str) -> None:
+            container[key] = int(value) if value.isdigit() else value
+            function["arguments"] = orjson.dumps(args).decode()
+        return put
+
     stack: list[tuple[str, Any]] = [("", args)]
     while stack:
         path, node = stack.pop()
@@ -118,5 +128,10 @@ def argument_segments(where: str, function: dict[str, Any]) -> Iterator[Segment]
             here = f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]"
             if isinstance(value, str):
                 yield Segment(where + here, value, "assistant", writer(node, key), prose=False)
+            elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _DIGITS:
+                # A card or phone number written as a JSON number. Redaction makes it a string
+                # placeholder; a value that is digits again (restored) goes back as a number.
+                yield Segment(where + here, str(value), "assistant", number_writer(node, key),
+                              prose=False)
             elif isinstance(value, dict | list):
                 stack.append((here, value))

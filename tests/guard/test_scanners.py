@@ -12,6 +12,7 @@ import pytest
 from ironhold.core.errors import ArtifactIntegrityError
 from ironhold.guard import InjectionModel, InjectionScanner
 from ironhold.guard.classifier import BUNDLED_MODEL
+from ironhold.guard.features import tokens
 from ironhold.guard.leaks import SystemPromptLeak, new_canary, scan_leaks, scan_refusal
 from ironhold.guard.normalize import normalize
 from ironhold.guard.pii import scan_pii
@@ -153,6 +154,20 @@ def test_secrets_are_found_by_detect_secrets_plugins_and_entropy() -> None:
     found_values = {line[f.start:f.end] for f in scan_secrets(line)}
     assert found_values == {"abc12345xyz", "k3y-v4lue-9"}
     assert scan_secrets(prose + 'He said "!!" == "??" loudly.') == []
+
+
+def test_links_and_addresses_are_not_taken_for_injections(scanner: InjectionScanner) -> None:
+    # The training attacks hold far more links than its benign lines; a model that saw their
+    # parts weighed "com" like "ignore". Links and e-mail addresses are left out of the features.
+    assert tokens("mail jane.doe@example.com or see https://example.com/a?b=1 now") == [
+        "mail", "or", "see", "now"]
+    for text in ("Please email jane.doe@example.com about card 4111 1111 1111 1111",
+                 "Can you summarize the article at https://www.bbc.com/news/technology for me?",
+                 "Draft an email to my team at team@company.com announcing the Friday release.",
+                 "Check this link for me please: http://bit.ly/3xYz is it a phishing site?"):
+        assert scanner.scan(text) == [], text
+    # An e-mail address is not leetspeak ("doe@example" is not "doeaexample").
+    assert normalize("write to jane.doe@example.com").signals == frozenset()
 
 
 def test_rule_anchors_never_hide_a_match() -> None:

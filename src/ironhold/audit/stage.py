@@ -21,7 +21,7 @@ import orjson
 from ironhold.audit.log import AuditLog
 from ironhold.audit.record import build_record
 from ironhold.audit.redact import redact, redact_text
-from ironhold.core.errors import AuditUnavailableError, IronholdError
+from ironhold.core.errors import AuditUnavailableError, IronholdError, stream_error_event
 from ironhold.core.exchange import ChunkStream, Exchange, Reply
 from ironhold.core.pipeline import Handler
 from ironhold.core.usage import observe_sse, usage_of
@@ -137,9 +137,7 @@ class _AuditedStream:
             try:
                 await self._finish(self._error or "ok")
             except AuditUnavailableError as exc:
-                return b"data: " + orjson.dumps({"error": {
-                    "message": exc.message, "type": "server_error", "param": None,
-                    "code": exc.code}}) + b"\n\n"
+                return stream_error_event(exc, "server_error")
         return chunk
 
     async def _finish(self, outcome: str) -> None:

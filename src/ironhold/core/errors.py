@@ -1,6 +1,7 @@
 """Ironhold's one exception hierarchy.
 
 Core code raises these; only ``api/`` turns them into HTTP statuses and the OpenAI error body.
+A stream that already began cannot change its status: it ends with ``stream_error_event``.
 
     IronholdError
     ├── ConfigError                  the config file is invalid (names file, field path, problem)
@@ -24,6 +25,8 @@ Core code raises these; only ``api/`` turns them into HTTP statuses and the Open
 """
 
 from __future__ import annotations
+
+import orjson
 
 
 class IronholdError(Exception):
@@ -127,3 +130,10 @@ class AuditUnavailableError(IronholdError):
 
 class GuardUnavailableError(IronholdError):
     code = "guard_unavailable"
+
+
+def stream_error_event(exc: IronholdError, kind: str) -> bytes:
+    """The server-sent event that ends a stream which already began, with ``exc`` in OpenAI's
+    error shape (``kind`` is its ``type``): the ``openai`` SDK raises it as ``APIError``."""
+    return b"data: " + orjson.dumps({"error": {"message": exc.message, "type": kind,
+                                               "param": None, "code": exc.code}}) + b"\n\n"

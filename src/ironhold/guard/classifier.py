@@ -31,7 +31,7 @@ __all__ = ["BUNDLED_MODEL", "BUNDLED_SHA256", "InjectionModel"]
 BUNDLED_MODEL = Path(__file__).parent / "models" / "injection.json"
 #: The digest of the shipped model; a model file that does not match is refused.
 _ZEROS = itertools.repeat(0.0)
-BUNDLED_SHA256 = "84f1b2c2d32c619f259742fa62f935b3c7b1f025840e9433886219a17acd469f"
+BUNDLED_SHA256 = "d9025218685c0f2af84d444a4a3e88835ffa961c2b4322551fc786fc7e925aca"
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ _LEET_RUN = re2.compile(r"[a-z0-9@$!|]*[0-9@$!|][a-z][a-z0-9@$!|]*")
 _SPACED_HINT = re.compile(r"[ ._\-*/][a-z][ ._\-*/][a-z][ ._\-*/]")
 _DIGIT_RUN = re.compile(r"[0-9]{3}")
 _INNER_SUB = re.compile(r"[a-z][0-9@$!|][a-z]")
+_DOMAIN_AFTER = re.compile(r"\.[a-z]")
 # Four or more single letters joined by one separator: "i g n o r e", "i-g-n-o-r-e".
 _SPACED = re.compile(r"(?<![a-z])(?:[a-z][ ._\-*/]){3,}[a-z](?![a-z])")
 _SPACED_SEP = re.compile(r"[ ._\-*/]")
@@ -163,6 +164,9 @@ def _unleet_text(text: str) -> str:
 
 def _unleet(match: re.Match[str]) -> str:
     token = match.group()
+    # An e-mail address is not leet: "doe@example" followed by ".com".
+    if "@" in token and _DOMAIN_AFTER.match(match.string, match.end()):
+        return token
     # Leave numbers with units and identifiers ("4k", "1st", "mp3", "sha256") alone: leet needs
     # two substitutes, or one between letters, and no run of three digits.
     if _DIGIT_RUN.search(token):

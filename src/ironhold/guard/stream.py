@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from ironhold.core.errors import InvalidRequestError, IronholdError
+from ironhold.core.errors import InvalidRequestError, IronholdError, stream_error_event
 from ironhold.core.exchange import ChunkStream, Exchange
 from ironhold.guard.content import argument_segments
 from ironhold.guard.engine import Guard, RequestGuard, blocked
@@ -131,8 +131,7 @@ class GuardedStream:
             self._done = True
             kind = "invalid_request_error" if isinstance(exc, InvalidRequestError) \
                 else "server_error"
-            out.append(b"data: " + orjson.dumps({"error": {
-                "message": exc.message, "type": kind, "param": None, "code": exc.code}}) + _SEP)
+            out.append(stream_error_event(exc, kind))
         return b"".join(out)
 
     def _feed(self, chunk: bytes, out: list[bytes]) -> None:

@@ -31,7 +31,9 @@ __all__ = ["DEFAULT_DATA", "TrainResult", "load_labelled", "train"]
 DEFAULT_DATA = ("data/guard/train.jsonl", "data/guard/extra/prompt_templates.jsonl",
                 "data/guard/extra/judge_prompts.jsonl", "data/guard/extra/attacks.jsonl")
 
-#: Regularisation (inverse strength) of the logistic regression, chosen by cross-validation.
+#: Regularisation (inverse strength) of the logistic regression. Of 10, 30 and 100, 30 had the
+#: best recall with whole sources held out (5 folds grouped by repository); plain 5-fold recall
+#: keeps rising with C as the model leans on each source's quirks.
 C = 30.0
 SEED = 20250101
 

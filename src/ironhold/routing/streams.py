@@ -8,9 +8,12 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
 
-import orjson
-
-from ironhold.core.errors import BadGatewayError, IronholdError, UpstreamTimeoutError
+from ironhold.core.errors import (
+    BadGatewayError,
+    IronholdError,
+    UpstreamTimeoutError,
+    stream_error_event,
+)
 from ironhold.core.exchange import ChunkStream
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
@@ -76,10 +79,8 @@ class Relay:
             "model": group.name, "deployment": deployment.name,
             "error": exc.code, "detail": exc.message})
         await self.aclose()
-        error = {"error": {"message": exc.message, "type": "upstream_error",
-                           "param": None, "code": exc.code}}
         lead = b"" if self._at_boundary else b"\n\n"
-        return lead + b"data: " + orjson.dumps(error) + b"\n\n"
+        return lead + stream_error_event(exc, "upstream_error")
 
     async def aclose(self) -> None:
         if self._closed:

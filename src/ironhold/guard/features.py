@@ -30,13 +30,58 @@ _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]{1,4}")
 #: their presence says anything about intent, and the training attacks hold many more links
 #: than its benign lines, so a model that saw them learned "a link is an attack". Data sent
 #: out through links is the rules' and the output scanners' job.
-_LINK = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]\"']+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_LOCAL_PART = re.compile(r"[\w.+-]{1,64}$")
+_DOMAIN = re.compile(r"@[\w-]+(?:\.[\w-]+)+")
+_URL_REST = re.compile(r"[^\s<>()\[\]\"']+")
+
+
+def _links(text: str) -> list[tuple[int, int]]:
+    """Where the links (``http://``, ``https://``, ``www.``) and e-mail addresses are, found from
+    each ``@``, ``://`` and ``www.`` (a regex tried at every position cost 0.4 ms a prompt)."""
+    spans = []
+    at = text.find("@")
+    while at != -1:
+        domain = _DOMAIN.match(text, at)
+        local = _LOCAL_PART.search(text, max(0, at - 64), at) if domain else None
+        if domain and local:
+            spans.append((local.start(), domain.end()))
+        at = text.find("@", at + 1)
+    at = text.find("://")
+    while at != -1:
+        scheme = 5 if text.startswith("https", at - 5) else 4 if text.startswith("http", at - 4) \
+            else 0
+        rest = _URL_REST.match(text, at + 3)
+        if scheme and rest:
+            spans.append((at - scheme, rest.end()))
+        at = text.find("://", at + 3)
+    at = text.find("www.")
+    while at != -1:
+        rest = _URL_REST.match(text, at + 4)
+        if rest:
+            spans.append((at, rest.end()))
+        at = text.find("www.", at + 4)
+    return spans
+
+
+def _drop_links(text: str) -> str:
+    spans = sorted(_links(text))
+    if not spans:
+        return text
+    out = []
+    at = 0
+    for start, end in spans:
+        if end <= at:
+            continue
+        out.append(text[at:max(at, start)] + " ")
+        at = end
+    out.append(text[at:])
+    return "".join(out)
 
 
 def tokens(text: str) -> list[str]:
     """The normalized text's tokens."""
-    if "://" in text or "www." in text or "@" in text:
-        text = _LINK.sub(" ", text)
+    if "@" in text or "://" in text or "www." in text:
+        text = _drop_links(text)
     return _TOKEN.findall(text)
 
 

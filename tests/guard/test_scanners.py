@@ -166,6 +166,9 @@ def test_links_and_addresses_are_not_taken_for_injections(scanner: InjectionScan
                  "Draft an email to my team at team@company.com announcing the Friday release.",
                  "Check this link for me please: http://bit.ly/3xYz is it a phishing site?"):
         assert scanner.scan(text) == [], text
+    # Edges: a scheme without "http", "@" without a domain, a link inside a link, text after.
+    assert tokens("ftp://a.b x@y a@b.c:https://www.z.org/p?q=1 ok www. end") == [
+        "ftp", "://", "a", ".", "b", "x", "@", "y", ":", "ok", "www", ".", "end"]
     # An e-mail address is not leetspeak ("doe@example" is not "doeaexample").
     assert normalize("write to jane.doe@example.com").signals == frozenset()
 

@@ -196,12 +196,17 @@ async def test_a_failing_scanner_in_a_stream(model: InjectionModel, on_error: st
     text = LOREM * 4
     out, exchange, _ = await relay(guard, events(tokens(text)), 30)
     got, errors, _ = parse(out)
-    assert exchange.guard[0] == {"scanner": "error", "where": "choices[0].delta.content",
-                                 "error": "RuntimeError", "action": f"fail_{on_error}"}
+    first = {"scanner": "error", "where": "choices[0].delta.content", "error": "RuntimeError",
+             "action": f"fail_{on_error}"}
     if on_error == "closed":
+        assert exchange.guard == [first]
         assert errors[0]["code"] == "guard_unavailable" and got == ""
     else:
         assert got == text and not errors
+        # Every window failed; the audit record says so once, with how many times.
+        assert len(exchange.guard) == 1
+        count = exchange.guard[0].pop("count")
+        assert exchange.guard[0] == first and isinstance(count, int) and count > 5
 
 
 def tool_events(pieces: list[str], content: str = "") -> bytes:

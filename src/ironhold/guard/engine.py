@@ -78,6 +78,8 @@ class RequestGuard:
     #: Placeholders standing for the caller's own personal data (restorable).
     own: set[str] = field(default_factory=set)
     records: list[dict[str, object]] = field(default_factory=list)
+    #: Scanner errors recorded so far, by place and error type (a stream fails once per window).
+    failures: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
 
     def note(self, finding: Finding, action: str) -> None:
         record = finding.record()
@@ -210,10 +212,18 @@ class Guard:
         except GuardBlockedError:
             raise
         except Exception as exc:
-            log.exception("guard scanner failed on %s", where)
-            state.records.append({"scanner": "error", "where": where,
-                                  "error": type(exc).__name__,
-                                  "action": "fail_" + state.plan.on_error})
+            # A stream scans the same place once per window: one record (and one logged
+            # traceback) per place and error, with a count, not one per window.
+            key = (where, type(exc).__name__)
+            record = state.failures.get(key)
+            if record is not None:  # already recorded (and perhaps flushed to the exchange)
+                record["count"] = int(str(record.get("count", 1))) + 1
+            else:
+                log.exception("guard scanner failed on %s", where)
+                state.failures[key] = record = {"scanner": "error", "where": where,
+                                                "error": key[1],
+                                                "action": "fail_" + state.plan.on_error}
+                state.records.append(record)
             if state.plan.on_error == "closed":
                 raise GuardUnavailableError(
                     "The guard could not scan this request and fails closed; try again.") from exc

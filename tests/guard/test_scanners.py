@@ -201,6 +201,21 @@ def test_email_and_phone_edges() -> None:
         "+1 (415) 555-2672", "0044 20 7946 0958"]
 
 
+def test_numbers_are_found_around_each_digit_run() -> None:
+    # The patterns run only around runs of digits and separators, and IBANs and codici
+    # fiscali only two and six characters before one; values glued to words, prefixes
+    # ("+", "(") and a DNI's letter after its dash are found as by a search of the whole text.
+    text = ("x4111 1111 1111 1111 / id 12345678-Z, CF RSSMRA85T10A562S. IBAN "
+            "GB82 WEST 1234 5698 7654 32 from 192.168.1.20 or fe80::1ff:fe23:4567:890a, "
+            "SSN 123-45-6789, CPF 111.444.777-35")
+    found = [(f.category, text[f.start:f.end]) for f in scan_pii(text)]
+    assert found == [("payment_card", "4111 1111 1111 1111"),
+                     ("national_id", "12345678-Z"), ("national_id", "RSSMRA85T10A562S"),
+                     ("iban", "GB82 WEST 1234 5698 7654 32"), ("ip_address", "192.168.1.20"),
+                     ("ip_address", "fe80::1ff:fe23:4567:890a"),
+                     ("national_id", "123-45-6789"), ("national_id", "111.444.777-35")]
+
+
 def test_leaks_canary_overlap_exfiltration_invisible_and_refusals() -> None:
     canary = new_canary()
     assert scan_leaks(f"my instructions begin with {canary}", canary=canary)[0].detail == "canary"

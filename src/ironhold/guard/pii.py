@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 
 import phonenumbers
+import re2
 from stdnum import iban, luhn
 from stdnum.br import cpf
 from stdnum.es import dni
@@ -42,6 +43,33 @@ _IPV4 = re.compile(r"\d(?<![\d.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\.?\d)")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])")
 _SPACE = re.compile(r"\s")
 _DIGIT = re.compile(r"\d")
+#: Every match of a pattern that starts with a digit (cards, phones, ids, IPv4) is digits and
+#: ``\s().-`` from its first digit to its last, so it lies in one run of these, give or take a
+#: prefix ("+", "00(") and a suffix ("-Z" of a DNI). The patterns run only around these runs
+#: instead of at every position of the text. An IBAN starts two letters before its first digit,
+#: a codice fiscale six: each is tried only there.
+_DIGIT_RUN = re.compile(r"\d[\d\s().\-]*")
+#: An IPv6 address is a run of hex digits and colons with two colons or more.
+_HEX_RUN = re2.compile(r"[0-9A-Fa-f:]*:[0-9A-Fa-f:]*:[0-9A-Fa-f:]*")
+
+
+def _windows(runs: list[tuple[int, int]], size: int, before: int, after: int
+             ) -> list[tuple[int, int]]:
+    """The runs widened by ``before`` and ``after`` characters, merged where they touch."""
+    out: list[tuple[int, int]] = []
+    for start, end in runs:
+        lo, hi = max(0, start - before), min(size, end + after)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _within(pattern: re.Pattern[str], text: str, windows: list[tuple[int, int]]
+            ) -> Iterator[re.Match[str]]:
+    for lo, hi in windows:
+        yield from pattern.finditer(text, lo, hi)
 
 
 def _emails(text: str) -> Iterator[re.Match[str]]:
@@ -64,7 +92,8 @@ def _emails(text: str) -> Iterator[re.Match[str]]:
 def _ipv6(text: str) -> Iterator[re.Match[str]]:
     # A valid IPv6 address has "::" or seven colons; other matches fail the check anyway.
     if "::" in text or text.count(":") >= 7:
-        yield from _IPV6.finditer(text)
+        runs = [m.span() for m in _HEX_RUN.finditer(text)]
+        yield from _within(_IPV6, text, _windows(runs, len(text), 1, 1))
 
 
 def _valid(check: Callable[[str], bool]) -> Callable[[str], bool]:
@@ -85,18 +114,22 @@ def _ip(value: str) -> bool:
     return not (addr.is_loopback or addr.is_unspecified or str(addr).endswith("::"))
 
 
-_CHECKS: tuple[tuple[str, Callable[[str], Iterator[re.Match[str]]], Callable[[str], bool]],
-               ...] = (
+#: (kind, where to find candidates, the check a candidate must pass). A compiled pattern starts
+#: with a digit and runs only around the text's digit runs; (pattern, k) is tried k characters
+#: before each digit run; a function runs on the whole text.
+_Source = (re.Pattern[str] | tuple[re.Pattern[str], int]
+           | Callable[[str], Iterator[re.Match[str]]])
+_CHECKS: tuple[tuple[str, _Source, Callable[[str], bool]], ...] = (
     ("email", _emails, lambda _: True),
-    ("payment_card", _CARD.finditer, _valid(lambda v: 13 <= len(re.sub(r"\D", "", v)) <= 19
+    ("payment_card", _CARD, _valid(lambda v: 13 <= len(re.sub(r"\D", "", v)) <= 19
                                    and luhn.is_valid(re.sub(r"\D", "", v)))),
-    ("iban", _IBAN.finditer, _valid(iban.is_valid)),
-    ("national_id", _SSN.finditer, _valid(ssn.is_valid)),
-    ("national_id", _DNI.finditer, _valid(dni.is_valid)),
-    ("national_id", _CF.finditer, _valid(codicefiscale.is_valid)),
-    ("national_id", _CPF.finditer, _valid(cpf.is_valid)),
-    ("national_id", _AADHAAR.finditer, _valid(aadhaar.is_valid)),
-    ("ip_address", _IPV4.finditer, _ip),
+    ("iban", (_IBAN, 2), _valid(iban.is_valid)),
+    ("national_id", _SSN, _valid(ssn.is_valid)),
+    ("national_id", _DNI, _valid(dni.is_valid)),
+    ("national_id", (_CF, 6), _valid(codicefiscale.is_valid)),
+    ("national_id", _CPF, _valid(cpf.is_valid)),
+    ("national_id", _AADHAAR, _valid(aadhaar.is_valid)),
+    ("ip_address", _IPV4, _ip),
     ("ip_address", _ipv6, _ip),
 )
 
@@ -121,14 +154,27 @@ def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None 
         found.append(Finding("pii", kind, "LLM02", 1.0, start, end, where, kind))
 
     digits = _DIGIT.search(text) is not None  # every kind but e-mail and IPv6 needs one
-    for kind, matches, check in _CHECKS:
-        if kind not in wanted or not (digits or matches in _WITHOUT_DIGITS):
+    # Up to 3 characters before a run ("+(" and the character a look-behind reads) and 2 after
+    # (a DNI's "-Z" and the character a look-ahead reads).
+    runs = [m.span() for m in _DIGIT_RUN.finditer(text)] if digits else []
+    windows = _windows(runs, len(text), 3, 2)
+    for kind, source, check in _CHECKS:
+        if kind not in wanted or not (digits or source in _WITHOUT_DIGITS):
             continue
-        for m in matches(text):
+        if isinstance(source, re.Pattern):
+            matches: Iterable[re.Match[str] | None] = _within(source, text, windows)
+        elif isinstance(source, tuple):
+            pattern, back = source
+            matches = (pattern.match(text, start - back) for start, _ in runs if start >= back)
+        else:
+            matches = source(text)
+        for m in matches:
+            if m is None:
+                continue
             if check(m.group()):
                 add(kind, m.start(), m.end())
     if "phone" in wanted and digits:
-        for m in _PHONE.finditer(text):
+        for m in _within(_PHONE, text, windows):
             if any(m.start() < e and s < m.end() for s, e in taken):
                 continue
             if sum(c.isdigit() for c in m.group()) < 7:

@@ -48,8 +48,9 @@ def _links(text: str) -> list[tuple[int, int]]:
         at = text.find("@", at + 1)
     at = text.find("://")
     while at != -1:
-        scheme = 5 if text.startswith("https", at - 5) else 4 if text.startswith("http", at - 4) \
-            else 0
+        # (startswith with a negative start would read the end of the text)
+        scheme = 5 if at >= 5 and text.startswith("https", at - 5) \
+            else 4 if at >= 4 and text.startswith("http", at - 4) else 0
         rest = _URL_REST.match(text, at + 3)
         if scheme and rest:
             spans.append((at - scheme, rest.end()))

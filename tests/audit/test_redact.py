@@ -20,6 +20,8 @@ def test_the_audit_floor_masks_credentials_that_do_not_look_random() -> None:
     assert redact_text(f"key {key} ok") == "key [REDACTED:api_key] ok"
     assert redact_text("Authorization: Bearer abcdefgh12345678") == (
         "Authorization: [REDACTED:bearer]")
+    # A local number the guard cannot read without a region.
+    assert redact_text("call 415 555 0100 today") == "call [REDACTED:phone] today"
 
 
 def test_overlapping_finds_become_one_placeholder() -> None:

@@ -3,9 +3,10 @@
 Masks what must never sit in a log. The runtime guard's scanners find personal data (e-mail,
 phone, payment cards, IBANs, national ids, IP addresses) and secrets (every detect-secrets
 plugin, private keys, passwords, random-looking tokens); a floor of patterns of the audit's own
-adds credentials a log must lose even when they do not look random: Ironhold and OpenAI-style
-keys, bearer tokens, JWTs, AWS access keys, private key blocks. Each span found is replaced by
-``[REDACTED:<kind>]``, where overlapping finds merge into one.
+adds what a log must lose even when it does not look random or valid: Ironhold and
+OpenAI-style keys, bearer tokens, JWTs, AWS access keys, private key blocks, and
+phone-number-like digit runs. Each span found is replaced by ``[REDACTED:<kind>]``, where
+overlapping finds merge into one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ _FLOOR: list[tuple[str, re.Pattern[str]]] = [
     ("bearer", re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")),
     ("api_key", re.compile(r"\b(?:ih|sk)-[A-Za-z0-9_-]{16,}")),
     ("aws_key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    # Phone-number-like digit runs, valid or not, with or without a country code: a log would
+    # rather lose a date than keep "415 555 0100" (the guard reads numbers without "+" only
+    # with a region).
+    ("phone", re.compile(r"(?<![\w+])\+?\d[\d ().-]{6,}\d\b")),
 ]
 
 

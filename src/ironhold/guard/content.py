@@ -108,15 +108,9 @@ def argument_segments(where: str, function: dict[str, Any]) -> Iterator[Segment]
         yield Segment(where, raw, "assistant", _setter(function, "arguments"), prose=False)
         return
 
-    def writer(container: Any, key: Any) -> Callable[[str], None]:
+    def writer(container: Any, key: Any, number: bool = False) -> Callable[[str], None]:
         def put(value: str) -> None:
-            container[key] = value
-            function["arguments"] = orjson.dumps(args).decode()
-        return put
-
-    def number_writer(container: Any, key: Any) -> Callable[[str], None]:
-        def put(value: str) -> None:
-            container[key] = int(value) if value.isdigit() else value
+            container[key] = int(value) if number and value.isdigit() else value
             function["arguments"] = orjson.dumps(args).decode()
         return put
 
@@ -131,7 +125,7 @@ def argument_segments(where: str, function: dict[str, Any]) -> Iterator[Segment]
             elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _DIGITS:
                 # A card or phone number written as a JSON number. Redaction makes it a string
                 # placeholder; a value that is digits again (restored) goes back as a number.
-                yield Segment(where + here, str(value), "assistant", number_writer(node, key),
-                              prose=False)
+                yield Segment(where + here, str(value), "assistant",
+                              writer(node, key, number=True), prose=False)
             elif isinstance(value, dict | list):
                 stack.append((here, value))

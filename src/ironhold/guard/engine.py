@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from typing import cast
 
 from ironhold.config.guard import GuardConfig, GuardOverride, ScannerConfig
 from ironhold.core.errors import GuardBlockedError, GuardUnavailableError
@@ -217,7 +218,7 @@ class Guard:
             key = (where, type(exc).__name__)
             record = state.failures.get(key)
             if record is not None:  # already recorded (and perhaps flushed to the exchange)
-                record["count"] = int(str(record.get("count", 1))) + 1
+                record["count"] = cast(int, record.get("count", 1)) + 1
             else:
                 log.exception("guard scanner failed on %s", where)
                 state.failures[key] = record = {"scanner": "error", "where": where,

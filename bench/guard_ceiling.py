@@ -41,7 +41,7 @@ import orjson
 
 from ironhold.guard import InjectionModel
 from ironhold.guard.injection import InjectionScanner
-from ironhold.guard.train import DEFAULT_DATA, load_labelled
+from ironhold.guard.train import DEFAULT_DATA, _threshold_for, load_labelled
 
 ROOT = Path(__file__).resolve().parent.parent
 HELDOUT = ROOT / "data/guard/eval/heldout.jsonl"
@@ -51,11 +51,8 @@ WINDOW, STRIDE = 254, 192
 
 def caught_at_fpr(scores: Any, attack: Any, fpr: float = TARGET_FPR) -> Any:
     """Which attacks are caught at the lowest threshold that flags at most ``fpr`` of the
-    benign lines."""
-    benign = np.sort(scores[~attack])[::-1]
-    allowed = math.floor(fpr * len(benign))
-    threshold = benign[allowed] if allowed < len(benign) else -np.inf
-    return scores[attack] > threshold
+    benign lines (chosen as training chooses the shipped model's)."""
+    return scores[attack] >= _threshold_for(scores[~attack], fpr)
 
 
 def recall_at_fpr(scores: Any, attack: Any, fpr: float = TARGET_FPR) -> float:

@@ -104,11 +104,11 @@ def test_passport_caps_are_shared_down_the_chain(limited: GatewayServer) -> None
     form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
             "actor_token_type": "urn:ironhold:params:oauth:token-type:agent"}
     parent = httpx.post(limited.base_url + "/oauth/token", data={
-        **form, "subject_token": key, "actor_token": "planner", "rpm": "3"}).json()
+        **form, "subject_token": key, "actor_token": "planner", "rpm": "5"}).json()
     children = [httpx.post(limited.base_url + "/oauth/token", data={
         **form, "subject_token": parent["access_token"], "actor_token": f"worker-{i}"}).json()
         for i in range(2)]
-    # Two children each inherit rpm 3, and both count against the parent's 3.
+    # Two children each inherit rpm 5; minting them and their calls count against the parent's 5.
     statuses = [post(limited, c["access_token"], CHAT).status_code
                 for c in (*children, *children)]
     assert statuses == [200, 200, 200, 429]

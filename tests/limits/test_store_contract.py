@@ -28,7 +28,7 @@ def counter() -> str:
 
 
 def ask(now: float, tokens: int = 10, cost: int = 0, rid: str | None = None) -> Ask:
-    return Ask(request_id=rid or uuid.uuid4().hex, tokens=tokens, cost_micros=cost, now=now)
+    return Ask(lease_id=rid or uuid.uuid4().hex, tokens=tokens, cost_micros=cost, now=now)
 
 
 async def test_requests_per_minute_hold_over_a_sliding_window(store: LimitStore) -> None:
@@ -53,7 +53,7 @@ async def test_tokens_are_reserved_then_settled(store: LimitStore) -> None:
     refused = await store.admit(c, ask(T0 + 1, tokens=500))
     assert not refused.allowed and refused.refused_by == "tpm"
     # The first request used 150 tokens, not 600: the difference comes back.
-    await store.settle(c, first.request_id, T0, token_delta=-450, cost_delta_micros=0,
+    await store.settle(c, first.lease_id, T0, token_delta=-450, cost_delta_micros=0,
                       now=T0 + 1)
     admitted = await store.admit(c, ask(T0 + 2, tokens=500))
     assert admitted.allowed and admitted.tokens is not None
@@ -68,7 +68,7 @@ async def test_concurrency_leases_are_released_or_lapse(store: LimitStore) -> No
     assert (await store.admit(c, a)).allowed and (await store.admit(c, b)).allowed
     refused = await store.admit(c, ask(T0))
     assert refused.refused_by == "concurrency" and refused.retry_after > 0
-    await store.settle(c, a.request_id, T0, 0, 0, now=T0 + 1)
+    await store.settle(c, a.lease_id, T0, 0, 0, now=T0 + 1)
     assert (await store.admit(c, ask(T0 + 1))).allowed
     # A lease never released (its replica died) lapses after lease_ttl.
     assert not (await store.admit(c, ask(T0 + 600))).allowed
@@ -83,7 +83,7 @@ async def test_budgets_per_day_and_month(store: LimitStore) -> None:
     refused = await store.admit(c, ask(T0, cost=400_000))
     assert refused.refused_by == "budget_usd_daily"
     assert 0 < refused.retry_after <= 86400
-    await store.settle(c, first.request_id, T0, 0, cost_delta_micros=-500_000,
+    await store.settle(c, first.lease_id, T0, 0, cost_delta_micros=-500_000,
                       now=T0 + 1)  # cheaper than reserved
     assert await store.budget_left(c, T0) == 800_000
     assert (await store.admit(c, ask(T0, cost=400_000))).allowed

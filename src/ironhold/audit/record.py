@@ -78,5 +78,36 @@ def build_event_record(request_id: str, principal: Principal, action: str,
 
 
 def encode_record(record: dict[str, Any], seq: int) -> bytes:
-    """The canonical bytes of a record at ``seq``: sorted keys, no whitespace, UTF-8."""
-    return orjson.dumps({**record, "seq": seq}, option=orjson.OPT_SORT_KEYS)
+    """The canonical bytes of a record at ``seq``: sorted keys, no whitespace, UTF-8.
+
+    Every record can be encoded: one whose values JSON cannot hold (an integer past 64 bits, a
+    non-string key, nesting deeper than orjson writes) is written with those values made
+    writable and ``"sanitized": true``, so one bad request can neither lose its own record nor
+    fail the batch it shares with others."""
+    try:
+        return orjson.dumps({**record, "seq": seq}, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        clean = {str(k): _writable(v, 1) for k, v in record.items()}
+        return orjson.dumps({**clean, "seq": seq, "sanitized": True},
+                            option=orjson.OPT_SORT_KEYS)
+
+
+#: Deeper values are replaced by a marker (orjson writes at most 254 levels).
+_MAX_DEPTH = 64
+_INT_RANGE = range(-(1 << 63), 1 << 64)
+
+
+def _writable(value: Any, depth: int) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value if value in _INT_RANGE else str(value)
+    if isinstance(value, float):
+        return value  # orjson writes NaN and infinities as null
+    if depth >= _MAX_DEPTH:
+        return "[nested too deeply]"
+    if isinstance(value, dict):
+        return {str(k): _writable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_writable(v, depth + 1) for v in value]
+    return repr(value)[:200]

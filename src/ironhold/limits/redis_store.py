@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ironhold.core.errors import ConfigError
 from ironhold.limits.store import (
@@ -21,6 +23,7 @@ from ironhold.limits.store import (
     Ask,
     Charge,
     RateState,
+    StoreUnavailableError,
     day_of,
     micros,
     month_of,
@@ -168,12 +171,24 @@ return 1
 """
 
 
+#: Connections kept to Redis by one process. A burst larger than this waits for a free one
+#: (a script takes well under a millisecond) rather than failing.
+POOL_SIZE = 64
+#: How long a request waits for a free connection before the store counts as unavailable.
+POOL_WAIT = 2.0
+
+
 class RedisLimitStore:
-    def __init__(self, url: str):
+    def __init__(self, url: str, pool_size: int = POOL_SIZE, pool_wait: float = POOL_WAIT):
         try:
-            self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            # Blocking: a busy gateway is not an unavailable store. The default pool raises
+            # at once when every connection is in use, which read as "Redis is down".
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=pool_size, timeout=pool_wait, socket_timeout=2,
+                socket_connect_timeout=2)
         except ValueError as exc:
             raise ConfigError(f"state.redis: {exc}") from None
+        self._redis = redis.Redis(connection_pool=pool)
         self._admit = self._redis.register_script(_ADMIT)
         self._settle = self._redis.register_script(_SETTLE)
 
@@ -195,11 +210,15 @@ class RedisLimitStore:
                 for q in (c.quota for c in charges)]
 
     async def admit(self, charges: Sequence[Charge], ask: Ask) -> Admission:
-        args = {"now": ask.now, "rid": ask.request_id, "tokens": ask.tokens,
+        args = {"now": ask.now, "rid": ask.lease_id, "tokens": ask.tokens,
                 "cost": ask.cost_micros, "lease_exp": ask.now + ask.lease_ttl,
                 "window": WINDOW, "limits": self._limits(charges),
                 "budget_wait": [until_next_day(ask.now), until_next_month(ask.now)]}
-        raw = await self._admit(keys=self._keys(charges, ask.now), args=[orjson.dumps(args)])
+        encoded = orjson.dumps(args)  # outside the try: a local failure is not the store's
+        try:
+            raw = await self._admit(keys=self._keys(charges, ask.now), args=[encoded])
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailableError(f"redis: {type(exc).__name__}") from exc
         result: dict[str, Any] = orjson.loads(raw)
         requests = _rate(result.get("req"))
         tokens = _rate(result.get("tok"))
@@ -211,9 +230,9 @@ class RedisLimitStore:
         return Admission(True, requests=requests, tokens=tokens,
                          budget_left_micros=int(left) if left is not None else None)
 
-    async def settle(self, charges: Sequence[Charge], request_id: str, admitted_at: float,
+    async def settle(self, charges: Sequence[Charge], lease_id: str, admitted_at: float,
                      token_delta: int, cost_delta_micros: int, now: float) -> None:
-        args = {"now": now, "at": admitted_at, "rid": request_id,
+        args = {"now": now, "at": admitted_at, "rid": lease_id,
                 "tokens": token_delta, "cost": cost_delta_micros, "window": WINDOW,
                 "limits": self._limits(charges)}
         await self._settle(keys=self._keys(charges, admitted_at), args=[orjson.dumps(args)])
@@ -233,7 +252,8 @@ class RedisLimitStore:
         return min(cap - int(s or 0) for cap, s in zip(caps, spent, strict=True))
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        # The pool was passed in, so the client does not close it by itself.
+        await self._redis.aclose(close_connection_pool=True)
 
 
 def _rate(raw: Any) -> RateState | None:

@@ -20,7 +20,15 @@ from ironhold.core.pipeline import Handler
 from ironhold.core.principal import Quota
 from ironhold.core.tokens import estimate_prompt_tokens
 from ironhold.core.usage import usage_of
-from ironhold.limits.store import Admission, Ask, Charge, LimitStore, RateState
+from ironhold.limits.store import (
+    Admission,
+    Ask,
+    Charge,
+    LimitStore,
+    RateState,
+    StoreUnavailableError,
+    new_lease_id,
+)
 
 log = logging.getLogger("ironhold.limits")
 
@@ -54,7 +62,7 @@ class LimitsStage:
         try:
             left = await self.store.budget_left(charges, time.time())
         except Exception as exc:  # as in admission: the store is another process
-            # Unknown, not zero: the admission that follows applies limits.on_store_error.
+            # Unknown, not zero: the admission that follows decides what a failure means.
             log.warning("limits_store_unavailable", extra={"error": type(exc).__name__})
             return None
         return None if left is None else left // 10_000
@@ -72,17 +80,25 @@ class LimitsStage:
         cost = self._cost(exchange.model, exchange.estimated_tokens, completion)
         now = time.time()
         counters = tuple(c.counter for c in charges)
+        # The lease is the server's own id, never the client's x-request-id: requests that
+        # share an id must still take one concurrency slot each.
+        lease = new_lease_id()
         try:
-            admission = await self.store.admit(charges, Ask(
-                exchange.request_id, tokens, cost, now, self._config.lease_ttl))
-        except Exception as exc:  # the store is another process: any failure is its failure
-            return await self._store_failed(exc, exchange, next_, counters)
+            admission = await self._admit(charges, Ask(lease, tokens, cost, now,
+                                                       self._config.lease_ttl))
+        except StoreUnavailableError:
+            exchange.limits = LimitOutcome(False, counters, "store_unavailable")
+            raise self._unavailable() from None
+        if admission is None:  # the store is down and on_store_error is open
+            exchange.limits = LimitOutcome(True, counters, "store_unavailable")
+            return await next_(exchange)
         exchange.limits = LimitOutcome(admission.allowed, counters, admission.refused_by,
                                        tokens, cost)
         headers = rate_headers(admission)
         if not admission.allowed:
             raise _refusal(admission, charges, tokens, headers)
-        settle = _Settlement(self.store, charges, exchange, now, tokens, cost, self._config)
+        settle = _Settlement(self.store, charges, exchange, lease, now, tokens, cost,
+                             self._config)
         try:
             reply = await next_(exchange)
         except BaseException:
@@ -100,14 +116,64 @@ class LimitsStage:
             await settle.refund()
         return reply
 
+    async def count_request(self, principal: Principal) -> None:
+        """Count one request that reaches no model (minting a passport) against the caller's
+        requests-per-minute and concurrency limits; raises ``RateLimitedError`` when over."""
+        charges = self.charges(principal)
+        if not charges:
+            return
+        now = time.time()
+        lease = new_lease_id()
+        try:
+            admission = await self._admit(charges, Ask(lease, 0, 0, now, self._config.lease_ttl))
+        except StoreUnavailableError:
+            raise self._unavailable() from None
+        if admission is None:
+            return
+        if not admission.allowed:
+            raise _refusal(admission, charges, 0, rate_headers(admission))
+        try:
+            await self.store.settle(charges, lease, now, 0, 0, time.time())
+        except Exception as exc:  # the lease lapses by itself after lease_ttl
+            log.error("limits_settle_failed", extra={"error": type(exc).__name__})
+
+    async def _admit(self, charges: Sequence[Charge], ask: Ask) -> Admission | None:
+        """The store's admission; None when the store cannot answer and ``on_store_error`` is
+        open. Raises ``StoreUnavailableError`` when it cannot answer and the policy is closed.
+        Only the store being unreachable or too slow is "unavailable": any other failure (a
+        bug, an argument it cannot encode) refuses, whatever the policy, so a request can
+        never open its own limits."""
+        try:
+            return await self.store.admit(charges, ask)
+        except StoreUnavailableError as exc:
+            log.error("limits_store_unavailable",
+                      extra={"error": str(exc), "policy": self._config.on_store_error})
+            if self._config.on_store_error == "open":
+                return None
+            raise
+        except Exception:
+            log.exception("limits_admission_failed")
+            raise StoreUnavailableError("admission failed") from None
+
+    @staticmethod
+    def _unavailable() -> UpstreamUnavailableError:
+        return UpstreamUnavailableError("Limits cannot be checked right now; try again shortly.")
+
     def _completion_allowance(self, exchange: Exchange) -> int:
+        """Completion tokens to reserve: the cap the request sets (the edge bounds it), or the
+        configured default, for each choice asked for."""
         if exchange.operation is Operation.EMBEDDING:
             return 0
+        body = exchange.body
+        per_choice = self._config.default_completion_tokens
         for name in ("max_completion_tokens", "max_tokens"):
-            value = exchange.body.get(name)
+            value = body.get(name)
             if isinstance(value, int) and value > 0:
-                return value
-        return self._config.default_completion_tokens
+                per_choice = value
+                break
+        choices = max((v for v in (body.get("n"), body.get("best_of"))
+                       if isinstance(v, int) and v > 0), default=1)
+        return per_choice * choices
 
     def price_answer(self, exchange: Exchange) -> int | None:
         """What the answer cost by the price table (micro-dollars); None without a price."""
@@ -122,27 +188,16 @@ class LimitsStage:
             return 0
         return round(prompt * price.input_per_million + completion * price.output_per_million)
 
-    async def _store_failed(self, exc: Exception, exchange: Exchange, next_: Handler,
-                            counters: tuple[str, ...]) -> Reply:
-        log.error("limits_store_unavailable",
-                  extra={"error": type(exc).__name__, "policy": self._config.on_store_error})
-        exchange.limits = LimitOutcome(self._config.on_store_error == "open", counters,
-                                       "store_unavailable")
-        if self._config.on_store_error == "closed":
-            raise UpstreamUnavailableError(
-                "Limits cannot be checked right now; try again shortly.",
-            ) from None
-        return await next_(exchange)
-
 
 class _Settlement:
     """Corrects one request's reservation, exactly once."""
 
     def __init__(self, store: LimitStore, charges: Sequence[Charge], exchange: Exchange,
-                 admitted_at: float, tokens: int, cost: int, config: LimitsConfig):
+                 lease: str, admitted_at: float, tokens: int, cost: int, config: LimitsConfig):
         self._store = store
         self._charges = charges
         self._exchange = exchange
+        self._lease = lease
         self._at = admitted_at
         self._tokens = tokens
         self._cost = cost
@@ -169,7 +224,7 @@ class _Settlement:
             return
         self._settled = True
         try:
-            await self._store.settle(self._charges, self._exchange.request_id, self._at,
+            await self._store.settle(self._charges, self._lease, self._at,
                                      token_delta, cost_delta, time.time())
         except Exception as exc:  # logged: the answer has been given already
             log.error("limits_settle_failed", extra={"error": type(exc).__name__})

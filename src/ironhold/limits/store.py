@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import calendar
 import math
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,16 @@ from typing import Protocol
 from ironhold.core.principal import Quota
 
 WINDOW = 60
+
+
+class StoreUnavailableError(Exception):
+    """The store could not answer: unreachable, or no connection free within the bound. Only
+    this is a store failure that ``limits.on_store_error`` may choose to admit through."""
+
+
+def new_lease_id() -> str:
+    """A concurrency lease's id: the server's own, unique per admission."""
+    return "l" + secrets.token_hex(12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +49,8 @@ class Charge:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    request_id: str
+    #: The concurrency lease's id (``new_lease_id``), released again by ``settle``.
+    lease_id: str
     #: Tokens reserved: the prompt estimate plus the completion allowance.
     tokens: int
     #: Cost reserved, in micro-dollars.
@@ -77,7 +89,7 @@ class Admission:
 class LimitStore(Protocol):
     async def admit(self, charges: Sequence[Charge], ask: Ask) -> Admission: ...
 
-    async def settle(self, charges: Sequence[Charge], request_id: str, admitted_at: float,
+    async def settle(self, charges: Sequence[Charge], lease_id: str, admitted_at: float,
                      token_delta: int, cost_delta_micros: int, now: float) -> None:
         """Correct the reservation made at ``admitted_at`` by the real usage, and release the
         concurrency lease."""
@@ -203,19 +215,19 @@ class MemoryLimitStore:
             if q.tpm is not None:
                 self._tpm[c.counter].add(now, ask.tokens)
             if q.concurrency is not None:
-                self._leases[c.counter][ask.request_id] = now + ask.lease_ttl
+                self._leases[c.counter][ask.lease_id] = now + ask.lease_ttl
             for key, _ in _budgets(c, now):
                 self._spent[key] = self._spent.get(key, 0) + ask.cost_micros
         return Admission(True, requests=requests, tokens=tokens, budget_left_micros=budget_left)
 
-    async def settle(self, charges: Sequence[Charge], request_id: str, admitted_at: float,
+    async def settle(self, charges: Sequence[Charge], lease_id: str, admitted_at: float,
                      token_delta: int, cost_delta_micros: int, now: float) -> None:
         for c in charges:
             q = c.quota
             if q.tpm is not None and token_delta and c.counter in self._tpm:
                 self._tpm[c.counter].settle(admitted_at, now, token_delta)
             if q.concurrency is not None:
-                self._leases.get(c.counter, {}).pop(request_id, None)
+                self._leases.get(c.counter, {}).pop(lease_id, None)
             if cost_delta_micros:
                 for key, _ in _budgets(c, admitted_at):
                     self._spent[key] = max(0, self._spent.get(key, 0) + cost_delta_micros)

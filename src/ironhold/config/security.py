@@ -132,8 +132,10 @@ class LimitsConfig(_Strict):
     default_completion_tokens: int = Field(256, ge=0)
     #: How long a concurrency slot is held if its replica dies before releasing it.
     lease_ttl: Seconds = 660.0
-    #: When Redis cannot be reached: ``open`` admits (and logs), ``closed`` refuses (503).
-    on_store_error: Literal["open", "closed"] = "open"
+    #: When Redis cannot be reached (or no connection to it is free within 2 s): ``closed``
+    #: refuses (503), ``open`` admits and logs. Closed by default: limits that give way when
+    #: their store is slow are limits a tenant can get around by making it slow.
+    on_store_error: Literal["open", "closed"] = "closed"
 
 
 class AuditNatsConfig(_Strict):

@@ -229,4 +229,4 @@ def test_token_exchange_bodies_are_read_whole_and_bounded(secured: GatewayServer
     assert whole.status_code == 200, whole.text
     too_big = httpx.post(secured.base_url + "/oauth/token", content=form + b"y" * 30_000,
                          headers=headers)
-    assert_openai_error(too_big, 400)
+    assert_openai_error(too_big, 413)

@@ -54,9 +54,10 @@ def test_admins_see_the_deciding_policies_and_admin_routes_obey_policy(
     assert "default deny" in str(error["message"])
     assert httpx.get(governed.base_url + "/admin/keys",
                      headers={"Authorization": f"Bearer {ops}"}).status_code == 200
-    # Two hops away from the admin key, an agent keeps the admin scope but policy forbids it.
+    # Two hops away from the admin key, an agent given the admin scope (it is never inherited
+    # unasked) keeps it, but policy forbids it.
     form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "actor_token_type": "urn:ironhold:params:oauth:token-type:agent"}
+            "actor_token_type": "urn:ironhold:params:oauth:token-type:agent", "scope": "admin"}
     one = httpx.post(governed.base_url + "/oauth/token", data={
         **form, "subject_token": ops, "actor_token": "a"}).json()["access_token"]
     two = httpx.post(governed.base_url + "/oauth/token", data={

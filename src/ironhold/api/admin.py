@@ -73,7 +73,14 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
 
     async def create_key(request: web.Request) -> web.Response:
         gateway = await require_admin(request)
-        spec = parse_body(NewKey, await read_json_body(request, _ADMIN_BODY_LIMIT))
+        if request[ADMIN].kind == "agent":
+            # A key would outlive the passport and survive its revocation: a delegated
+            # identity never creates a credential broader or longer-lived than itself.
+            raise PermissionDeniedError(
+                "An agent passport cannot create API keys; use a key or a user token.",
+                code="delegated_credential")
+        spec = parse_body(NewKey, await read_json_body(request, _ADMIN_BODY_LIMIT,
+                                                       gateway.config.server.body_timeout))
         quota = Quota(rpm=spec.rpm, tpm=spec.tpm, concurrency=spec.concurrency,
                       budget_usd_daily=spec.budget_usd_daily,
                       budget_usd_monthly=spec.budget_usd_monthly)

@@ -25,9 +25,10 @@ import orjson
 from aiohttp import web
 
 from ironhold.api.audit import record_event
+from ironhold.api.requests import read_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
-from ironhold.core.principal import Quota
+from ironhold.core.principal import MAX_BUDGET_USD, MAX_COUNT, MAX_LIFETIME_SECONDS, Quota
 from ironhold.identity.tokens import parse_scopes
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         if passports is None:
             raise NotFoundError("Agent passports are turned off (identity.passports.enabled).",
                                 code="passports_disabled")
-        form = await _read_form(request)
+        form = await _read_form(request, gateway.config.server.body_timeout)
         if form.get("grant_type") != GRANT_TYPE:
             raise InvalidRequestError(f"grant_type must be {GRANT_TYPE}.",
                                       code="unsupported_grant_type", param="grant_type")
@@ -66,6 +67,11 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
                 f"actor_token_type must be {AGENT_TOKEN_TYPE} (the actor token is the agent's "
                 "name).", param="actor_token_type")
         subject = await gateway.authenticator.from_token(subject_token)
+        if gateway.policy is not None:
+            gateway.policy.require(subject, "delegate", request.remote or "0.0.0.0")
+        # Every passport is a row and a durable audit event: minting counts as a request
+        # against the subject's limits.
+        await gateway.limits.count_request(subject)
         scope = form.get("scope")
         scopes = parse_scopes(scope.split()) if scope else None
         if scopes is not None and scopes.admin and not subject.admin:
@@ -73,7 +79,7 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
                                         code="invalid_scope")
         issued = await asyncio.to_thread(partial(
             passports.issue, subject, actor, scopes=scopes, quota=_quota(form),
-            ttl=_number(form, "expires_in", float)))
+            ttl=_number(form, "expires_in", float, MAX_LIFETIME_SECONDS)))
         await record_event(gateway, request, subject, "delegate", {
             "passport": issued.jti, "agent": actor, "chain": list(issued.principal.chain),
             "scopes": issued.principal.scopes.as_list(), "expires_in": issued.expires_in})
@@ -95,15 +101,8 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     app.router.add_get("/.well-known/jwks.json", jwks)
 
 
-async def _read_form(request: web.Request) -> Mapping[str, str]:
-    if request.content_length is not None and request.content_length > _BODY_LIMIT:
-        raise InvalidRequestError("The request body is too large.")
-    try:
-        raw = await request.read()  # bounded by the app's client_max_size as well
-    except web.HTTPRequestEntityTooLarge:
-        raise InvalidRequestError("The request body is too large.") from None
-    if len(raw) > _BODY_LIMIT:
-        raise InvalidRequestError("The request body is too large.")
+async def _read_form(request: web.Request, within: float) -> Mapping[str, str]:
+    raw = await read_body(request, _BODY_LIMIT, within)
     if request.content_type == "application/json":
         try:
             data = orjson.loads(raw)
@@ -129,24 +128,26 @@ def _required(form: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _number(form: Mapping[str, str], name: str, kind: type[Any]) -> Any:
+def _number(form: Mapping[str, str], name: str, kind: type[int | float],
+            high: float) -> Any:
     if name not in form:
         return None
     try:
         value = kind(form[name])
     except ValueError:
         raise InvalidRequestError(f"'{name}' must be a number.", param=name) from None
-    if value <= 0:
-        raise InvalidRequestError(f"'{name}' must be more than 0.", param=name)
+    if not 0 < value <= high:  # also refuses nan
+        raise InvalidRequestError(f"'{name}' must be more than 0 and at most {high:g}.",
+                                  param=name)
     return value
 
 
 def _quota(form: Mapping[str, str]) -> Quota | None:
     quota = Quota(
-        rpm=_number(form, "rpm", int),
-        tpm=_number(form, "tpm", int),
-        concurrency=_number(form, "concurrency", int),
-        budget_usd_daily=_number(form, "budget_usd_daily", float),
-        budget_usd_monthly=_number(form, "budget_usd_monthly", float),
+        rpm=_number(form, "rpm", int, MAX_COUNT),
+        tpm=_number(form, "tpm", int, MAX_COUNT),
+        concurrency=_number(form, "concurrency", int, MAX_COUNT),
+        budget_usd_daily=_number(form, "budget_usd_daily", float, MAX_BUDGET_USD),
+        budget_usd_monthly=_number(form, "budget_usd_monthly", float, MAX_BUDGET_USD),
     )
     return None if quota.is_empty() else quota

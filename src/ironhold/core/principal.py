@@ -8,10 +8,20 @@ the limits that apply to it, and for agents the whole delegation chain.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from typing import Literal, TypeVar
 
+from ironhold.core.errors import InvalidRequestError
+
 _N = TypeVar("_N", int, float)
+
+#: Bounds on every limit a credential can carry: far above any real use, far below what a
+#: counter, a JSON record or a Redis script argument can hold.
+MAX_COUNT = 2**31 - 1
+MAX_BUDGET_USD = 1e9
+#: The longest a credential may be made to last (ten years), for the same reason.
+MAX_LIFETIME_SECONDS = 10 * 365 * 86400
 
 PrincipalKind = Literal["key", "user", "agent"]
 
@@ -103,6 +113,19 @@ class Quota:
 
     def is_empty(self) -> bool:
         return self == NO_QUOTA
+
+    def check(self) -> None:
+        """Refuse a limit that is not a positive number within bounds, naming it."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            high = MAX_BUDGET_USD if f.name.startswith("budget") else MAX_COUNT
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value) or not 0 < value <= high:
+                raise InvalidRequestError(
+                    f"'{f.name}' must be a number more than 0 and at most {high:g}.",
+                    param=f.name)
 
 
 NO_QUOTA = Quota()

@@ -25,7 +25,7 @@ import orjson
 from sqlalchemy import insert, or_, select, update
 
 from ironhold.core.errors import AuthenticationError, ConfigError, InvalidRequestError
-from ironhold.core.principal import NO_QUOTA, Principal, Quota, Scopes
+from ironhold.core.principal import MAX_LIFETIME_SECONDS, NO_QUOTA, Principal, Quota, Scopes
 from ironhold.store.sql import SqlStore, api_keys
 
 KEY_PREFIX = "ih-"
@@ -146,10 +146,13 @@ class KeyService:
             tenant = tenant.strip()
             if not tenant or len(tenant) > 200:
                 raise InvalidRequestError("a tenant must be 1 to 200 characters", param="tenant")
-        if expires_in is not None and expires_in <= 0:
-            raise InvalidRequestError("expiry must be in the future", param="expires")
+        if expires_in is not None and not 0 < expires_in <= MAX_LIFETIME_SECONDS:
+            # ``not 0 < x <= max`` is also true for NaN.
+            raise InvalidRequestError(
+                f"expires_in must be more than 0 and at most {MAX_LIFETIME_SECONDS} seconds "
+                "(ten years)", param="expires_in")
         quota = quota or Quota()
-        _check_quota(quota)
+        quota.check()
         models = _clean(models)
         tools = _clean(tools)
         now = time.time()
@@ -252,15 +255,6 @@ class KeyService:
 
 def _clean(names: list[str] | None) -> list[str] | None:
     return None if names is None else sorted({n.strip() for n in names if n.strip()})
-
-
-def _check_quota(quota: Quota) -> None:
-    for field, value in (("rpm", quota.rpm), ("tpm", quota.tpm),
-                         ("concurrency", quota.concurrency),
-                         ("budget_usd_daily", quota.budget_usd_daily),
-                         ("budget_usd_monthly", quota.budget_usd_monthly)):
-        if value is not None and value <= 0:
-            raise InvalidRequestError(f"{field} must be a positive number", param=field)
 
 
 def _row_to_key(r: Mapping[Any, Any]) -> ApiKey:

@@ -87,7 +87,9 @@ class PassportAuthority:
             raise InvalidRequestError(f"The agent '{agent}' is already in this chain.",
                                       code="delegation_loop")
         if scopes is None:
-            scopes = subject.scopes
+            # Models and tools are inherited; admin never is: an agent holds admin only when
+            # the subject asked for it by name (``scope=admin``).
+            scopes = Scopes(models=subject.scopes.models, tools=subject.scopes.tools)
         elif not subject.scopes.covers(scopes):
             raise InvalidRequestError(
                 "The requested scope is wider than the subject's: a passport can only narrow "

@@ -133,7 +133,9 @@ class OidcVerifier:
         tenant = claims.get(mapping.tenant) if mapping.tenant else None
         groups = _strings(claims.get(mapping.groups)) if mapping.groups else ()
         granted = _strings(claims.get(mapping.scopes)) if mapping.scopes else ()
-        scopes = parse_scopes(granted)
+        # An identity provider's bare ``admin`` may mean admin of anything it serves: only the
+        # namespaced scope makes a gateway admin.
+        scopes = parse_scopes(granted, admin_scopes=("ironhold:admin",))
         admin = scopes.admin or bool(set(groups) & set(self._config.admin_groups))
         exp = claims.get("exp")
         return Principal(
@@ -143,7 +145,7 @@ class OidcVerifier:
             scopes=Scopes(models=scopes.models, tools=scopes.tools, admin=admin),
             tenant=tenant if isinstance(tenant, str) and tenant else None,
             groups=groups,
-            expires_at=float(exp) if isinstance(exp, int | float) else None,
+            expires_at=float(exp) if isinstance(exp, int | float) and abs(exp) < 1e13 else None,
         )
 
 
@@ -156,10 +158,11 @@ def _strings(value: object) -> tuple[str, ...]:
     return ()
 
 
-def parse_scopes(items: Collection[str]) -> Scopes:
+def parse_scopes(items: Collection[str],
+                 admin_scopes: Collection[str] = ("admin", "ironhold:admin")) -> Scopes:
     """Ironhold scopes from OAuth scope strings: ``models:a,b`` and ``tools:x,y`` restrict (one
-    of each at most; absent means all), ``admin`` or ``ironhold:admin`` grants admin. Other
-    scopes (``openid``, ``email``, ...) are ignored."""
+    of each at most; absent means all), one of ``admin_scopes`` grants admin. Other scopes
+    (``openid``, ``email``, ...) are ignored."""
     models: frozenset[str] | None = None
     tools: frozenset[str] | None = None
     admin = False
@@ -169,6 +172,6 @@ def parse_scopes(items: Collection[str]) -> Scopes:
             models = frozenset(n for n in names.split(",") if n) | (models or frozenset())
         elif kind == "tools":
             tools = frozenset(n for n in names.split(",") if n) | (tools or frozenset())
-        elif item in ("admin", "ironhold:admin"):
+        elif item in admin_scopes:
             admin = True
     return Scopes(models=models, tools=tools, admin=admin)

@@ -190,7 +190,8 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
     if config.policy is not None:
         policy = PolicyStage(PolicyEngine.load(config.policy.files, config.base_dir),
                              limits.remaining_budget_cents)
-    stages: list[Stage] = [TelemetryStage(metrics, access_log=config.logging.access)]
+    stages: list[Stage] = [TelemetryStage(metrics, frozenset(groups),
+                                          access_log=config.logging.access)]
     audit, audit_stream = (build_audit(config, keys.store, limits) if config.audit.enabled
                            else (None, None))
     if audit is not None:

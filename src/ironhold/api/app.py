@@ -19,7 +19,12 @@ from ironhold.api.requests import check_body, parse_timeout_header, read_json_bo
 from ironhold.api.responses import json_response
 from ironhold.bootstrap import Gateway
 from ironhold.chaos.stage import HEADER as FAULT_HEADER
-from ironhold.core.errors import IronholdError, ModelNotFoundError
+from ironhold.core.errors import (
+    AuthenticationError,
+    IronholdError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+)
 from ironhold.core.exchange import Exchange, Operation, Principal, Reply
 from ironhold.core.ids import accept_request_id
 
@@ -119,7 +124,8 @@ async def _respond(request: web.Request, handler: _HttpHandler,
 def _operation(operation: Operation) -> _HttpHandler:
     async def handle(request: web.Request) -> web.StreamResponse:
         gateway = request.app[GATEWAY]
-        body = await read_json_body(request, gateway.config.server.max_body_bytes)
+        server = gateway.config.server
+        body = await read_json_body(request, server.max_body_bytes, server.body_timeout)
         model, stream = check_body(operation, body)
         headers = request.headers
         exchange = Exchange(
@@ -202,19 +208,45 @@ async def _healthz(_: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    groups = {
-        name: [{"deployment": d.name, "available": d.available, "healthy": d.healthy}
-               for d in group.deployments]
-        for name, group in gateway.router.groups.items()
-    }
     ready = gateway.ready()
-    return json_response({"status": "ready" if ready else "not_ready", "models": groups},
-                 status=200 if ready else 503)
+    answer: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+    if await _may_see_internals(gateway, request, required=False):
+        answer["models"] = {
+            name: [{"deployment": d.name, "available": d.available, "healthy": d.healthy}
+                   for d in group.deployments]
+            for name, group in gateway.router.groups.items()
+        }
+    return json_response(answer, status=200 if ready else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = request.app[GATEWAY].metrics.exposition()
+    gateway = request.app[GATEWAY]
+    await _may_see_internals(gateway, request, required=True)
+    # Off the loop: a scrape writes every series, and /healthz must not wait for it.
+    body = await asyncio.to_thread(gateway.metrics.exposition)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def _may_see_internals(gateway: Gateway, request: web.Request, required: bool) -> bool:
+    """``server.internals``: public, or an admin credential. ``required``: refuse (401/403)
+    instead of answering False."""
+    if gateway.config.server.internals == "public":
+        return True
+    authorization = request.headers.get("Authorization")
+    if not required and not authorization:
+        return False
+    try:
+        principal = await gateway.identity.authenticate(authorization)
+    except AuthenticationError:
+        if required:
+            raise
+        return False
+    if not principal.admin:
+        if required:
+            raise PermissionDeniedError("This endpoint needs an admin identity "
+                                        "(server.internals: admin).")
+        return False
+    return True
 
 
 def _may_list(gateway: Gateway, principal: Principal, model: str,

@@ -12,6 +12,7 @@ from ironhold.core import errors
 # Most specific first: the first matching class decides.
 _STATUS: list[tuple[type[errors.IronholdError], int, str]] = [
     (errors.PayloadTooLargeError, 413, "invalid_request_error"),
+    (errors.RequestTimeoutError, 408, "invalid_request_error"),
     (errors.InvalidRequestError, 400, "invalid_request_error"),
     (errors.AuthenticationError, 401, "invalid_request_error"),
     (errors.PermissionDeniedError, 403, "permission_error"),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ironhold.api.app import create_app
+from ironhold.api.connections import CappedTCPSite
 from ironhold.bootstrap import Gateway
 
 log = logging.getLogger("ironhold")
@@ -25,15 +26,19 @@ async def start_server(gateway: Gateway, host: str, port: int) -> tuple[web.AppR
     # upstream request, even before the first byte of the response.
     # max_field_size: identity providers' tokens can be several KiB; a longer header than the
     # default 8 KiB reaches the identity stage, which refuses it in the OpenAI error shape.
+    # keepalive_timeout: aiohttp closes a connection still waiting for a request's headers
+    # this long after it connected or was last answered (see api.connections).
+    server = gateway.config.server
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=5.0, max_field_size=_MAX_HEADER_BYTES)
+                           shutdown_timeout=5.0, max_field_size=_MAX_HEADER_BYTES,
+                           keepalive_timeout=server.header_timeout)
     try:
         await runner.setup()  # runs on_startup: starts local model servers
     except BaseException:
         await gateway.close()
         raise
     try:
-        site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
+        site = CappedTCPSite(runner, host, port, max_connections=server.max_connections)
         await site.start()
     except BaseException:
         await runner.cleanup()

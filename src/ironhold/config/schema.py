@@ -29,6 +29,18 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     #: Largest accepted request body; larger ones get a 413.
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    #: A connection must deliver a request's whole headers within this long of connecting or
+    #: of its previous answer, else it is closed: it bounds slow headers (slowloris) and idle
+    #: keep-alive connections alike.
+    header_timeout: Seconds = Field(15.0, gt=0)
+    #: A request's body must arrive within this long once its headers have; else 408.
+    body_timeout: Seconds = Field(30.0, gt=0)
+    #: Open client connections at most; more are closed as soon as they are accepted.
+    max_connections: int = Field(4096, gt=0)
+    #: Who may read ``/metrics`` and ``/readyz``'s per-deployment detail: ``public`` (anyone
+    #: who reaches the port: keep it on a private network) or ``admin`` (an admin credential,
+    #: e.g. Prometheus' ``authorization`` with a key made with ``--admin``).
+    internals: Literal["public", "admin"] = "public"
 
 
 class StateConfig(_Strict):

@@ -8,6 +8,7 @@ A stream that already began cannot change its status: it ends with ``stream_erro
     ├── ArtifactIntegrityError       a model file does not match its pinned digest
     ├── InvalidRequestError          the request is malformed or has invalid fields
     │   ├── PayloadTooLargeError     the request body is over the configured limit
+    │   ├── RequestTimeoutError      the request body did not arrive in time
     │   └── GuardBlockedError        the guard found an attack or a leak and blocks it
     ├── AuthenticationError          no credential, or one that is unknown, revoked or expired
     ├── PermissionDeniedError        a valid identity that may not do this
@@ -57,6 +58,10 @@ class InvalidRequestError(IronholdError):
 
 class PayloadTooLargeError(InvalidRequestError):
     code = "payload_too_large"
+
+
+class RequestTimeoutError(InvalidRequestError):
+    code = "request_timeout"
 
 
 class GuardBlockedError(InvalidRequestError):

@@ -15,9 +15,18 @@ from ironhold.telemetry.metrics import Metrics
 log = logging.getLogger("ironhold.access")
 
 
+#: The model label of a request for a name the gateway does not serve.
+OTHER_MODEL = "_other"
+
+
 class TelemetryStage:
-    def __init__(self, metrics: Metrics, access_log: bool = True):
+    """Runs first, before identity, so refusals are measured too. Metric labels therefore
+    come only from the server's own names: a model the gateway does not serve is counted as
+    ``_other``, so no client (authenticated or not) can add a series to ``/metrics``."""
+
+    def __init__(self, metrics: Metrics, models: frozenset[str], access_log: bool = True):
         self._metrics = metrics
+        self._models = models
         self._access_log = access_log
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
@@ -44,12 +53,13 @@ class TelemetryStage:
         self._metrics.in_flight.dec()
         now = time.perf_counter()
         op = exchange.operation.gen_ai_name
-        self._metrics.operation(op, exchange.model, now - exchange.started, error_type)
+        model = exchange.model if exchange.model in self._models else OTHER_MODEL
+        self._metrics.operation(op, model, now - exchange.started, error_type)
         if exchange.first_token_at is not None and not error_type:
             ttft = exchange.first_token_at - exchange.started
-            self._metrics.first_token(op, exchange.model, ttft)
+            self._metrics.first_token(op, model, ttft)
         if exchange.usage is not None:
-            self._metrics.tokens(op, exchange.model, exchange.usage.prompt_tokens,
+            self._metrics.tokens(op, model, exchange.usage.prompt_tokens,
                                  exchange.usage.completion_tokens)
         exchange.outcome = error_type or "ok"
         if self._access_log:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
@@ -130,6 +131,10 @@ def _client_timeout(deadlines: Deadlines, stream: bool) -> aiohttp.ClientTimeout
 
 
 def _why(exc: BaseException) -> str:
-    # Never the request (it may carry a key): just the kind of failure and the OS reason.
+    """What went wrong, for the client's error message: the kind of failure and the OS's reason
+    (``Connection refused``), never the deployment's address, port or URL (internal topology),
+    nor the request (it may carry a key). The router's log line names the deployment."""
     reason = getattr(exc, "os_error", None) or exc
-    return f"{type(exc).__name__}: {str(reason)[:200]}" if str(reason) else type(exc).__name__
+    # Not ``strerror``: asyncio writes the address into it ("Connect call failed (...)").
+    code = reason.errno if isinstance(reason, OSError) else None
+    return f"{type(exc).__name__}: {os.strerror(code)}" if code else type(exc).__name__

@@ -135,6 +135,28 @@ _CHECKS: tuple[tuple[str, _Source, Callable[[str], bool]], ...] = (
 
 _WITHOUT_DIGITS = (_emails, _ipv6)
 
+class _Claims:
+    """Which characters of a text a find already covers."""
+
+    __slots__ = ("_marks", "_size")
+
+    def __init__(self, size: int):
+        self._size = size
+        self._marks: bytearray | None = None  # made at the first find
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return self._marks is not None and self._marks.find(1, start, end) >= 0
+
+    def claim(self, start: int, end: int) -> bool:
+        """Mark ``[start, end)`` unless part of it is taken; True if it was marked."""
+        if self._marks is None:
+            self._marks = bytearray(self._size)
+        elif self._marks.find(1, start, end) >= 0:
+            return False
+        self._marks[start:end] = b"\x01" * (end - start)
+        return True
+
+
 #: The categories this scanner reports.
 PII_KINDS = ("email", "phone", "payment_card", "iban", "national_id", "ip_address")
 
@@ -145,13 +167,13 @@ def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None 
     wins: a card number is not also reported as a phone number)."""
     wanted = set(kinds)
     found: list[Finding] = []
-    taken: list[tuple[int, int]] = []
+    # One byte a character, set where a find lies: an overlap check costs the length of the
+    # span, not the number of finds so far (a text of a million short finds stays linear).
+    taken = _Claims(len(text))
 
     def add(kind: str, start: int, end: int) -> None:
-        if any(start < e and s < end for s, e in taken):
-            return
-        taken.append((start, end))
-        found.append(Finding("pii", kind, "LLM02", 1.0, start, end, where, kind))
+        if taken.claim(start, end):
+            found.append(Finding("pii", kind, "LLM02", 1.0, start, end, where, kind))
 
     digits = _DIGIT.search(text) is not None  # every kind but e-mail and IPv6 needs one
     # Up to 3 characters before a run ("+(" and the character a look-behind reads) and 2 after
@@ -175,7 +197,7 @@ def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None 
                 add(kind, m.start(), m.end())
     if "phone" in wanted and digits:
         for m in _within(_PHONE, text, windows):
-            if any(m.start() < e and s < m.end() for s, e in taken):
+            if taken.overlaps(m.start(), m.end()):
                 continue
             if sum(c.isdigit() for c in m.group()) < 7:
                 continue

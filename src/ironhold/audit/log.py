@@ -28,6 +28,9 @@ __all__ = ["AuditLog"]
 
 log = logging.getLogger("ironhold.audit")
 
+#: Records waiting to be written at most, in batches: past it appends fail at once.
+PENDING_BATCHES = 16
+
 #: Called with every batch once it is durable (the NATS stream).
 BatchSink = Callable[[list[StoredRecord]], None]
 
@@ -42,6 +45,7 @@ class AuditLog:
         self.origin = origin
         self._interval = checkpoint_interval
         self._max_batch = max_batch
+        self._max_pending = max_batch * PENDING_BATCHES
         self._sink = sink
         self._pending: list[tuple[dict[str, Any], asyncio.Future[StoredRecord]]] = []
         self._wake = asyncio.Event()
@@ -58,13 +62,24 @@ class AuditLog:
 
     async def append(self, record: dict[str, Any]) -> StoredRecord:
         """Queue ``record``; returns it stored (with its sequence number) once durable."""
+        # Shielded: a client that disconnects must not cancel its record out of the batch.
+        return await asyncio.shield(self.enqueue(record))
+
+    def enqueue(self, record: dict[str, Any]) -> asyncio.Future[StoredRecord]:
+        """Queue ``record`` without waiting: the future resolves once it is durable. For a
+        request that is being cancelled (its client left), which can no longer wait."""
         if self._closing:
             raise AuditUnavailableError("the audit log is shutting down")
+        if len(self._pending) >= self._max_pending:
+            # The store is stuck (a locked database, a full disk): refuse at once rather
+            # than hold every request and an ever longer queue.
+            raise AuditUnavailableError(f"{len(self._pending)} records are waiting to be "
+                                        "written")
         future: asyncio.Future[StoredRecord] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
         self._pending.append((record, future))
         self._wake.set()
-        # Shielded: a client that disconnects must not cancel its record out of the batch.
-        return await asyncio.shield(future)
+        return future
 
     async def _write_loop(self) -> None:
         while True:
@@ -92,7 +107,6 @@ class AuditLog:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
-                    future.exception()  # retrieved here too: a cancelled waiter must not warn
             return
         self.batches += 1
         self.written += len(stored)
@@ -145,3 +159,9 @@ class AuditLog:
             await self.checkpoint()
         except Exception as exc:
             log.error("audit_checkpoint_failed", extra={"error": type(exc).__name__})
+
+
+def _retrieve(future: asyncio.Future[StoredRecord]) -> None:
+    """Mark a failed record's error as seen: its waiter may be gone (a cancelled request)."""
+    if not future.cancelled():
+        future.exception()

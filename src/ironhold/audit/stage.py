@@ -10,6 +10,7 @@ the response is finished.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -52,6 +53,14 @@ class AuditStage:
         except IronholdError as exc:
             await self.record(exchange, None, exc.code, None, None, refused=True)
             raise
+        except asyncio.CancelledError:
+            # The client left (the model may have been called): recorded without waiting,
+            # since this task can no longer wait for anything.
+            self._record_cancelled(exchange)
+            raise
+        except Exception:
+            await self.record(exchange, None, "internal_error", None, None, refused=True)
+            raise
         if reply.stream is not None:
             reply.stream = _AuditedStream(reply.stream, exchange, self)
             return reply
@@ -69,7 +78,9 @@ class AuditStage:
         """Append the request's record and wait until it is durable."""
         if exchange.cost_micros is None and exchange.usage is not None and self._pricer:
             exchange.cost_micros = self._pricer(exchange)
-        content = self._content_of(exchange, response) if self.keep_content else None
+        # Redaction scans every string of both bodies: off the loop.
+        content = (await asyncio.to_thread(self._content_of, exchange, response)
+                   if self.keep_content else None)
         try:
             await self.log.append(build_record(exchange, status, outcome, response_sha256,
                                                content))
@@ -82,6 +93,14 @@ class AuditStage:
                     "The request could not be recorded in the audit log, so it is not "
                     f"answered (request id {exchange.request_id}); try again shortly."
                 ) from None
+
+    def _record_cancelled(self, exchange: Exchange) -> None:
+        if exchange.cost_micros is None and exchange.usage is not None and self._pricer:
+            exchange.cost_micros = self._pricer(exchange)
+        try:
+            self.log.enqueue(build_record(exchange, None, "client_closed", None, None))
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": exchange.request_id})
 
     async def record_event(self, record: dict[str, Any]) -> None:
         """Record a change to who may do what (made already), durably, before answering."""

@@ -98,6 +98,9 @@ class GuardConfig(GuardOverride):
     #: address or a placeholder arriving over several chunks is scanned whole. A token still
     #: growing at the cut (no whitespace yet) is held whole too, up to 4,096 characters.
     stream_hold: int = Field(default=64, ge=32, le=1024)
+    #: Characters of request text scanned at most; a request with more is refused (400), since
+    #: what is not scanned must not reach the model. Scans of long texts run in a worker thread.
+    max_input_chars: int = Field(default=1_000_000, ge=1_000, le=8_000_000)
 
     @model_validator(mode="after")
     def _defaults(self) -> GuardConfig:

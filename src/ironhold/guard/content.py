@@ -10,7 +10,8 @@ import orjson
 
 from ironhold.core.exchange import Operation
 
-__all__ = ["Segment", "argument_segments", "input_segments", "output_segments"]
+__all__ = ["Segment", "argument_segments", "input_segments", "output_segments",
+           "token_ids_in"]
 
 
 @dataclass(slots=True)
@@ -36,26 +37,31 @@ def _setter(container: Any, key: Any) -> Callable[[str], None]:
     return put
 
 
+#: Keys whose values a model does not read as text: ids, names of roles and types.
+_NOT_TEXT = frozenset({"role", "type", "id", "tool_call_id"})
+#: Content parts that carry media, not text (the model sees an image or a sound).
+_MEDIA = frozenset({"image_url", "input_audio", "file", "video_url", "audio_url"})
+#: Request fields besides the messages whose text the model reads: tool and function
+#: definitions (names, descriptions, schemas) and the format an answer must follow.
+_READ_FIELDS = ("tools", "functions", "response_format")
+
+
 def input_segments(operation: Operation, body: dict[str, Any]) -> Iterator[Segment]:
-    """Every text the caller sent: each message's content (string or text parts, every role,
-    tool results included), a completion's prompt, an embedding's input."""
+    """Every text of the request that the model will read: each message's content (a string,
+    or every string of every content part, whatever its key), the rest of each message
+    (its name, the tool calls of a client-written assistant turn), tool and function
+    definitions, the response format; a completion's prompt and suffix; an embedding's input.
+    Media parts (images, audio) and ids are not text."""
     if operation is Operation.CHAT:
         messages = body.get("messages")
-        if not isinstance(messages, list):
-            return
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict):
-                continue
-            role = str(message.get("role", ""))
-            content = message.get("content")
-            if isinstance(content, str):
-                yield Segment(f"messages[{i}].content", content, role,
-                              _setter(message, "content"))
-            elif isinstance(content, list):
-                for j, part in enumerate(content):
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        yield Segment(f"messages[{i}].content[{j}].text", part["text"], role,
-                                      _setter(part, "text"))
+        if isinstance(messages, list):
+            for i, message in enumerate(messages):
+                if isinstance(message, dict):
+                    role = str(message.get("role", ""))
+                    yield from _strings(f"messages[{i}]", message, role)
+        for name in _READ_FIELDS:
+            if name in body:
+                yield from _strings("", {name: body[name]}, "")
         return
     key = "prompt" if operation is Operation.COMPLETION else "input"
     value = body.get(key)
@@ -65,6 +71,46 @@ def input_segments(operation: Operation, body: dict[str, Any]) -> Iterator[Segme
         for i, item in enumerate(value):
             if isinstance(item, str):
                 yield Segment(f"{key}[{i}]", item, "", _setter(value, i))
+    if operation is Operation.COMPLETION and isinstance(body.get("suffix"), str):
+        yield Segment("suffix", body["suffix"], "", _setter(body, "suffix"))
+
+
+def token_ids_in(operation: Operation, body: dict[str, Any]) -> str | None:
+    """The field holding token ids instead of text (a completion's prompt, an embedding's
+    input), which no text scanner can read; None if there is none."""
+    if operation is Operation.CHAT:
+        return None
+    key = "prompt" if operation is Operation.COMPLETION else "input"
+    value = body.get(key)
+    if isinstance(value, list) and any(isinstance(v, int | list) for v in value):
+        return key
+    return None
+
+
+def _strings(path: str, node: dict[str, Any], role: str) -> Iterator[Segment]:
+    """Every string under ``node`` in document order, but for ids, types and media parts."""
+    stack: list[tuple[str, Any, Iterator[tuple[Any, Any]]]] = [(path, node, iter(node.items()))]
+    while stack:
+        here, container, items = stack[-1]
+        step = next(items, None)
+        if step is None:
+            stack.pop()
+            continue
+        key, value = step
+        if isinstance(container, dict):
+            if key in _NOT_TEXT or key in _MEDIA:
+                continue
+            where = f"{here}.{key}" if here else str(key)
+        else:
+            where = f"{here}[{key}]"
+        if isinstance(value, str):
+            if value:
+                yield Segment(where, value, role, _setter(container, key))
+        elif isinstance(value, dict):
+            if value.get("type") not in _MEDIA:
+                stack.append((where, value, iter(value.items())))
+        elif isinstance(value, list):
+            stack.append((where, value, enumerate(value)))
 
 
 def output_segments(body: dict[str, Any]) -> Iterator[Segment]:

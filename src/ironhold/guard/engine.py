@@ -64,6 +64,10 @@ class Plan:
         return pii is not None and pii.action == "redact" and pii.restore
 
     @cached_property
+    def scans_input(self) -> bool:
+        return any(c.action != "off" for c in self.input.values())
+
+    @cached_property
     def scans_output(self) -> bool:
         return self.restores or any(c.action != "off" for c in self.output.values())
 
@@ -147,7 +151,8 @@ class Guard:
 
     def _input_findings(self, plan: Plan, seg: Segment) -> list[Finding]:
         found: list[Finding] = []
-        if plan.injection is not None and seg.role != "assistant":
+        # Every role: the model reads a client-written assistant turn as its own words.
+        if plan.injection is not None:
             found += plan.injection.scan(seg.text, seg.where)
         pii = plan.input.get("pii")
         if pii is not None and pii.action != "off":

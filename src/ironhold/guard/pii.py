@@ -157,6 +157,9 @@ class _Claims:
         return True
 
 
+#: Phone-number candidates checked by ``phonenumbers`` in one text at most.
+_MAX_PHONE_CHECKS = 500
+
 #: The categories this scanner reports.
 PII_KINDS = ("email", "phone", "payment_card", "iban", "national_id", "ip_address")
 
@@ -196,10 +199,20 @@ def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None 
             if check(m.group()):
                 add(kind, m.start(), m.end())
     if "phone" in wanted and digits:
+        checked = 0
         for m in _within(_PHONE, text, windows):
             if taken.overlaps(m.start(), m.end()):
                 continue
+            if region is None and "+" not in m.group():
+                continue  # without a region only "+<country code>" numbers can be valid
             if sum(c.isdigit() for c in m.group()) < 7:
+                continue
+            checked += 1
+            if checked > _MAX_PHONE_CHECKS:
+                # phonenumbers costs ~0.1 ms a candidate: a text made of candidates would cost
+                # seconds. Past the bound each candidate counts as a number, unchecked: more is
+                # redacted or flagged than needs to be, never less.
+                add("phone", m.start(), m.end())
                 continue
             for pm in phonenumbers.PhoneNumberMatcher(m.group(), region or "ZZ",
                                                        leniency=phonenumbers.Leniency.VALID):

@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 
+from ironhold.core.errors import InvalidRequestError
 from ironhold.core.exchange import Exchange, Operation, Reply
 from ironhold.core.pipeline import Handler
-from ironhold.guard.content import input_segments, output_segments
-from ironhold.guard.engine import Guard, RequestGuard
+from ironhold.guard.content import Segment, input_segments, output_segments, token_ids_in
+from ironhold.guard.engine import Guard, Plan, RequestGuard
 from ironhold.guard.leaks import SystemPromptLeak, new_canary, plant_canary
 from ironhold.guard.stream import GuardedStream
 
 __all__ = ["GuardStage"]
 
 
+#: Texts up to this many characters are scanned on the event loop (well under a millisecond
+#: for most); longer ones in a worker thread.
+_INLINE_CHARS = 16_384
+#: Long scans running at once; more wait their turn, so a flood of long prompts queues
+#: instead of taking every worker thread and every share of the interpreter.
+_LONG_SCANS = 2
+
+
 class GuardStage:
     def __init__(self, guard: Guard):
         self.guard = guard
+        self._long_scans = asyncio.Semaphore(_LONG_SCANS)
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
         plan = self.guard.plan(exchange.model)
         state = RequestGuard(plan)
+        segments = list(input_segments(exchange.operation, exchange.body))
+        self._check_scannable(exchange, plan, segments)
         try:
-            reroute = self.guard.scan_input(state, input_segments(exchange.operation,
-                                                                  exchange.body))
+            if sum(len(seg.text) for seg in segments) <= _INLINE_CHARS:
+                reroute = self.guard.scan_input(state, segments)
+            else:
+                # Long texts are scanned in a worker thread: the loop keeps serving others.
+                async with self._long_scans:
+                    reroute = await asyncio.to_thread(self.guard.scan_input, state, segments)
         finally:
             exchange.guard.extend(state.records)
             state.records.clear()
@@ -42,10 +59,32 @@ class GuardStage:
                 reply.stream = GuardedStream(reply.stream, self.guard, state, exchange,
                                              chat=exchange.operation is Operation.CHAT)
             elif reply.body is not None:
-                reply.body = self._scan_answer(state, reply.body)
+                if len(reply.body) <= _INLINE_CHARS:
+                    reply.body = self._scan_answer(state, reply.body)
+                else:
+                    async with self._long_scans:
+                        reply.body = await asyncio.to_thread(self._scan_answer, state,
+                                                             reply.body)
             return reply
         finally:
             exchange.guard.extend(state.records)
+
+    def _check_scannable(self, exchange: Exchange, plan: Plan, segments: list[Segment]) -> None:
+        """What the guard cannot scan must not reach the model: token ids, and more text than
+        ``guard.max_input_chars``."""
+        if not plan.scans_input:
+            return
+        field = token_ids_in(exchange.operation, exchange.body)
+        if field is not None:
+            raise InvalidRequestError(
+                f"'{field}' holds token ids, which the guard cannot scan; send text.",
+                param=field, code="unscannable_input")
+        limit = self.guard.config.max_input_chars
+        total = sum(len(seg.text) for seg in segments)
+        if total > limit:
+            raise InvalidRequestError(
+                f"The request holds {total} characters of text; the guard scans at most "
+                f"{limit} (guard.max_input_chars).", code="input_too_long")
 
     def _prepare_leak_checks(self, exchange: Exchange, state: RequestGuard) -> None:
         leaks = state.plan.output.get("leaks")

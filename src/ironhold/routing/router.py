@@ -38,6 +38,7 @@ from ironhold.core.errors import (
     UpstreamUnavailableError,
 )
 from ironhold.core.exchange import Exchange, Reply
+from ironhold.core.usage import StreamUsage
 from ironhold.routing.answers import (
     as_openai_body,
     bounded_read,
@@ -361,6 +362,12 @@ class Router:
                  now: float) -> UpstreamRequest:
         body = dict(exchange.body)
         body["model"] = d.upstream_model
+        if exchange.stream:
+            # Usage is asked for on every stream, so limits count what was delivered; the
+            # Relay takes the usage event out again if the client did not ask for it.
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                      "include_usage": True}
         configured = group.deadlines
         remaining = deadline - now
         if remaining > configured.total - 0.05 and exchange.first_token_timeout is None:
@@ -421,10 +428,16 @@ class Router:
         exchange.first_token_at = time.perf_counter()
         return Reply(
             status=200,
-            stream=Relay(first, chunks, response, d, group),
+            stream=Relay(first, chunks, response, d, group,
+                         StreamUsage(exchange, hide_usage=not _asked_for_usage(exchange))),
             headers=passed,
             content_type="text/event-stream",
         )
+
+
+def _asked_for_usage(exchange: Exchange) -> bool:
+    options = exchange.body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _total_timeout(exchange: Exchange, group: ModelGroup) -> float:

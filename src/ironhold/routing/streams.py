@@ -15,6 +15,7 @@ from ironhold.core.errors import (
     stream_error_event,
 )
 from ironhold.core.exchange import ChunkStream
+from ironhold.core.usage import StreamUsage
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 from ironhold.upstream.transport import UpstreamResponse
@@ -35,41 +36,52 @@ async def first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> b
 
 class Relay:
     """The stream after the commit point, starting with the first chunk (already read, which is
-    what committed it), chunk by chunk, never buffered whole. A failure now ends the stream with
+    what committed it), event by event, never buffered whole. A failure now ends the stream with
     an error event in the OpenAI shape (and counts against the deployment) instead of raising;
-    ``aclose`` releases the deployment and the upstream connection exactly once."""
+    ``aclose`` releases the deployment and the upstream connection exactly once, and settles
+    what the stream used (``StreamUsage``) if any of it went out."""
 
     __slots__ = ("_at_boundary", "_chunks", "_closed", "_deployment", "_first", "_group",
-                 "_response")
+                 "_response", "_started", "_usage")
 
     def __init__(self, first: bytes, chunks: AsyncGenerator[bytes, None],
-                 response: UpstreamResponse, deployment: Deployment, group: ModelGroup):
+                 response: UpstreamResponse, deployment: Deployment, group: ModelGroup,
+                 usage: StreamUsage):
         self._first: bytes | None = first
         self._chunks = chunks
         self._response = response
         self._deployment = deployment
         self._group = group
+        self._usage = usage
         self._at_boundary = True
         self._closed = False
+        self._started = False
 
     def __aiter__(self) -> Relay:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._first is not None:
-            chunk, self._first = self._first, None
-        elif self._closed:
-            raise StopAsyncIteration
-        else:
-            try:
-                chunk = await anext(self._chunks)
-            except IronholdError as exc:
-                return await self._broke(exc)
-            except StopAsyncIteration:
-                await self.aclose()
-                raise
-        self._at_boundary = chunk.endswith(b"\n\n")
-        return chunk
+        self._started = True
+        while True:
+            if self._first is not None:
+                chunk, self._first = self._first, None
+            elif self._closed:
+                raise StopAsyncIteration
+            else:
+                try:
+                    chunk = await anext(self._chunks)
+                except IronholdError as exc:
+                    return await self._broke(exc)
+                except StopAsyncIteration:
+                    rest = self._usage.flush()
+                    await self.aclose()
+                    if rest:
+                        return rest
+                    raise
+            out = self._usage.feed(chunk)
+            if out:
+                self._at_boundary = out.endswith(b"\n\n")
+                return out
 
     async def _broke(self, exc: IronholdError) -> bytes:
         group, deployment = self._group, self._deployment
@@ -78,14 +90,17 @@ class Relay:
         log.warning("stream broke after the commit point", extra={
             "model": group.name, "deployment": deployment.name,
             "error": exc.code, "detail": exc.message})
+        rest = self._usage.flush()
         await self.aclose()
-        lead = b"" if self._at_boundary else b"\n\n"
-        return lead + stream_error_event(exc, "upstream_error")
+        lead = b"" if self._at_boundary and not rest else b"\n\n"
+        return rest + lead + stream_error_event(exc, "upstream_error")
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._started:  # a lost hedge that never went out is not this request's usage
+            self._usage.finish()
         self._group.released(self._deployment)
         self._response.close()
         with contextlib.suppress(Exception):

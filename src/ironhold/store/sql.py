@@ -177,7 +177,9 @@ def open_durable_engine(store: SqlStore, fsync: bool = True) -> Engine:
     fsynced on every commit, so a record survives power loss, not only a crash of the process
     (``synchronous=NORMAL``, which the other tables use)."""
     if store.dialect == "sqlite":
-        engine = create_engine(store.engine.url, connect_args={"timeout": 30})
+        # A locked database fails a batch after 5 s (503 for its requests) rather than holding
+        # every request for half a minute; the next batch tries again.
+        engine = create_engine(store.engine.url, connect_args={"timeout": 5})
         pragmas = _sqlite_durable_pragmas if fsync else _sqlite_pragmas
         event.listen(engine, "connect", pragmas)
         return engine

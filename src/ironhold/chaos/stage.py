@@ -26,8 +26,10 @@ class ChaosStage:
         self._policy = policy
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
-        if self._key_faults and exchange.principal is not None:
-            exchange.faults = self._key_faults.get(exchange.principal.name, ())
+        principal = exchange.principal
+        # Keys only: a key's name is chosen by an admin, an agent's by whoever mints it.
+        if self._key_faults and principal is not None and principal.kind == "key":
+            exchange.faults = self._key_faults.get(principal.name, ())
         if exchange.fault_header is not None:
             if not self._allow_header:
                 raise PermissionDeniedError(

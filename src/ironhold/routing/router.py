@@ -331,24 +331,33 @@ class Router:
         elsewhere; keeps the deployment's statistics and outlier state."""
         started = time.monotonic()
         request = self._request(exchange, group, d, deadline, started)
+        # A request that carries its own faults (an admin's header, a chaos key) is a test: its
+        # outcomes must not throttle, eject or slow a deployment for every other caller.
+        shared = not exchange.faults
         try:
             reply = await self._send(exchange, group, d, request)
         except UpstreamThrottledError as exc:
             wait = min(exc.retry_after if exc.retry_after is not None else _DEFAULT_RETRY_AFTER,
                        _MAX_RETRY_AFTER)
-            d.throttled_until = max(d.throttled_until, time.monotonic() + wait)
+            if shared:
+                d.throttled_until = max(d.throttled_until, time.monotonic() + wait)
             group.outlier.abandoned(d)
             self._failed(exchange, group, d, exc)
             raise
         except UpstreamError as exc:
             now = time.monotonic()
-            # A failure makes the deployment look slow to peak-EWMA, so it loses P2C contests.
-            d.latency.observe(max(now - started, 4 * d.latency.current(now), 0.05), now)
-            group.outlier.failure(d, exc.code)
+            if shared:
+                # A failure makes the deployment look slow to peak-EWMA: it loses P2C contests.
+                d.latency.observe(max(now - started, 4 * d.latency.current(now), 0.05), now)
+                group.outlier.failure(d, exc.code)
+            else:
+                group.outlier.abandoned(d)
             self._failed(exchange, group, d, exc)
             raise
         now = time.monotonic()
-        if reply.status < 500:
+        if not shared:
+            group.outlier.abandoned(d)
+        elif reply.status < 500:
             d.latency.observe(now - started, now)
             if reply.status < 400:
                 d.recent.add(now - started)
@@ -429,7 +438,8 @@ class Router:
         return Reply(
             status=200,
             stream=Relay(first, chunks, response, d, group,
-                         StreamUsage(exchange, hide_usage=not _asked_for_usage(exchange))),
+                         StreamUsage(exchange, hide_usage=not _asked_for_usage(exchange)),
+                         shared=not exchange.faults),
             headers=passed,
             content_type="text/event-stream",
         )

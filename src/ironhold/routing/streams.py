@@ -42,17 +42,19 @@ class Relay:
     what the stream used (``StreamUsage``) if any of it went out."""
 
     __slots__ = ("_at_boundary", "_chunks", "_closed", "_deployment", "_first", "_group",
-                 "_response", "_started", "_usage")
+                 "_response", "_shared", "_started", "_usage")
 
     def __init__(self, first: bytes, chunks: AsyncGenerator[bytes, None],
                  response: UpstreamResponse, deployment: Deployment, group: ModelGroup,
-                 usage: StreamUsage):
+                 usage: StreamUsage, shared: bool = True):
         self._first: bytes | None = first
         self._chunks = chunks
         self._response = response
         self._deployment = deployment
         self._group = group
         self._usage = usage
+        #: False for a request carrying its own faults: its breaks eject nothing.
+        self._shared = shared
         self._at_boundary = True
         self._closed = False
         self._started = False
@@ -85,7 +87,8 @@ class Relay:
 
     async def _broke(self, exc: IronholdError) -> bytes:
         group, deployment = self._group, self._deployment
-        group.outlier.failure(deployment, exc.code)
+        if self._shared:
+            group.outlier.failure(deployment, exc.code)
         group.metrics.upstream_attempt(group.name, deployment.name, f"stream_{exc.code}")
         log.warning("stream broke after the commit point", extra={
             "model": group.name, "deployment": deployment.name,

@@ -93,7 +93,9 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     async def revoke_key(request: web.Request) -> web.Response:
         gateway = await require_admin(request)
         key_id = request.match_info["key_id"]
-        revoked = await asyncio.to_thread(gateway.authenticator.revoke_key, key_id)
+        # By id only: names are not unique, and a DELETE of one name used to revoke every
+        # key that shared it (the CLI, with the list in front of its user, takes a name).
+        revoked = await asyncio.to_thread(gateway.authenticator.revoke_key, key_id, False)
         if not revoked:
             raise NotFoundError(f"No active key '{key_id}'.", code="key_not_found")
         await record_event(gateway, request, request[ADMIN], "revoke_key",

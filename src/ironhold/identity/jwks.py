@@ -3,12 +3,14 @@
 A file is re-read when its modification time changes. A URL is fetched again after
 ``cache_ttl``, or sooner when a token names a key id not in the set (the provider rotated its
 keys), but never more often than ``min_refresh``: tokens with made-up key ids cannot make the
-gateway hammer the provider. If a refresh fails, the keys already held stay in use.
+gateway hammer the provider. Stale keys are refreshed in the background while they keep
+verifying tokens (stale while revalidating); if a refresh fails, the keys held stay in use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -59,6 +61,8 @@ class JwksSource:
         self._mtime: float | None = None
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        #: The background refresh of stale keys, if one is running (owned here).
+        self._revalidation: asyncio.Task[None] | None = None
 
     def load_now(self) -> None:
         """Read a JWKS file at start-up, so a broken one stops the gateway from starting."""
@@ -73,12 +77,24 @@ class JwksSource:
             if unknown or now - self._checked_at > 1.0:
                 self._checked_at = now
                 self._refresh_file()
-        elif self._keys is None or unknown or now - self._loaded_at > self._config.cache_ttl:
-            await self._refresh_url(force=unknown or self._keys is None)
+        elif self._keys is None or unknown:
+            await self._refresh_url(force=True)  # nothing to verify this token with yet
+        elif now - self._loaded_at > self._config.cache_ttl:
+            # Stale while revalidating: the keys held verify this token now, and a refresh
+            # runs beside it, so a slow or failing JWKS URL holds up no request.
+            self._revalidate()
         if self._keys is None:
             raise AuthenticationError("The identity provider's keys are not available.",
                                       code="jwks_unavailable")
         return self._keys
+
+    def _revalidate(self) -> None:
+        if self._revalidation is not None and not self._revalidation.done():
+            return
+        if time.monotonic() - self._tried_at < self._config.min_refresh:
+            return  # failed recently: try again later, keep serving the keys held
+        self._revalidation = asyncio.get_running_loop().create_task(
+            self._refresh_url(force=False), name="jwks-revalidate")
 
     async def _refresh_url(self, force: bool) -> None:
         if force and time.monotonic() - self._tried_at < self._config.min_refresh:
@@ -139,5 +155,9 @@ class JwksSource:
         self._loaded_at = time.monotonic()
 
     async def close(self) -> None:
+        if self._revalidation is not None:
+            self._revalidation.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._revalidation
         if self._session is not None:
             await self._session.close()

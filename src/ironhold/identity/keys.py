@@ -200,10 +200,11 @@ class KeyService:
         with self.store.engine.connect() as conn:
             return [_row_to_key(row) for row in conn.execute(query).mappings()]
 
-    def revoke(self, id_or_name: str) -> list[ApiKey]:
-        """Revoke the key with this id, or every active key with this name."""
+    def revoke(self, id_or_name: str, by_name: bool = True) -> list[ApiKey]:
+        """Revoke the key with this id, or (``by_name``) every active key with this name."""
         now = time.time()
-        match = or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name)
+        match = (or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name) if by_name
+                 else api_keys.c.id == id_or_name)
         with self.store.engine.begin() as conn:
             rows = conn.execute(
                 select(api_keys).where(match, api_keys.c.revoked_at.is_(None))

@@ -50,9 +50,9 @@ class Authenticator:
         raise AuthenticationError("The token's issuer is not trusted by this gateway.",
                                   code="invalid_token")
 
-    def revoke_key(self, id_or_name: str) -> list[ApiKey]:
+    def revoke_key(self, id_or_name: str, by_name: bool = True) -> list[ApiKey]:
         """Revoke keys, and every passport issued for them. Blocking."""
-        revoked = self.keys.revoke(id_or_name)
+        revoked = self.keys.revoke(id_or_name, by_name)
         if self.passports is not None:
             for key in revoked:
                 self.passports.revoke_subject(key.id)

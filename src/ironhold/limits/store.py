@@ -169,9 +169,33 @@ class MemoryLimitStore:
         self._tpm: dict[str, _Window] = {}
         self._leases: dict[str, dict[str, float]] = {}
         self._spent: dict[tuple[str, str, int], int] = {}
+        self._swept_at = 0.0
+
+    def counters(self) -> int:
+        """How many counters are held now (every passport has its own)."""
+        return len(self._rpm) + len(self._tpm) + len(self._leases) + len(self._spent)
+
+    def _sweep(self, now: float) -> None:
+        """Forget what can no longer refuse anything: windows and lease sets that emptied,
+        budgets of past days and months. Once a window, so memory follows the counters in
+        use, not every passport ever minted; the cost is amortised over a minute of calls."""
+        self._swept_at = now
+        for windows in (self._rpm, self._tpm):
+            for counter in [c for c, w in windows.items() if w.used(now) == 0 and
+                            not w.buckets]:
+                del windows[counter]
+        for counter in [c for c, leases in self._leases.items()
+                        if all(exp <= now for exp in leases.values())]:
+            del self._leases[counter]
+        day, month = day_of(now), month_of(now)
+        for key in [k for k in self._spent
+                    if k[2] != (day if k[1] == "budget_usd_daily" else month)]:
+            del self._spent[key]
 
     async def admit(self, charges: Sequence[Charge], ask: Ask) -> Admission:
         now = ask.now
+        if now - self._swept_at > WINDOW:
+            self._sweep(now)
         requests: RateState | None = None
         tokens: RateState | None = None
         budget_left: int | None = None

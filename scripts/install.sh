@@ -5,6 +5,11 @@
 set -euo pipefail
 bin="$1"
 log="$(mktemp -t ironhold-install.XXXXXX.log)"
+# A portable llama.cpp build (AVX2, the common ground of current x86-64 servers) rather than
+# one tuned to the build machine: a "native" build made on a machine with AMX and AVX-512
+# crashed (SIGSEGV) on its first token there under this sandbox, and a wheel pip cached on one
+# machine may be reused on another.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
 
 if ! "$bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
   echo "Installing llama.cpp's server (llama-cpp-python). If no wheel is cached, this compiles"
@@ -33,3 +38,28 @@ if ! wait "$pid"; then
 fi
 grep -E '^Successfully installed' "$log" | cut -c1-300 || true
 rm -f "$log"
+
+# One token from the bundled model proves the llama.cpp build runs on this machine. A wheel
+# from pip's cache that was built for another CPU crashes here; it is rebuilt portably once.
+smoke() {
+  "$bin/python" - <<'PY' >/dev/null 2>&1
+import os
+from pathlib import Path
+
+from llama_cpp import Llama
+
+from ironhold.upstream.artifacts import demo_model_path
+
+cache = Path(os.environ.get("IRONHOLD_MODEL_CACHE", "~/.cache/ironhold/models")).expanduser()
+path, _ = demo_model_path(cache)
+Llama(model_path=str(path), n_ctx=64, verbose=False)("hi", max_tokens=1)
+PY
+}
+if ! smoke; then
+  version="$("$bin/python" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+  echo "llama.cpp's build does not run on this machine; rebuilding llama-cpp-python $version"
+  echo "portably (about 10 minutes on 2 cores)"
+  "$bin/python" -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
+  "$bin/python" -m pip install --quiet --force-reinstall --no-deps "llama-cpp-python==$version"
+  smoke || { echo "llama.cpp still does not run on this machine" >&2; exit 1; }
+fi

@@ -4,6 +4,7 @@ must accept or refuse."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -27,6 +28,10 @@ class IdentityProvider:
         self.audience = audience
         self.keys: list[Key] = [RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})]
         self.fetches = 0
+        #: Seconds the JWKS endpoint waits before answering (a slow or hung provider), and
+        #: how many of its answers are still being held back.
+        self.delay = 0.0
+        self.pending = 0
         self._thread: LoopThread | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -87,6 +92,11 @@ class IdentityProvider:
     def serve(self) -> str:
         async def handler(_: web.Request) -> web.Response:
             self.fetches += 1
+            self.pending += 1
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.pending -= 1
             return web.json_response(self.jwks())
 
         async def start() -> int:

@@ -43,6 +43,10 @@ async def record_event(gateway: Gateway, request: web.Request, principal: Princi
         request_id_of(request), principal, action, target, request.remote or "0.0.0.0"))
 
 
+#: The largest position or size a query may name: SQLite and PostgreSQL integers are 64-bit.
+_MAX_POSITION = 2**62
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -139,11 +143,11 @@ def _int_param(request: web.Request, name: str, default: int | None, low: int,
         if default is None:
             raise InvalidRequestError(f"'{name}' is required.", param=name)
         return default
+    high = _MAX_POSITION if high is None else high
     try:
-        value = int(raw)
+        value = int(raw) if len(raw) <= 20 else high + 1
     except ValueError:
         raise InvalidRequestError(f"'{name}' must be an integer.", param=name) from None
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"between {low} and {high}"
-        raise InvalidRequestError(f"'{name}' must be {bounds}.", param=name)
+    if not low <= value <= high:
+        raise InvalidRequestError(f"'{name}' must be between {low} and {high}.", param=name)
     return value

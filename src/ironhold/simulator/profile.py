@@ -84,6 +84,9 @@ class SimulatorProfile(_Strict):
     #: (``echo``: every message, the system prompt included, as a leaking model would), or only
     #: the last message (``echo_last``). Echoes are cut at ``completion_tokens`` words.
     reply: Literal["lorem", "echo", "echo_last"] = "lorem"
+    #: Streams end with a usage event when asked (``stream_options.include_usage``), as OpenAI
+    #: and vLLM do, or ``never``, as llama-cpp-python's server does.
+    stream_usage: Literal["when_asked", "never"] = "when_asked"
 
 
 def load_profile(path: str | Path) -> SimulatorProfile:

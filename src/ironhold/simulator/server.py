@@ -190,7 +190,8 @@ class Simulator:
         await response.write(_event({"id": rid, "object": kind, "created": created,
                                      "model": model, "choices": [final]}))
         options = body.get("stream_options") or {}
-        if isinstance(options, dict) and options.get("include_usage"):
+        if (isinstance(options, dict) and options.get("include_usage")
+                and self.profile.stream_usage == "when_asked"):
             await response.write(_event({"id": rid, "object": kind, "created": created,
                                          "model": model, "choices": [], "usage": usage}))
         await response.write(b"data: [DONE]\n\n")

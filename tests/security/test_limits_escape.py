@@ -22,7 +22,9 @@ EXCHANGE = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
 
 def _stream_tokens(gw: GatewayServer, key: str, include_usage: bool | None) -> tuple[int, bool]:
     """One streamed chat; returns (words received, whether a usage chunk came)."""
-    body: dict[str, Any] = {**CHAT, "max_tokens": 200}
+    # No max_tokens: the reservation is limits.default_completion_tokens, far below what the
+    # simulator streams (its completion_tokens), as with a client that sets no cap.
+    body: dict[str, Any] = dict(CHAT)
     if include_usage is not None:
         body["stream_options"] = {"include_usage": include_usage}
     words, usage = 0, False
@@ -41,10 +43,11 @@ def test_streams_are_charged_what_they_deliver(
     """Was: a stream without include_usage was charged its reservation only: a key capped at
     2,000 tokens a minute received 18,006 streamed tokens. Also with a model server that never
     reports usage in streams (llama-cpp-python's), counted from the events."""
-    sim = make_simulator(completion_tokens=200, stream_usage=upstream_usage)
+    sim = make_simulator(completion_tokens=200,
+                         **({"stream_usage": "never"} if upstream_usage == "never" else {}))
     gw = make_gateway([{"name": "chat", "deployments": [{"url": sim.url}]}],
                       limits={"default_completion_tokens": 16})
-    # Each stream reserves ~20 tokens (a small max_tokens is not sent) and delivers 200.
+    # Each stream reserves ~20 tokens and delivers 200.
     key = limited_key(gw, tpm=2000)
     delivered = 0
     for _ in range(30):

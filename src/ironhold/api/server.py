@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -54,6 +55,11 @@ async def serve_until_stopped(
     gateway: Gateway, host: str, port: int, on_ready: Callable[[int], None] | None = None
 ) -> None:
     runner, bound = await start_server(gateway, host, port)
+    # Everything built so far (the guard's model, phone metadata, the config) lives as long as
+    # the process: moved out of the cyclic collector's sight, so a full collection no longer
+    # walks ~100,000 objects (50 ms on a 2-core VM) in the middle of serving requests.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -56,8 +56,19 @@ def input_segments(operation: Operation, body: dict[str, Any]) -> Iterator[Segme
         messages = body.get("messages")
         if isinstance(messages, list):
             for i, message in enumerate(messages):
-                if isinstance(message, dict):
-                    role = str(message.get("role", ""))
+                if not isinstance(message, dict):
+                    continue
+                role = str(message.get("role", ""))
+                content = message.get("content")
+                if isinstance(content, str):  # the common shape, without the walk
+                    if content:
+                        yield Segment(f"messages[{i}].content", content, role,
+                                      _setter(message, "content"))
+                    if len(message) == 2 and "role" in message:
+                        continue
+                    rest = {k: v for k, v in message.items() if k != "content"}
+                    yield from _strings(f"messages[{i}]", rest, role, message)
+                else:
                     yield from _strings(f"messages[{i}]", message, role)
         for name in _READ_FIELDS:
             if name in body:
@@ -87,8 +98,10 @@ def token_ids_in(operation: Operation, body: dict[str, Any]) -> str | None:
     return None
 
 
-def _strings(path: str, node: dict[str, Any], role: str) -> Iterator[Segment]:
-    """Every string under ``node`` in document order, but for ids, types and media parts."""
+def _strings(path: str, node: dict[str, Any], role: str,
+             owner: dict[str, Any] | None = None) -> Iterator[Segment]:
+    """Every string under ``node`` in document order, but for ids, types and media parts.
+    ``owner``: where ``node``'s own values are written back, if ``node`` is a view of it."""
     stack: list[tuple[str, Any, Iterator[tuple[Any, Any]]]] = [(path, node, iter(node.items()))]
     while stack:
         here, container, items = stack[-1]
@@ -105,7 +118,8 @@ def _strings(path: str, node: dict[str, Any], role: str) -> Iterator[Segment]:
             where = f"{here}[{key}]"
         if isinstance(value, str):
             if value:
-                yield Segment(where, value, role, _setter(container, key))
+                target = owner if owner is not None and container is node else container
+                yield Segment(where, value, role, _setter(target, key))
         elif isinstance(value, dict):
             if value.get("type") not in _MEDIA:
                 stack.append((where, value, iter(value.items())))

@@ -17,6 +17,7 @@ overshoot. The Redis store (``limits.redis``) runs the same algorithm in one Lua
 from __future__ import annotations
 
 import calendar
+import itertools
 import math
 import secrets
 import time
@@ -34,9 +35,14 @@ class StoreUnavailableError(Exception):
     this is a store failure that ``limits.on_store_error`` may choose to admit through."""
 
 
+#: Lease ids: a random prefix per process (unique across replicas) and a counter.
+_LEASE_PREFIX = "l" + secrets.token_hex(8) + "-"
+_lease_numbers = itertools.count()
+
+
 def new_lease_id() -> str:
     """A concurrency lease's id: the server's own, unique per admission."""
-    return "l" + secrets.token_hex(12)
+    return f"{_LEASE_PREFIX}{next(_lease_numbers)}"
 
 
 @dataclass(frozen=True, slots=True)

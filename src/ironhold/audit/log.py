@@ -76,7 +76,6 @@ class AuditLog:
             raise AuditUnavailableError(f"{len(self._pending)} records are waiting to be "
                                         "written")
         future: asyncio.Future[StoredRecord] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)
         self._pending.append((record, future))
         self._wake.set()
         return future
@@ -107,6 +106,9 @@ class AuditLog:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
+                    # Retrieved here too: a waiter that was cancelled, or a record queued by
+                    # a request that could not wait, must not warn "never retrieved".
+                    future.exception()
             return
         self.batches += 1
         self.written += len(stored)
@@ -160,8 +162,3 @@ class AuditLog:
         except Exception as exc:
             log.error("audit_checkpoint_failed", extra={"error": type(exc).__name__})
 
-
-def _retrieve(future: asyncio.Future[StoredRecord]) -> None:
-    """Mark a failed record's error as seen: its waiter may be gone (a cancelled request)."""
-    if not future.cancelled():
-        future.exception()

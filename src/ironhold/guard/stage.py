@@ -35,9 +35,9 @@ class GuardStage:
         plan = self.guard.plan(exchange.model)
         state = RequestGuard(plan)
         segments = list(input_segments(exchange.operation, exchange.body))
-        self._check_scannable(exchange, plan, segments)
+        chars = self._check_scannable(exchange, plan, segments)
         try:
-            if sum(len(seg.text) for seg in segments) <= _INLINE_CHARS:
+            if chars <= _INLINE_CHARS:
                 reroute = self.guard.scan_input(state, segments)
             else:
                 # Long texts are scanned in a worker thread: the loop keeps serving others.
@@ -69,22 +69,24 @@ class GuardStage:
         finally:
             exchange.guard.extend(state.records)
 
-    def _check_scannable(self, exchange: Exchange, plan: Plan, segments: list[Segment]) -> None:
+    def _check_scannable(self, exchange: Exchange, plan: Plan, segments: list[Segment]) -> int:
         """What the guard cannot scan must not reach the model: token ids, and more text than
-        ``guard.max_input_chars``."""
-        if not plan.scans_input:
-            return
-        field = token_ids_in(exchange.operation, exchange.body)
-        if field is not None:
-            raise InvalidRequestError(
-                f"'{field}' holds token ids, which the guard cannot scan; send text.",
-                param=field, code="unscannable_input")
-        limit = self.guard.config.max_input_chars
+        ``guard.max_input_chars``. Returns the characters of text to scan."""
         total = sum(len(seg.text) for seg in segments)
+        if not plan.scans_input:
+            return total
+        if exchange.operation is not Operation.CHAT:
+            field = token_ids_in(exchange.operation, exchange.body)
+            if field is not None:
+                raise InvalidRequestError(
+                    f"'{field}' holds token ids, which the guard cannot scan; send text.",
+                    param=field, code="unscannable_input")
+        limit = self.guard.config.max_input_chars
         if total > limit:
             raise InvalidRequestError(
                 f"The request holds {total} characters of text; the guard scans at most "
                 f"{limit} (guard.max_input_chars).", code="input_too_long")
+        return total
 
     def _prepare_leak_checks(self, exchange: Exchange, state: RequestGuard) -> None:
         leaks = state.plan.output.get("leaks")

@@ -15,6 +15,8 @@ from ironhold.core.tokens import estimate_prompt_tokens
 #: Usage figures past this are not believed (a model server's bug or lie must not overflow a
 #: counter or a record).
 MAX_REPORTED_TOKENS = 1 << 31
+#: An event held back longer than this, still unfinished, is passed on as it is.
+_MAX_EVENT_BYTES = 1 << 20
 #: The blank line that ends a server-sent event (LF or CRLF framing).
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 
@@ -90,6 +92,12 @@ class StreamUsage:
         for match in _EVENT_END.finditer(data):
             end = match.end()
         if end == 0:
+            if len(data) > _MAX_EVENT_BYTES:
+                # No event is this long: not SSE as it should be. Passed on unparsed (never
+                # buffered whole), its bytes counted as text.
+                self._pending = b""
+                self._chars += len(data)
+                return data
             self._pending = data
             return b""
         self._pending = data[end:]

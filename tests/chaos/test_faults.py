@@ -41,16 +41,16 @@ def test_an_injected_abort_on_one_deployment_is_absorbed_by_a_retry(
     assert metric(gw, "ironhold_injected_faults_total", deployment="a", kind="abort") >= 2
 
 
-def test_an_injected_429_throttles_like_a_real_one(pair: tuple[GatewayServer, str]) -> None:
+def test_an_injected_429_answers_like_a_real_one_but_parks_nothing(
+        pair: tuple[GatewayServer, str]) -> None:
     gw, admin = pair
     limited = fault(gw, admin, CHAT, {"kind": "abort", "status": 429, "retry_after": "9s"})
     assert_openai_error(limited, 429)
     assert limited.headers["retry-after"] in ("8", "9")
-    # Both deployments said 429 (the request was retried on the second): now even a request
-    # without the fault is refused by the gateway until their Retry-After has passed.
-    refused = post(gw, admin, CHAT)
-    assert_openai_error(refused, 429)
-    assert refused.headers["retry-after"] in ("8", "9")
+    # Both deployments said 429 to this request (it was retried on the second), but the faults
+    # were its own: a request without them is served (a real 429 parks the deployment; see
+    # tests/routing for that).
+    assert post(gw, admin, CHAT).status_code == 200
 
 
 def test_delay_slow_cut_malformed_reset_hang(

@@ -310,7 +310,10 @@ class Router:
         """After a failed attempt with nothing else in flight: back off and retry, or raise."""
         if attempts >= group.policy.retries.attempts:
             raise _exhausted(error, attempts, group)
-        if not group.budget.try_spend():
+        # A request carrying its own faults retries outside the shared budget: its failures
+        # were injected (no upstream was loaded), and spending the budget on them would deny
+        # other callers their retries. ``retries.attempts`` still bounds it.
+        if not exchange.faults and not group.budget.try_spend():
             self._metrics.no_budget(group.name, "retry")
             raise _exhausted(error, attempts, group)
         retries = group.policy.retries

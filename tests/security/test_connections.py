@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.helpers import CHAT, post
+from tests.helpers import CHAT, post, wait_until
 from tests.servers import GatewayServer
 
 
@@ -67,7 +67,9 @@ def test_connections_past_the_cap_are_closed_at_once(
         chat_gateway: Callable[..., GatewayServer], cap: int) -> None:
     gw = chat_gateway(server={"max_connections": cap, "header_timeout": "30s"})
     held = [_connect(gw) for _ in range(cap)]
-    time.sleep(0.2)  # let the server accept them all
+    server = gw._runner.server
+    assert server is not None
+    assert wait_until(lambda: len(server.connections) >= cap, 10)  # all accepted: at the cap
     extra = [_connect(gw) for _ in range(10)]
     assert all(_closed_by_server(sock, 5) for sock in extra)
     assert not any(_closed_by_server(sock, 0.2) for sock in held[:3])

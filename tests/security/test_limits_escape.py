@@ -88,7 +88,8 @@ def test_concurrency_leases_are_the_servers_not_the_clients(
         make_gateway: Callable[..., GatewayServer], make_simulator: Callable[..., Any],
         store: str, request: pytest.FixtureRequest) -> None:
     """Was: eight concurrent requests sharing one x-request-id counted as one lease."""
-    sim = make_simulator(ttft={"distribution": "fixed", "ms": 600})
+    # Slow enough that all eight overlap even on a loaded machine.
+    sim = make_simulator(ttft={"distribution": "fixed", "ms": 2000})
     state: dict[str, Any] = {}
     if store == "redis":
         state = {"state": {"url": "sqlite:///state.db",

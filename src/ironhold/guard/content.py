@@ -72,7 +72,7 @@ def input_segments(operation: Operation, body: dict[str, Any]) -> Iterator[Segme
                     yield from _strings(f"messages[{i}]", message, role)
         for name in _READ_FIELDS:
             if name in body:
-                yield from _strings("", {name: body[name]}, "")
+                yield from _strings("", {name: body[name]}, "", body)
         return
     key = "prompt" if operation is Operation.COMPLETION else "input"
     value = body.get(key)

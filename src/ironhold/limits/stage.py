@@ -84,11 +84,12 @@ class LimitsStage:
         # share an id must still take one concurrency slot each.
         lease = new_lease_id()
         try:
-            admission = await self._admit(charges, Ask(lease, tokens, cost, now,
-                                                       self._config.lease_ttl))
-        except StoreUnavailableError:
+            admission: Admission | None = await self.store.admit(
+                charges, Ask(lease, tokens, cost, now, self._config.lease_ttl))
+        except Exception as exc:
             exchange.limits = LimitOutcome(False, counters, "store_unavailable")
-            raise self._unavailable() from None
+            self._store_failed(exc)  # returns only when the policy admits
+            admission = None
         if admission is None:  # the store is down and on_store_error is open
             exchange.limits = LimitOutcome(True, counters, "store_unavailable")
             return await next_(exchange)
@@ -125,10 +126,10 @@ class LimitsStage:
         now = time.time()
         lease = new_lease_id()
         try:
-            admission = await self._admit(charges, Ask(lease, 0, 0, now, self._config.lease_ttl))
-        except StoreUnavailableError:
-            raise self._unavailable() from None
-        if admission is None:
+            admission = await self.store.admit(charges, Ask(lease, 0, 0, now,
+                                                            self._config.lease_ttl))
+        except Exception as exc:
+            self._store_failed(exc)  # returns only when the policy admits
             return
         if not admission.allowed:
             raise _refusal(admission, charges, 0, rate_headers(admission))
@@ -137,27 +138,20 @@ class LimitsStage:
         except Exception as exc:  # the lease lapses by itself after lease_ttl
             log.error("limits_settle_failed", extra={"error": type(exc).__name__})
 
-    async def _admit(self, charges: Sequence[Charge], ask: Ask) -> Admission | None:
-        """The store's admission; None when the store cannot answer and ``on_store_error`` is
-        open. Raises ``StoreUnavailableError`` when it cannot answer and the policy is closed.
-        Only the store being unreachable or too slow is "unavailable": any other failure (a
-        bug, an argument it cannot encode) refuses, whatever the policy, so a request can
-        never open its own limits."""
-        try:
-            return await self.store.admit(charges, ask)
-        except StoreUnavailableError as exc:
+    def _store_failed(self, exc: Exception) -> None:
+        """An admission that failed: returns (admit anyway) only when the store is unreachable
+        or too slow and ``on_store_error`` is open; raises a 503 otherwise. Any other failure
+        (a bug, an argument the store cannot take) refuses whatever the policy, so a request
+        can never open its own limits."""
+        if isinstance(exc, StoreUnavailableError):
             log.error("limits_store_unavailable",
                       extra={"error": str(exc), "policy": self._config.on_store_error})
             if self._config.on_store_error == "open":
                 return None
-            raise
-        except Exception:
-            log.exception("limits_admission_failed")
-            raise StoreUnavailableError("admission failed") from None
-
-    @staticmethod
-    def _unavailable() -> UpstreamUnavailableError:
-        return UpstreamUnavailableError("Limits cannot be checked right now; try again shortly.")
+        else:
+            log.error("limits_admission_failed", exc_info=exc)
+        raise UpstreamUnavailableError(
+            "Limits cannot be checked right now; try again shortly.") from None
 
     def _completion_allowance(self, exchange: Exchange) -> int:
         """Completion tokens to reserve: the cap the request sets (the edge bounds it), or the

@@ -161,20 +161,21 @@ def test_the_in_process_store_forgets_counters_no_longer_in_use() -> None:
     """Was (from reading): in-process counters were never forgotten, so every passport ever
     minted kept its windows in memory."""
     from ironhold.core.principal import Quota
-    from ironhold.limits.store import Ask, Charge, MemoryLimitStore, new_lease_id
+    from ironhold.limits.store import Ask, Charge, LeaseIds, MemoryLimitStore
 
     store = MemoryLimitStore()
+    leases = LeaseIds()
     quota = Quota(rpm=10, tpm=1000, concurrency=2, budget_usd_daily=1.0)
     t0 = 1_795_000_000.0
 
     async def run() -> tuple[int, int]:
         for i in range(1000):
             charges = [Charge(f"pp_{i}", quota)]
-            lease = new_lease_id()
+            lease = leases.next()
             await store.admit(charges, Ask(lease, 10, 5, t0))
             await store.settle(charges, lease, t0, 0, 0, t0 + 1)
         busy = store.counters()
-        await store.admit([Charge("pp_now", quota)], Ask(new_lease_id(), 10, 5, t0 + 2 * 86400))
+        await store.admit([Charge("pp_now", quota)], Ask(leases.next(), 10, 5, t0 + 2 * 86400))
         return busy, store.counters()
 
     busy, later = asyncio.run(run())

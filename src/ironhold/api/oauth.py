@@ -28,7 +28,7 @@ from ironhold.api.audit import record_event
 from ironhold.api.requests import read_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
-from ironhold.core.principal import MAX_BUDGET_USD, MAX_COUNT, MAX_LIFETIME_SECONDS, Quota
+from ironhold.core.principal import MAX_LIFETIME_SECONDS, Quota
 from ironhold.identity.tokens import parse_scopes
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
                                         code="invalid_scope")
         issued = await asyncio.to_thread(partial(
             passports.issue, subject, actor, scopes=scopes, quota=_quota(form),
-            ttl=_number(form, "expires_in", float, MAX_LIFETIME_SECONDS)))
+            ttl=_lifetime(form)))
         await record_event(gateway, request, subject, "delegate", {
             "passport": issued.jti, "agent": actor, "chain": list(issued.principal.chain),
             "scopes": issued.principal.scopes.as_list(), "expires_in": issued.expires_in})
@@ -128,26 +128,31 @@ def _required(form: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _number(form: Mapping[str, str], name: str, kind: type[int | float],
-            high: float) -> Any:
+def _number(form: Mapping[str, str], name: str, kind: type[int | float]) -> Any:
     if name not in form:
         return None
     try:
-        value = kind(form[name])
+        return kind(form[name])
     except ValueError:
         raise InvalidRequestError(f"'{name}' must be a number.", param=name) from None
-    if not 0 < value <= high:  # also refuses nan
-        raise InvalidRequestError(f"'{name}' must be more than 0 and at most {high:g}.",
-                                  param=name)
+
+
+def _lifetime(form: Mapping[str, str]) -> float | None:
+    value: float | None = _number(form, "expires_in", float)
+    if value is not None and not 0 < value <= MAX_LIFETIME_SECONDS:  # also refuses nan
+        raise InvalidRequestError(
+            f"'expires_in' must be more than 0 and at most {MAX_LIFETIME_SECONDS} seconds.",
+            param="expires_in")
     return value
 
 
 def _quota(form: Mapping[str, str]) -> Quota | None:
     quota = Quota(
-        rpm=_number(form, "rpm", int, MAX_COUNT),
-        tpm=_number(form, "tpm", int, MAX_COUNT),
-        concurrency=_number(form, "concurrency", int, MAX_COUNT),
-        budget_usd_daily=_number(form, "budget_usd_daily", float, MAX_BUDGET_USD),
-        budget_usd_monthly=_number(form, "budget_usd_monthly", float, MAX_BUDGET_USD),
+        rpm=_number(form, "rpm", int),
+        tpm=_number(form, "tpm", int),
+        concurrency=_number(form, "concurrency", int),
+        budget_usd_daily=_number(form, "budget_usd_daily", float),
+        budget_usd_monthly=_number(form, "budget_usd_monthly", float),
     )
+    quota.check()  # positive and bounded, the same rule as every credential's limits
     return None if quota.is_empty() else quota

@@ -161,4 +161,3 @@ class AuditLog:
             await self.checkpoint()
         except Exception as exc:
             log.error("audit_checkpoint_failed", extra={"error": type(exc).__name__})
-

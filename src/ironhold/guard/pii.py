@@ -135,6 +135,7 @@ _CHECKS: tuple[tuple[str, _Source, Callable[[str], bool]], ...] = (
 
 _WITHOUT_DIGITS = (_emails, _ipv6)
 
+
 class _Claims:
     """Which characters of a text a find already covers."""
 

@@ -24,10 +24,10 @@ from ironhold.limits.store import (
     Admission,
     Ask,
     Charge,
+    LeaseIds,
     LimitStore,
     RateState,
     StoreUnavailableError,
-    new_lease_id,
 )
 
 log = logging.getLogger("ironhold.limits")
@@ -45,6 +45,7 @@ class LimitsStage:
     def __init__(self, store: LimitStore, config: LimitsConfig):
         self.store = store
         self._config = config
+        self._leases = LeaseIds()
         self._tenants = {name: Quota(**q.model_dump()) for name, q in config.tenants.items()}
 
     def charges(self, principal: Principal) -> list[Charge]:
@@ -82,7 +83,7 @@ class LimitsStage:
         counters = tuple(c.counter for c in charges)
         # The lease is the server's own id, never the client's x-request-id: requests that
         # share an id must still take one concurrency slot each.
-        lease = new_lease_id()
+        lease = self._leases.next()
         try:
             admission: Admission | None = await self.store.admit(
                 charges, Ask(lease, tokens, cost, now, self._config.lease_ttl))
@@ -124,7 +125,7 @@ class LimitsStage:
         if not charges:
             return
         now = time.time()
-        lease = new_lease_id()
+        lease = self._leases.next()
         try:
             admission = await self.store.admit(charges, Ask(lease, 0, 0, now,
                                                             self._config.lease_ttl))

@@ -241,7 +241,8 @@ def _build_deployment(
         deployment = Deployment(name=name, group=group.name, upstream_model=dc.model or group.name,
                                 transport=FaultTransport(transport, name, faults, metrics),
                                 weight=dc.weight, max_concurrent=dc.max_concurrent,
-                                available=False, digest=f"sha256:{dc.local.sha256}")
+                                available=False, digest=f"sha256:{dc.local.sha256}",
+                                default_max_tokens=dc.local.default_max_tokens)
 
         def on_availability(up: bool) -> None:
             deployment.available = up

@@ -181,3 +181,30 @@ def test_stream_cut_after_commit_ends_with_error_event(make_gateway, make_simula
     # still being written until the next chunk or the end).
     assert "".join(received) == "the gateway"
     assert "broke off" in err.value.message
+
+
+@pytest.mark.parametrize(("messages", "fields", "param"), [
+    ([{"role": 3}], {}, "messages[0].role"),
+    ([{"role": "wizard", "content": "hi"}], {}, "messages[0].role"),
+    ([{"role": "user", "content": 12}], {}, "messages[0].content"),
+    ([{"role": "user", "content": [{"type": "text"}]}], {}, "messages[0].content[0].text"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": "f()"}], {},
+     "messages[1].tool_calls"),
+    ([{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"}], {},
+     "messages[1].tool_call_id"),
+    ([{"role": "user", "content": "hi"}], {"max_tokens": "many"}, "max_tokens"),
+    ([{"role": "user", "content": "hi"}], {"n": 0}, "n"),
+    ([{"role": "user", "content": "hi"}], {"tools": {}}, "tools"),
+])
+def test_what_openai_refuses_the_gateway_refuses(gateway: GatewayServer,
+                                                 simulator: SimulatorServer, messages: object,
+                                                 fields: dict[str, object], param: str) -> None:
+    """Was: answered 200, the malformed request passed to the model unchecked."""
+    seen = len(simulator.simulator.requests)
+    with client(gateway, gateway.create_key()) as c, \
+            pytest.raises(openai.BadRequestError) as caught:
+        c.chat.completions.create(model="chat", messages=messages,  # type: ignore[arg-type]
+                                  extra_body=fields)
+    assert caught.value.status_code == 400 and caught.value.param == param
+    assert param in caught.value.message
+    assert len(simulator.simulator.requests) == seen  # the model never saw it

@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from ironhold.config.guard import GuardConfig
+from ironhold.core.codec import SseDecoder, encode_event
+from ironhold.core.events import Event
 from ironhold.core.exchange import Exchange, Operation
 from ironhold.guard import InjectionModel
 from ironhold.guard.content import Segment
@@ -30,19 +32,28 @@ def model() -> InjectionModel:
 
 
 class Upstream:
-    """Bytes as a model server sends them, cut into chunks of ``size`` bytes."""
+    """Bytes as a model server sends them, cut into chunks of ``size`` bytes, decoded into
+    events as the router decodes them."""
 
     def __init__(self, data: bytes, size: int):
         self._chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        self._decoder = SseDecoder()
+        self._events: list[Event] = []
         self.closed = False
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[Event]:
         return self
 
-    async def __anext__(self) -> bytes:
-        if self.closed or not self._chunks:
-            raise StopAsyncIteration
-        return self._chunks.pop(0)
+    async def __anext__(self) -> Event:
+        while not self._events:
+            if self.closed:
+                raise StopAsyncIteration
+            if not self._chunks:
+                self.closed = True
+                self._events = self._decoder.finish()
+                continue
+            self._events = self._decoder.feed(self._chunks.pop(0))
+        return self._events.pop(0)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -77,8 +88,7 @@ async def relay(guard: Guard, data: bytes, size: int, chat: bool = True,
     exchange = Exchange("r1", Operation.CHAT if chat else Operation.COMPLETION, "chat", {}, True)
     upstream = Upstream(data, size)
     stream = GuardedStream(upstream, guard, state, exchange, chat=chat)
-    out = [chunk async for chunk in stream]
-    assert all(out), "an empty chunk would end a chunked HTTP body"
+    out = [encode_event(event) async for event in stream]
     await stream.aclose()
     return b"".join(out), exchange, upstream
 

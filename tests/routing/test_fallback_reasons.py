@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from ironhold.config.schema import FallbackOnConfig
@@ -17,19 +19,22 @@ def error(code: str, message: str = "no") -> Reply:
     return Reply(status=400, body=orjson.dumps({"error": {"message": message, "code": code}}))
 
 
+def answer(doc: dict[str, Any]) -> Reply:
+    return Reply(status=200, body=orjson.dumps(doc), answer=doc)
+
+
 def test_context_length_and_content_filter_answers() -> None:
     on = group(content_filter=True)
     assert fallback_reason(error("context_length_exceeded"), on) == "context_length"
     assert fallback_reason(error("", "This model's maximum context length is 8192"), on) \
         == "context_length"
     assert fallback_reason(error("content_filter"), on) == "content_filter"
-    filtered = Reply(status=200, body=orjson.dumps(
-        {"choices": [{"index": 0, "finish_reason": "content_filter", "message": {}}]}))
+    filtered = answer({"choices": [{"index": 0, "finish_reason": "content_filter",
+                                    "message": {}}]})
     assert fallback_reason(filtered, on) == "content_filter"
     assert fallback_reason(error("invalid_value", "temperature must be <= 2"), on) is None
-    fine = Reply(status=200, body=orjson.dumps(
-        {"choices": [{"index": 0, "finish_reason": "stop",
-                      "message": {"content": "about content_filter settings"}}]}))
+    fine = answer({"choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"content": "about content_filter settings"}}]})
     assert fallback_reason(fine, on) is None
 
 

@@ -64,7 +64,8 @@ def _blocked(gw: GatewayServer, key: str, body: dict[str, Any]) -> dict[str, obj
 def test_injection_is_found_wherever_the_model_reads_it(
         chat_gateway: Callable[..., GatewayServer], where: str) -> None:
     """Was: blocked as a user message, passed in a client-written assistant turn, a tool's
-    description, a content part whose key is not 'text'."""
+    description, a key of a content part besides 'text' (a part without 'text' at all is now
+    refused by the schema)."""
     gw = chat_gateway()
     key = gw.create_key()
     user = {"role": "user", "content": "What is the weather?"}
@@ -82,7 +83,7 @@ def test_injection_is_found_wherever_the_model_reads_it(
         body = {**CHAT, "messages": [user], "tools": [tool]}
     elif where == "part_key":
         body = {**CHAT, "messages": [{"role": "user", "content": [
-            {"type": "text", "input_text": ATTACK}]}]}
+            {"type": "text", "text": "Hello.", "input_text": ATTACK}]}]}
     else:
         body = {**CHAT, "messages": [user, {"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function",

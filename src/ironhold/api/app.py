@@ -15,10 +15,12 @@ from ironhold.api.admin import add_admin_routes
 from ironhold.api.context import REQUEST_ID, request_id_of
 from ironhold.api.errors import error_response, plain_error
 from ironhold.api.oauth import add_oauth_routes
-from ironhold.api.requests import check_body, parse_timeout_header, read_json_body
+from ironhold.api.requests import parse_timeout_header, read_json_body
 from ironhold.api.responses import json_response
 from ironhold.bootstrap import Gateway
 from ironhold.chaos.stage import HEADER as FAULT_HEADER
+from ironhold.core.codec import check_request
+from ironhold.core.delivery import Delivery
 from ironhold.core.errors import (
     AuthenticationError,
     IronholdError,
@@ -126,7 +128,7 @@ def _operation(operation: Operation) -> _HttpHandler:
         gateway = request.app[GATEWAY]
         server = gateway.config.server
         body = await read_json_body(request, server.max_body_bytes, server.body_timeout)
-        model, stream = check_body(operation, body)
+        model, stream = check_request(operation, body)
         headers = request.headers
         exchange = Exchange(
             request_id=request_id_of(request),
@@ -147,35 +149,37 @@ def _operation(operation: Operation) -> _HttpHandler:
             exchange.body_sha256 = hashlib.sha256(await request.read()).hexdigest()
         reply = await gateway.handle(exchange)
         reply.headers.setdefault("x-ironhold-model", model)
-        if reply.stream is None:
-            return web.Response(status=reply.status, body=reply.body,
-                                content_type=reply.content_type, headers=reply.headers)
+        if reply.events is None:
+            return web.Response(status=reply.status, body=reply.payload(),
+                                content_type="application/json", headers=reply.headers)
         return await _send_stream(request, reply)
 
     return handle
 
 
 async def _send_stream(request: web.Request, reply: Reply) -> web.StreamResponse:
-    assert reply.stream is not None
+    delivery = Delivery(reply)
     # Sent before the middleware sees the response, so the request id goes on here.
     reply.headers["x-request-id"] = request[REQUEST_ID]
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
     response.content_type = "text/event-stream"
     response.headers["Cache-Control"] = "no-cache"
+    finished = False
     try:
         await response.prepare(request)
         request[_SENT_STATUS] = reply.status
-        async for chunk in reply.stream:
-            await response.write(chunk)
-        await reply.stream.aclose()
+        async for data in delivery:
+            await response.write(data)
+        finished = True
+        await delivery.aclose()
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away; closing the stream below cancels the upstream request
     finally:
-        # Also on cancellation (client disconnect): release the upstream connection, record
-        # telemetry. Shielded so a second cancellation cannot cut the clean-up short.
+        # Also on cancellation (client disconnect): release the upstream connection, end the
+        # observers. Shielded so a second cancellation cannot cut the clean-up short.
         with contextlib.suppress(Exception):
-            await asyncio.shield(reply.stream.aclose())
+            await asyncio.shield(delivery.aclose(client_gone=not finished))
     return response
 
 

@@ -1,10 +1,6 @@
-"""Reading and checking OpenAI request bodies at the edge.
-
-Only what the gateway itself relies on is checked (the model name, the shape of the fields it
-routes on, and every number that flows into a reservation, a record or a store call); every
-other field, known or not, passes through untouched. A number a hostile tenant sends is
-bounded here, with a 400 naming the field, before any stage can add it to a counter.
-"""
+"""Reading request bodies at the edge: bounded in size and time, one JSON object that every
+stage can write again. What the fields must hold is the codec's to check
+(``core.codec.check_request``)."""
 
 from __future__ import annotations
 
@@ -16,15 +12,6 @@ from aiohttp import web
 
 from ironhold.config.durations import parse_duration
 from ironhold.core.errors import InvalidRequestError, PayloadTooLargeError, RequestTimeoutError
-from ironhold.core.exchange import Operation
-
-#: The most completion tokens a request may ask for. Far above any model's context window, and
-#: far below what would overflow a counter (a reservation is this times ``n`` plus the prompt).
-MAX_COMPLETION_TOKENS = 1 << 24
-#: The most choices one request may ask for (OpenAI's own limit).
-MAX_CHOICES = 128
-_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
-_CHOICE_FIELDS = ("n", "best_of")
 
 
 async def read_body(request: web.Request, limit: int, within: float) -> bytes:
@@ -69,65 +56,6 @@ async def read_json_body(request: web.Request, limit: int, within: float) -> dic
             "The request body is nested too deeply (at most 250 levels of objects and arrays)."
         ) from None
     return body
-
-
-def check_body(operation: Operation, body: dict[str, Any]) -> tuple[str, bool]:
-    """Validate what routing depends on; returns the model name and whether to stream."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError("'model' is required and must be a non-empty string.",
-                                  param="model", code="missing_required_parameter")
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise InvalidRequestError("'stream' must be a boolean.", param="stream")
-    if operation is Operation.CHAT:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise InvalidRequestError("'messages' must be a non-empty array.",
-                                      param="messages")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise InvalidRequestError(
-                    f"'messages[{i}]' must be an object with a string 'role'.",
-                    param=f"messages[{i}]",
-                )
-    elif operation is Operation.COMPLETION:
-        if not isinstance(body.get("prompt"), str | list):
-            raise InvalidRequestError("'prompt' must be a string or an array.", param="prompt")
-    elif operation is Operation.EMBEDDING:
-        if not isinstance(body.get("input"), str | list) or body.get("input") in ("", []):
-            raise InvalidRequestError("'input' must be a non-empty string or array.",
-                                      param="input")
-        if stream:
-            raise InvalidRequestError("Embeddings cannot be streamed.", param="stream")
-    options = body.get("stream_options")
-    if options is not None:
-        if not stream:
-            raise InvalidRequestError("'stream_options' is only allowed when 'stream' is true.",
-                                      param="stream_options")
-        if not isinstance(options, dict) or not isinstance(
-                options.get("include_usage", False), bool):
-            raise InvalidRequestError(
-                "'stream_options' must be an object whose 'include_usage' is a boolean.",
-                param="stream_options")
-    for name in _TOKEN_FIELDS:
-        _bounded_int(body, name, 1, MAX_COMPLETION_TOKENS)
-    for name in _CHOICE_FIELDS:
-        _bounded_int(body, name, 1, MAX_CHOICES)
-    return model, stream
-
-
-def _bounded_int(body: dict[str, Any], name: str, low: int, high: int) -> None:
-    value = body.get(name)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError(f"'{name}' must be an integer.", param=name)
-    if not low <= value <= high:
-        raise InvalidRequestError(f"'{name}' must be between {low} and {high} (got {value}).",
-                                  param=name, code="invalid_value")
 
 
 def _too_large(limit: int) -> PayloadTooLargeError:

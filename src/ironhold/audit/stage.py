@@ -1,11 +1,11 @@
 """The audit stage: one record per request, durable before the client has its answer.
 
 It runs right after telemetry, outside identity, so refusals (401, 403, 429) are recorded as
-well as answers. A whole reply is held until its record is committed; a stream is passed
-through chunk by chunk and only its final ``data: [DONE]`` event is held until the record is
-committed, so the client cannot see a complete answer that the log could lose. A stream that
-ends without ``[DONE]`` (cut, or ended by an error event) is recorded when it is closed, before
-the response is finished.
+well as answers. A whole reply is held until its record is committed. A stream is observed
+event by event (hashed as it goes out) and its record is committed before ``data: [DONE]`` goes
+out, so the client cannot see a complete answer that the log could lose. A stream that ends
+without ``[DONE]`` (cut, or ended by an error event) is recorded when it is closed, before the
+response is finished.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import orjson
 from ironhold.audit.log import AuditLog
 from ironhold.audit.record import build_record
 from ironhold.audit.redact import redact, redact_text
-from ironhold.core.errors import AuditUnavailableError, IronholdError, stream_error_event
-from ironhold.core.exchange import ChunkStream, Exchange, Reply
+from ironhold.core.errors import AuditUnavailableError, IronholdError
+from ironhold.core.events import Event
+from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.pipeline import Handler
-from ironhold.core.usage import observe_sse, usage_of
 
 __all__ = ["AuditStage"]
 
@@ -34,7 +34,6 @@ log = logging.getLogger("ironhold.audit")
 #: Prices the answer (micro-dollars) from ``exchange.usage`` when nothing has yet.
 Pricer = Callable[[Exchange], int | None]
 
-_DONE = b"data: [DONE]"
 #: Streamed content kept for a record (``audit.content``) at most.
 _CONTENT_CAP = 64 * 1024
 
@@ -61,15 +60,12 @@ class AuditStage:
         except Exception:
             await self.record(exchange, None, "internal_error", None, None, refused=True)
             raise
-        if reply.stream is not None:
-            reply.stream = _AuditedStream(reply.stream, exchange, self)
+        if reply.events is not None:
+            reply.observers.append(_AuditedStream(exchange, self))
             return reply
-        body = reply.body or b""
-        if reply.status == 200 and exchange.usage is None and body:
-            exchange.usage = usage_of(body)
-        outcome = "ok" if reply.status < 400 else f"status_{reply.status}"
-        await self.record(exchange, reply.status, outcome, hashlib.sha256(body).hexdigest(),
-                          body)
+        body = reply.payload()
+        await self.record(exchange, reply.status, reply.outcome,
+                          hashlib.sha256(body).hexdigest(), body)
         return reply
 
     async def record(self, exchange: Exchange, status: int | None, outcome: str,
@@ -125,50 +121,29 @@ class AuditStage:
 
 
 class _AuditedStream:
-    """Hashes and (optionally) keeps what is streamed; holds ``[DONE]`` until recorded."""
+    """Hashes (and, with ``audit.content``, keeps) what is streamed; records it when it ends."""
 
-    __slots__ = ("_content", "_error", "_exchange", "_hash", "_inner", "_recorded", "_stage",
-                 "_tail")
+    __slots__ = ("_content", "_exchange", "_hash", "_stage")
 
-    def __init__(self, inner: ChunkStream, exchange: Exchange, stage: AuditStage):
-        self._inner = inner
+    def __init__(self, exchange: Exchange, stage: AuditStage):
         self._exchange = exchange
         self._stage = stage
         self._hash = hashlib.sha256()
-        self._tail = b""
-        self._recorded = False
-        self._error = ""
         self._content: bytearray | None = bytearray() if stage.keep_content else None
 
-    def __aiter__(self) -> _AuditedStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self._inner.__anext__()
-        self._hash.update(chunk)
+    def on_event(self, event: Event, data: bytes) -> None:
+        self._hash.update(data)
         if self._content is not None and len(self._content) < _CONTENT_CAP:
-            self._content += chunk[:_CONTENT_CAP - len(self._content)]
-        if observe_sse(chunk, self._exchange):
-            self._error = "stream_error"
-        seen = self._tail + chunk
-        self._tail = chunk[-len(_DONE):]
-        if not self._recorded and _DONE in seen:
-            try:
-                await self._finish(self._error or "ok")
-            except AuditUnavailableError as exc:
-                return stream_error_event(exc, "server_error")
-        return chunk
+            self._content += data[:_CONTENT_CAP - len(self._content)]
 
-    async def _finish(self, outcome: str) -> None:
-        self._recorded = True
+    async def on_end(self, outcome: str) -> None:
         content = bytes(self._content) if self._content is not None else None
-        await self._stage.record(self._exchange, 200, outcome, self._hash.hexdigest(), content)
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            if not self._recorded:
-                # The stream is over either way; a lost record is logged.
-                with contextlib.suppress(AuditUnavailableError):
-                    await self._finish(self._error or "cut")
+        if outcome == "ok":
+            # Raising replaces [DONE] with this error: the answer is not complete unrecorded.
+            await self._stage.record(self._exchange, 200, outcome, self._hash.hexdigest(),
+                                     content)
+            return
+        # The stream is over either way; a lost record is logged.
+        with contextlib.suppress(AuditUnavailableError):
+            await self._stage.record(self._exchange, 200, outcome, self._hash.hexdigest(),
+                                     content)

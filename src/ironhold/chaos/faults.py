@@ -21,9 +21,8 @@ import random
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from ironhold.config.schema import FaultConfig
+from ironhold.core.codec import error_json
 from ironhold.core.errors import BadGatewayError, UpstreamTimeoutError, UpstreamUnavailableError
 from ironhold.telemetry.metrics import Metrics
 from ironhold.upstream.transport import Transport, UpstreamRequest, UpstreamResponse
@@ -99,10 +98,9 @@ def _aborted(fault: FaultConfig) -> _Aborted:
     headers = {"content-type": "application/json"}
     if fault.retry_after is not None:
         headers["retry-after"] = f"{fault.retry_after:g}"
-    body = orjson.dumps({"error": {"message": f"injected fault: status {fault.status}",
-                                   "type": "server_error" if fault.status >= 500
-                                   else "invalid_request_error",
-                                   "param": None, "code": "injected_fault"}})
+    body = error_json(f"injected fault: status {fault.status}",
+                      "server_error" if fault.status >= 500 else "invalid_request_error",
+                      "injected_fault")
     return _Aborted(fault.status, headers, body)
 
 

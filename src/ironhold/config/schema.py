@@ -215,6 +215,9 @@ class LocalModelConfig(_Strict):
     threads: int | None = Field(None, gt=0)
     #: llama.cpp's chat template name (e.g. ``gemma``); default: the one in the GGUF file.
     chat_format: str | None = None
+    #: Completion tokens for a request that sets no ``max_tokens``: a small model that never
+    #: stops would otherwise generate until its context is full.
+    default_max_tokens: int = Field(256, ge=1, le=1 << 20)
     #: Extra command-line arguments for ``python -m llama_cpp.server``.
     args: list[str] = Field(default_factory=list)
     startup_timeout: Seconds = 120.0

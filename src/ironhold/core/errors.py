@@ -1,7 +1,9 @@
 """Ironhold's one exception hierarchy.
 
-Core code raises these; only ``api/`` turns them into HTTP statuses and the OpenAI error body.
-A stream that already began cannot change its status: it ends with ``stream_error_event``.
+Core code raises these; the OpenAI codec (``core.codec``) gives each its status and error body,
+and only ``api/`` sends them.
+A stream that already began cannot change its status: it ends with an error event
+(``core.codec.error_event``).
 
     IronholdError
     ├── ConfigError                  the config file is invalid (names file, field path, problem)
@@ -26,8 +28,6 @@ A stream that already began cannot change its status: it ends with ``stream_erro
 """
 
 from __future__ import annotations
-
-import orjson
 
 
 class IronholdError(Exception):
@@ -135,10 +135,3 @@ class AuditUnavailableError(IronholdError):
 
 class GuardUnavailableError(IronholdError):
     code = "guard_unavailable"
-
-
-def stream_error_event(exc: IronholdError, kind: str) -> bytes:
-    """The server-sent event that ends a stream which already began, with ``exc`` in OpenAI's
-    error shape (``kind`` is its ``type``): the ``openai`` SDK raises it as ``APIError``."""
-    return b"data: " + orjson.dumps({"error": {"message": exc.message, "type": kind,
-                                               "param": None, "code": exc.code}}) + b"\n\n"

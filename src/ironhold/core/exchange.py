@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from ironhold.core.events import EventStream, Observer
 from ironhold.core.principal import Principal
 
-__all__ = ["ChunkStream", "Exchange", "LimitOutcome", "Operation", "PolicyDecision",
+__all__ = ["Exchange", "LimitOutcome", "Operation", "PolicyDecision",
            "Principal", "Reply", "Usage"]
 
 if TYPE_CHECKING:
@@ -137,23 +139,34 @@ class Exchange:
     guard: list[dict[str, Any]] = field(default_factory=list)
 
 
-class ChunkStream(Protocol):
-    """A reply body that arrives in chunks. ``aclose`` must release everything it holds even
-    if iteration never started, so the edge always calls it when it is done."""
-
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
-
-    async def __anext__(self) -> bytes: ...
-
-    async def aclose(self) -> None: ...
-
-
 @dataclass(slots=True)
 class Reply:
-    """What goes back to the client: a whole JSON body, or a stream of SSE bytes."""
+    """What goes back to the client: a whole answer, or a stream of typed events.
+
+    A whole answer is ``body`` (the bytes as they will go out) and, when it is a JSON object,
+    ``answer`` (the same, decoded once by the router). A stage that changes ``answer`` sets
+    ``body`` to None; ``payload()`` encodes it again, once. A stream is ``events``; stages that
+    only watch it add themselves to ``observers`` (innermost stage first)."""
 
     status: int = 200
     body: bytes | None = None
-    stream: ChunkStream | None = None
+    answer: dict[str, Any] | None = None
+    events: EventStream | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
+    observers: list[Observer] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """An answer (not a model server's error passed on)."""
+        return self.status < 400
+
+    @property
+    def outcome(self) -> str:
+        """``ok``, or ``status_<code>`` for an error answer passed on from the model server."""
+        return "ok" if self.status < 400 else f"status_{self.status}"
+
+    def payload(self) -> bytes:
+        """A whole answer's bytes."""
+        if self.body is None:
+            self.body = orjson.dumps(self.answer)
+        return self.body

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
-
 from ironhold.core.errors import InvalidRequestError
 from ironhold.core.exchange import Exchange, Operation, Reply
 from ironhold.core.pipeline import Handler
@@ -52,19 +50,21 @@ class GuardStage:
             self._prepare_leak_checks(exchange, state)
         try:
             reply = await next_(exchange)
-            if (reply.status != 200 or exchange.operation is Operation.EMBEDDING
-                    or not plan.scans_output):
+            if not reply.ok or exchange.operation is Operation.EMBEDDING \
+                    or not plan.scans_output:
                 return reply
-            if reply.stream is not None:
-                reply.stream = GuardedStream(reply.stream, self.guard, state, exchange,
+            if reply.events is not None:
+                reply.events = GuardedStream(reply.events, self.guard, state, exchange,
                                              chat=exchange.operation is Operation.CHAT)
-            elif reply.body is not None:
-                if len(reply.body) <= _INLINE_CHARS:
-                    reply.body = self._scan_answer(state, reply.body)
+            elif reply.answer is not None:
+                if reply.body is not None and len(reply.body) <= _INLINE_CHARS:
+                    changed = self._scan_answer(state, reply.answer)
                 else:
                     async with self._long_scans:
-                        reply.body = await asyncio.to_thread(self._scan_answer, state,
-                                                             reply.body)
+                        changed = await asyncio.to_thread(self._scan_answer, state,
+                                                          reply.answer)
+                if changed:
+                    reply.body = None  # encoded again from the answer, once, at the edge
             return reply
         finally:
             exchange.guard.extend(state.records)
@@ -104,16 +104,9 @@ class GuardStage:
                     message["content"] = plant_canary(message["content"], state.canary)
                 return
 
-    def _scan_answer(self, state: RequestGuard, body: bytes) -> bytes:
-        try:
-            doc: Any = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return body
-        if not isinstance(doc, dict):
-            return body
-        segments = list(output_segments(doc))
+    def _scan_answer(self, state: RequestGuard, answer: dict[str, Any]) -> bool:
+        """Scan a whole answer; True if anything in it was redacted or restored."""
+        segments = list(output_segments(answer))
         texts = [seg.text for seg in segments]
         self.guard.scan_output(state, segments)
-        if [seg.text for seg in segments] == texts:
-            return body  # nothing redacted or restored: the upstream's bytes, untouched
-        return orjson.dumps(doc)
+        return [seg.text for seg in segments] != texts

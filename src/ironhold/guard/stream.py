@@ -1,4 +1,4 @@
-"""Guarding a streamed answer, chunk by chunk.
+"""Guarding a streamed answer, event by event.
 
 The generated text of each choice goes through a sliding window. What is not yet safe to send
 is held back: the last word (the next chunk may extend it, so an API key, an address or a
@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import orjson
-
-from ironhold.core.errors import InvalidRequestError, IronholdError, stream_error_event
-from ironhold.core.exchange import ChunkStream, Exchange
+from ironhold.core.errors import IronholdError
+from ironhold.core.events import Chunk, Done, Event, EventStream, StreamError
+from ironhold.core.exchange import Exchange
 from ironhold.guard.content import argument_segments
 from ironhold.guard.engine import Guard, RequestGuard, blocked
 from ironhold.guard.findings import Finding
@@ -42,7 +42,6 @@ from ironhold.guard.leaks import scan_refusal
 
 __all__ = ["GuardedStream"]
 
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
 #: Released text kept as context for the next scan (a leak of 12 words spans many chunks).
 _CONTEXT = 256
 #: Where a value that spans words may begin: numbers (phone, card, IBAN, ids, addresses),
@@ -52,7 +51,6 @@ _RISKY = re.compile(r"\d|[\[!<(]|-----BEGIN|PuTTY|(?i:pass|pwd|secret|token|key|
 _MAX_TOKEN = 4096
 #: The start of an answer that is checked for a refusal.
 _HEAD = 400
-_SEP = b"\n\n"
 
 
 @dataclass(slots=True)
@@ -73,13 +71,13 @@ class _Choice:
 
 
 class GuardedStream:
-    """Wraps a reply's chunk stream; yields the same server-sent events with the generated text
-    scanned, redacted or restored, or ends with an error event when a finding blocks."""
+    """Transforms a reply's events: the same events with the generated text scanned, redacted
+    or restored, or ending with a ``StreamError`` when a finding blocks."""
 
-    __slots__ = ("_buffer", "_chat", "_choices", "_closed", "_done", "_exchange", "_guard",
-                 "_hold", "_inner", "_key", "_seen", "_state")
+    __slots__ = ("_chat", "_choices", "_closed", "_done", "_exchange", "_guard", "_hold",
+                 "_inner", "_key", "_out", "_seen", "_state")
 
-    def __init__(self, inner: ChunkStream, guard: Guard, state: RequestGuard,
+    def __init__(self, inner: EventStream, guard: Guard, state: RequestGuard,
                  exchange: Exchange, chat: bool):
         self._inner = inner
         self._guard = guard
@@ -88,7 +86,7 @@ class GuardedStream:
         self._chat = chat
         self._key = "content" if chat else "text"
         self._hold = state.plan.stream_hold
-        self._buffer = b""
+        self._out: deque[Event] = deque()
         self._choices: dict[int, _Choice] = {}
         #: Findings already acted on (a whole-text finding is seen again in later windows).
         self._seen: set[tuple[object, ...]] = set()
@@ -98,23 +96,23 @@ class GuardedStream:
     def __aiter__(self) -> GuardedStream:
         return self
 
-    async def __anext__(self) -> bytes:
-        while not self._done:
+    async def __anext__(self) -> Event:
+        while not self._out:
+            if self._done:
+                raise StopAsyncIteration
             try:
-                chunk = await anext(self._inner)
+                event = await anext(self._inner)
             except StopAsyncIteration:
                 self._done = True
-                out = self._run(self._end)
+                self._run(self._flush_all)
             else:
-                out = self._run(partial(self._feed, chunk))
+                self._run(partial(self._event, event))
             if self._state.records:
                 self._exchange.guard.extend(self._state.records)
                 self._state.records.clear()
             if self._done:
-                await self.aclose()  # blocked: stop generating now
-            if out:
-                return out
-        raise StopAsyncIteration
+                await self.aclose()  # blocked or over: stop generating now
+        return self._out.popleft()
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -123,49 +121,28 @@ class GuardedStream:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _run(self, step: Callable[[list[bytes]], None]) -> bytes:
-        out: list[bytes] = []
+    def _run(self, step: Callable[[deque[Event]], None]) -> None:
         try:
-            step(out)
+            step(self._out)
         except IronholdError as exc:  # blocked, or a scanner failed and the guard fails closed
             self._done = True
-            kind = "invalid_request_error" if isinstance(exc, InvalidRequestError) \
-                else "server_error"
-            out.append(stream_error_event(exc, kind))
-        return b"".join(out)
+            self._out.append(StreamError(exc))
 
-    def _feed(self, chunk: bytes, out: list[bytes]) -> None:
-        self._buffer += chunk
-        while (m := _EVENT_END.search(self._buffer)) is not None:
-            raw = self._buffer[:m.start()]
-            self._buffer = self._buffer[m.end():]
-            self._event(raw, out)
-
-    def _end(self, out: list[bytes]) -> None:
-        if self._buffer.strip():
-            raw, self._buffer = self._buffer.strip(), b""
-            self._event(raw, out)
-        self._flush_all(out)
-
-    def _event(self, raw: bytes, out: list[bytes]) -> None:
-        doc: Any = None
-        if raw.startswith(b"data:"):
-            payload = raw[5:].strip()
-            if payload == b"[DONE]":
-                self._flush_all(out)
-            else:
-                try:
-                    doc = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    doc = None
-        if not isinstance(doc, dict):
-            out.append(raw + _SEP)  # comments, other fields, [DONE], what cannot be read
+    def _event(self, event: Event, out: deque[Event]) -> None:
+        if isinstance(event, Chunk):
+            self._chunk(event, out)
             return
+        if isinstance(event, Done | StreamError):
+            # Held text and tool calls go out before the stream ends.
+            self._flush_all(out)
+            self._done = isinstance(event, StreamError)
+        out.append(event)
+
+    def _chunk(self, event: Chunk, out: deque[Event]) -> None:
+        doc = event.doc
         choices = doc.get("choices")
-        if "error" in doc or not isinstance(choices, list) or not choices:
-            if "error" in doc:
-                self._flush_all(out)
-            out.append(raw + _SEP)  # an error event, a usage chunk
+        if not isinstance(choices, list) or not choices:
+            out.append(event)  # a usage chunk
             return
         changed, keep = False, False
         for choice in choices:
@@ -196,9 +173,10 @@ class GuardedStream:
                     or (self._chat and len(holder) > 1)):
                 keep = True
         if not changed:
-            out.append(raw + _SEP)
+            out.append(event)
         elif keep or doc.get("usage") is not None:
-            out.append(b"data: " + orjson.dumps(doc) + _SEP)
+            event.changed()
+            out.append(event)
 
     def _choice(self, index: object, doc: dict[str, Any]) -> _Choice:
         i = index if isinstance(index, int) else 0
@@ -209,7 +187,7 @@ class GuardedStream:
             st.envelope = {k: v for k, v in doc.items() if k not in ("choices", "usage")}
         return st
 
-    def _flush_all(self, out: list[bytes]) -> None:
+    def _flush_all(self, out: deque[Event]) -> None:
         """Release all held text (scanned as final) and tool calls, each choice in an event of
         its own."""
         for i, st in self._choices.items():
@@ -224,9 +202,9 @@ class GuardedStream:
                 {"index": i, "delta": {"content": released}, "finish_reason": None}
                 if self._chat else
                 {"index": i, "text": released, "finish_reason": None, "logprobs": None})
-            out.append(b"data: " + orjson.dumps({**st.envelope, "choices": [choice]}) + _SEP)
+            out.append(Chunk({**st.envelope, "choices": [choice]}))
 
-    def _emit_calls(self, st: _Choice, out: list[bytes]) -> None:
+    def _emit_calls(self, st: _Choice, out: deque[Event]) -> None:
         """Scan a choice's held tool calls as a whole answer's are, and send them as one event
         (raises ``GuardBlockedError`` when a finding blocks)."""
         calls, st.calls = [st.calls[k] for k in sorted(st.calls)], {}
@@ -236,7 +214,7 @@ class GuardedStream:
             call["function"])]
         self._guard.scan_output(self._state, segments)
         choice = {"index": i, "delta": {"tool_calls": calls}, "finish_reason": None}
-        out.append(b"data: " + orjson.dumps({**st.envelope, "choices": [choice]}) + _SEP)
+        out.append(Chunk({**st.envelope, "choices": [choice]}))
 
     # -- the window ------------------------------------------------------------------------
 

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 
 from ironhold.config.security import LimitsConfig
 from ironhold.core.errors import RateLimitedError, UpstreamUnavailableError
-from ironhold.core.exchange import ChunkStream, Exchange, LimitOutcome, Operation, Principal, Reply
+from ironhold.core.events import Event
+from ironhold.core.exchange import Exchange, LimitOutcome, Operation, Principal, Reply
 from ironhold.core.pipeline import Handler
 from ironhold.core.principal import Quota
 from ironhold.core.tokens import estimate_prompt_tokens
-from ironhold.core.usage import usage_of
 from ironhold.limits.store import (
     Admission,
     Ask,
@@ -107,12 +107,10 @@ class LimitsStage:
             await settle.refund()
             raise
         reply.headers.update(headers)
-        if reply.stream is not None:
-            reply.stream = _SettledStream(reply.stream, settle)
+        if reply.events is not None:
+            reply.observers.append(settle)
             return reply
-        if reply.status < 400 and reply.body is not None:
-            if exchange.usage is None:
-                exchange.usage = usage_of(reply.body)
+        if reply.ok:
             await settle.done()
         else:
             await settle.refund()
@@ -185,7 +183,8 @@ class LimitsStage:
 
 
 class _Settlement:
-    """Corrects one request's reservation, exactly once."""
+    """Corrects one request's reservation, exactly once; for a stream, when it ends (it is the
+    stream's observer)."""
 
     def __init__(self, store: LimitStore, charges: Sequence[Charge], exchange: Exchange,
                  lease: str, admitted_at: float, tokens: int, cost: int, config: LimitsConfig):
@@ -211,6 +210,12 @@ class _Settlement:
         self._exchange.cost_micros = cost
         await self._apply(used - self._tokens, cost - self._cost)
 
+    def on_event(self, event: Event, data: bytes) -> None:
+        pass
+
+    async def on_end(self, outcome: str) -> None:
+        await self.done()
+
     async def refund(self) -> None:
         await self._apply(-self._tokens, -self._cost)
 
@@ -223,28 +228,6 @@ class _Settlement:
                                      token_delta, cost_delta, time.time())
         except Exception as exc:  # logged: the answer has been given already
             log.error("limits_settle_failed", extra={"error": type(exc).__name__})
-
-
-class _SettledStream:
-    """A stream whose reservation is settled when it ends or is cut."""
-
-    __slots__ = ("_inner", "_settle")
-
-    def __init__(self, inner: ChunkStream, settle: _Settlement):
-        self._inner = inner
-        self._settle = settle
-
-    def __aiter__(self) -> _SettledStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        return await self._inner.__anext__()
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            await self._settle.done()
 
 
 def rate_headers(admission: Admission) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 
 from ironhold.config.schema import FallbackOnConfig
+from ironhold.core.codec import error_json
 from ironhold.core.errors import UpstreamError
 from ironhold.core.exchange import Reply
 from ironhold.upstream.transport import UpstreamResponse
@@ -26,14 +27,6 @@ def retry_after(value: str | None) -> float | None:
     return max(seconds, 0.0)
 
 
-def is_json(body: bytes) -> bool:
-    try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
 def fallback_reason(reply: Reply, on: FallbackOnConfig) -> str | None:
     """Whether an answer is one the group's ``fallback_on`` hands to the next group."""
     body = reply.body
@@ -45,13 +38,11 @@ def fallback_reason(reply: Reply, on: FallbackOnConfig) -> str | None:
             return "context_length"
         if on.content_filter and any(m in lowered for m in _CONTENT_FILTER_MARKERS):
             return "content_filter"
-    elif reply.status == 200 and on.content_filter and b'"content_filter"' in body:
-        try:
-            choices = orjson.loads(body).get("choices") or []
-        except (orjson.JSONDecodeError, AttributeError):
-            return None
-        if any(isinstance(c, dict) and c.get("finish_reason") == "content_filter"
-               for c in choices):
+    elif reply.answer is not None and on.content_filter and b'"content_filter"' in body:
+        choices = reply.answer.get("choices")
+        if isinstance(choices, list) and any(
+                isinstance(c, dict) and c.get("finish_reason") == "content_filter"
+                for c in choices):
             return "content_filter"
     return None
 
@@ -79,14 +70,12 @@ def as_openai_body(status: int, body: bytes) -> bytes:
         parsed = orjson.loads(body)
         if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
             error = parsed["error"]
-            return orjson.dumps({"error": {
-                "message": str(error.get("message") or "upstream error"),
-                "type": str(error.get("type") or "invalid_request_error"),
-                "param": error.get("param"),
-                "code": error.get("code"),
-            }})
+            param, code = error.get("param"), error.get("code")
+            return error_json(str(error.get("message") or "upstream error"),
+                              str(error.get("type") or "invalid_request_error"),
+                              code if isinstance(code, str) else None,
+                              param if isinstance(param, str) else None)
     except orjson.JSONDecodeError:
         pass
     text = body.decode("utf-8", "replace").strip()[:500] or f"upstream status {status}"
-    return orjson.dumps({"error": {"message": text, "type": "invalid_request_error",
-                                   "param": None, "code": f"upstream_{status}"}})
+    return error_json(text, "invalid_request_error", f"upstream_{status}")

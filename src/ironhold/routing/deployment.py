@@ -21,6 +21,8 @@ class Deployment:
     available: bool = True
     #: The served model file's pinned SHA-256 (managed local models), for the audit record.
     digest: str | None = None
+    #: ``max_tokens`` sent for a request that sets no cap of its own (None: send none).
+    default_max_tokens: int | None = None
     outstanding: int = 0
     #: Time to first byte (streams: first chunk; otherwise the whole answer), peak-EWMA.
     latency: PeakEwma = field(default_factory=PeakEwma)

@@ -23,10 +23,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 
+from ironhold.core.codec import usage_in
 from ironhold.core.errors import (
     BadGatewayError,
     IronholdError,
@@ -37,19 +38,21 @@ from ironhold.core.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from ironhold.core.exchange import Exchange, Reply
+from ironhold.core.events import Event
+from ironhold.core.exchange import Exchange, Operation, Reply
 from ironhold.core.usage import StreamUsage
 from ironhold.routing.answers import (
     as_openai_body,
     bounded_read,
     error_hint,
     fallback_reason,
-    is_json,
     retry_after,
 )
+from ironhold.routing.attempt import DEFAULT_RETRY_AFTER, Attempt
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup, no_release
-from ironhold.routing.streams import Relay, Released, first_chunk
+from ironhold.routing.stats import Clock
+from ironhold.routing.streams import Relay, first_chunk
 from ironhold.telemetry.metrics import Metrics
 from ironhold.upstream.transport import Deadlines, UpstreamRequest
 
@@ -61,19 +64,15 @@ _PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remai
 #: name or path), not that the client erred: never passed on as if they were the client's fault.
 _MISCONFIGURED = {401: "refused the gateway's credentials", 403: "refused the gateway's access",
                   404: "does not know the model or path the gateway asked for"}
-#: A Retry-After longer than this is not believed (a misbehaving server must not park a
-#: deployment for a day).
-_MAX_RETRY_AFTER = 300.0
-#: Without a Retry-After, a 429 parks the deployment this long.
-_DEFAULT_RETRY_AFTER = 1.0
 
 
 class Router:
     def __init__(self, groups: Mapping[str, ModelGroup], metrics: Metrics,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, clock: Clock = time.monotonic):
         self.groups = dict(groups)
         self._metrics = metrics
         self._rng = rng or random.Random()
+        self._clock = clock
 
     def group(self, name: str) -> ModelGroup:
         group = self.groups.get(name)
@@ -87,12 +86,12 @@ class Router:
     async def __call__(self, exchange: Exchange) -> Reply:
         primary = self.group(exchange.model)
         chain = [primary, *(self.groups[name] for name in primary.fallbacks)]
-        deadline = time.monotonic() + _total_timeout(exchange, primary)
+        deadline = self._clock() + _total_timeout(exchange, primary)
         key_id = exchange.principal.key_id if exchange.principal else ""
         for index, group in enumerate(chain):
             has_next = index + 1 < len(chain)
             release = no_release if group.per_key_cap is None else \
-                await group.admit_key(key_id, deadline - time.monotonic())
+                await group.admit_key(key_id, deadline - self._clock())
             try:
                 reply = await self._serve_group(exchange, group, deadline)
             except (UpstreamError, RateLimitedError) as exc:
@@ -106,13 +105,13 @@ class Router:
                 raise
             reason = fallback_reason(reply, primary.fallback_on) if has_next else None
             if reason is not None:
-                if reply.stream is not None:
-                    await reply.stream.aclose()
+                if reply.events is not None:
+                    await reply.events.aclose()
                 release()
                 self._fell_back(exchange, group, chain[index + 1], reason, "")
                 continue
-            if reply.stream is not None:
-                reply.stream = Released(reply.stream, release)
+            if reply.events is not None:
+                reply.observers.append(_ReleasedAtEnd(release))
             else:
                 release()
             exchange.group = group.name
@@ -149,20 +148,15 @@ class Router:
                 raise _exhausted(last_error, attempts, group)
             attempts += 1
             tried.append(d)
-            d.outstanding += 1
             exchange.attempts += 1
+            attempt = Attempt(group, d, shared=not exchange.faults, clock=self._clock)
             # Each attempt's transport deadlines are the time left (see ``_request``), so no
             # extra timer is needed here.
             try:
-                reply = await self._attempt(exchange, group, d, deadline)
+                reply = await self._attempt(exchange, attempt, deadline)
             except UpstreamError as exc:
-                group.released(d)
                 failures += 1
                 last_error = exc
-            except BaseException:
-                group.outlier.abandoned(d)
-                group.released(d)
-                raise
             else:
                 exchange.deployment = d.name
                 exchange.model_digest = d.digest
@@ -185,7 +179,7 @@ class Router:
         start_next = True
         try:
             while True:
-                now = time.monotonic()
+                now = self._clock()
                 if start_next:
                     start_next = False
                     d = await self._choose(exchange, group, tried, running, deadline)
@@ -197,7 +191,7 @@ class Router:
                         attempts += 1
                         tried.append(d)
                         task = self._launch(exchange, group, d, deadline)
-                        running[task] = (d, time.monotonic(), False)
+                        running[task] = (d, self._clock(), False)
                 wait = deadline - now
                 hedge_at = None
                 if not hedge_done and len(running) == 1 and attempts < retries.attempts:
@@ -208,7 +202,7 @@ class Router:
                 done, _ = await asyncio.wait(running, timeout=max(wait, 0.0),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if not done:
-                    now = time.monotonic()
+                    now = self._clock()
                     if now >= deadline:
                         raise _deadline_passed(last_error, attempts)
                     if hedge_at is not None and now >= hedge_at:
@@ -231,8 +225,8 @@ class Router:
                         reply.headers["x-ironhold-deployment"] = d.name
                         if is_hedge:
                             self._metrics.hedge(group.name, won=True)
-                    elif reply.stream is not None:
-                        await reply.stream.aclose()  # both answered at once: one is enough
+                    elif reply.events is not None:
+                        await reply.events.aclose()  # both answered at once: one is enough
                 if winner is not None:
                     return winner
                 if running:
@@ -248,8 +242,8 @@ class Router:
                 for task in running:
                     if not task.cancelled() and task.exception() is None:
                         reply = task.result()
-                        if reply.stream is not None:
-                            await reply.stream.aclose()
+                        if reply.events is not None:
+                            await reply.events.aclose()
 
     async def _choose(self, exchange: Exchange, group: ModelGroup, tried: list[Deployment],
                       running: Mapping[asyncio.Task[Reply], tuple[Deployment, float, bool]],
@@ -267,24 +261,15 @@ class Router:
                     f"{throttled:.1f}s", retry_after=throttled)
             if busy or not group.any_full():
                 return None
-            await group.wait_for_capacity(deadline - time.monotonic())
+            await group.wait_for_capacity(deadline - self._clock())
 
     def _launch(self, exchange: Exchange, group: ModelGroup, d: Deployment,
                 deadline: float) -> asyncio.Task[Reply]:
-        d.outstanding += 1
         exchange.attempts += 1
-        task = asyncio.get_running_loop().create_task(
-            self._attempt(exchange, group, d, deadline))
-
-        # Bookkeeping that must happen even if the task is cancelled before it starts.
-        def settle(task: asyncio.Task[Reply]) -> None:
-            if task.cancelled():
-                group.outlier.abandoned(d)
-                group.released(d)
-            elif task.exception() is not None:
-                group.released(d)
-
-        task.add_done_callback(settle)
+        attempt = Attempt(group, d, shared=not exchange.faults, clock=self._clock)
+        task = asyncio.get_running_loop().create_task(self._attempt(exchange, attempt, deadline))
+        # A task cancelled before it starts never runs the attempt's own clean-up.
+        task.add_done_callback(lambda t: attempt.release() if t.cancelled() else None)
         return task
 
     def _hedge(self, exchange: Exchange, group: ModelGroup, tried: list[Deployment],
@@ -302,7 +287,7 @@ class Router:
         self._metrics.hedge(group.name)
         tried.append(d)
         task = self._launch(exchange, group, d, deadline)
-        running[task] = (d, time.monotonic(), True)
+        running[task] = (d, self._clock(), True)
 
     async def _may_retry(self, exchange: Exchange, group: ModelGroup,
                          error: IronholdError | None, attempts: int, failures: int,
@@ -319,7 +304,7 @@ class Router:
         retries = group.policy.retries
         ceiling = min(retries.backoff_cap, retries.backoff_base * 2 ** (failures - 1))
         pause = self._rng.uniform(0, ceiling)
-        if time.monotonic() + pause >= deadline:
+        if self._clock() + pause >= deadline:
             raise _deadline_passed(error, attempts)
         self._metrics.retry(group.name)
         if pause:
@@ -328,52 +313,33 @@ class Router:
 
     # -- one attempt ----------------------------------------------------------------------------
 
-    async def _attempt(self, exchange: Exchange, group: ModelGroup, d: Deployment,
-                       deadline: float) -> Reply:
+    async def _attempt(self, exchange: Exchange, attempt: Attempt, deadline: float) -> Reply:
         """One try, up to the commit point. Raises ``UpstreamError`` for anything worth trying
-        elsewhere; keeps the deployment's statistics and outlier state."""
-        started = time.monotonic()
-        request = self._request(exchange, group, d, deadline, started)
-        # A request that carries its own faults (an admin's header, a chaos key) is a test: its
-        # outcomes must not throttle, eject or slow a deployment for every other caller.
-        shared = not exchange.faults
+        elsewhere. A streamed reply owns the attempt from here (its ``Relay`` releases it);
+        otherwise the attempt is released before this returns, whatever happened."""
+        group, d = attempt.group, attempt.deployment
         try:
-            reply = await self._send(exchange, group, d, request)
-        except UpstreamThrottledError as exc:
-            wait = min(exc.retry_after if exc.retry_after is not None else _DEFAULT_RETRY_AFTER,
-                       _MAX_RETRY_AFTER)
-            if shared:
-                d.throttled_until = max(d.throttled_until, time.monotonic() + wait)
-            group.outlier.abandoned(d)
-            self._failed(exchange, group, d, exc)
-            raise
+            request = self._request(exchange, group, d, deadline, attempt.started)
+            reply = await self._send(exchange, attempt, request)
         except UpstreamError as exc:
-            now = time.monotonic()
-            if shared:
-                # A failure makes the deployment look slow to peak-EWMA: it loses P2C contests.
-                d.latency.observe(max(now - started, 4 * d.latency.current(now), 0.05), now)
-                group.outlier.failure(d, exc.code)
-            else:
-                group.outlier.abandoned(d)
-            self._failed(exchange, group, d, exc)
+            attempt.failed(exc, exchange.request_id)
+            attempt.release()
             raise
-        now = time.monotonic()
-        if not shared:
-            group.outlier.abandoned(d)
-        elif reply.status < 500:
-            d.latency.observe(now - started, now)
-            if reply.status < 400:
-                d.recent.add(now - started)
-            group.outlier.success(d)
-        self._metrics.upstream_attempt(group.name, d.name, str(reply.status))
-        if reply.stream is None:
-            group.released(d)  # a stream's Relay releases the deployment when it is closed
+        except BaseException:
+            attempt.release()  # cancelled (a lost hedge, the client left): no outcome
+            raise
+        attempt.answered(reply.status)
+        if reply.events is None:
+            attempt.release()
         return reply
 
     def _request(self, exchange: Exchange, group: ModelGroup, d: Deployment, deadline: float,
                  now: float) -> UpstreamRequest:
         body = dict(exchange.body)
         body["model"] = d.upstream_model
+        if d.default_max_tokens is not None and exchange.operation is not Operation.EMBEDDING \
+                and body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+            body["max_tokens"] = d.default_max_tokens
         if exchange.stream:
             # Usage is asked for on every stream, so limits count what was delivered; the
             # Relay takes the usage event out again if the client did not ask for it.
@@ -400,17 +366,9 @@ class Router:
             faults=exchange.faults,
         )
 
-    def _failed(self, exchange: Exchange, group: ModelGroup, d: Deployment,
-                exc: UpstreamError) -> None:
-        self._metrics.upstream_attempt(group.name, d.name, exc.code)
-        log.warning("upstream attempt failed", extra={
-            "request_id": exchange.request_id, "model": group.name,
-            "deployment": d.name, "attempt": exchange.attempts,
-            "error": exc.code, "detail": exc.message})
-
-    async def _send(self, exchange: Exchange, group: ModelGroup, d: Deployment,
+    async def _send(self, exchange: Exchange, attempt: Attempt,
                     request: UpstreamRequest) -> Reply:
-        response = await d.transport.send(request)
+        response = await attempt.deployment.transport.send(request)
         try:
             status = response.status
             if status == 429:
@@ -428,24 +386,45 @@ class Router:
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
             # A server that ignored "stream" and answered whole is passed on whole, as JSON.
             if not exchange.stream or status != 200 or not is_sse:
-                body = await response.read()
-                if status == 200 and not is_json(body):
-                    raise BadGatewayError("the model server answered with a malformed body")
-                return Reply(status=status, body=as_openai_body(status, body), headers=passed)
+                return _whole(exchange, status, await response.read(), passed)
             chunks = response.chunks()
             first = await first_chunk(chunks, request.deadlines.first_token)
         except BaseException:
             response.close()
             raise
         exchange.first_token_at = time.perf_counter()
-        return Reply(
-            status=200,
-            stream=Relay(first, chunks, response, d, group,
-                         StreamUsage(exchange, hide_usage=not _asked_for_usage(exchange)),
-                         shared=not exchange.faults),
-            headers=passed,
-            content_type="text/event-stream",
-        )
+        usage = StreamUsage(exchange, hide_usage=not _asked_for_usage(exchange))
+        return Reply(status=200, events=Relay(first, chunks, response, attempt, usage),
+                     headers=passed)
+
+
+class _ReleasedAtEnd:
+    """Gives the per-key bulkhead slot back when the stream ends."""
+
+    __slots__ = ("_release",)
+
+    def __init__(self, release: Callable[[], None]):
+        self._release = release
+
+    def on_event(self, event: Event, data: bytes) -> None:
+        pass
+
+    async def on_end(self, outcome: str) -> None:
+        self._release()
+
+
+def _whole(exchange: Exchange, status: int, body: bytes, headers: dict[str, str]) -> Reply:
+    """A whole answer, decoded once: its usage is the request's."""
+    if status != 200:
+        return Reply(status=status, body=as_openai_body(status, body), headers=headers)
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadGatewayError("the model server answered with a malformed body") from None
+    if not isinstance(answer, dict):
+        return Reply(status=status, body=body, headers=headers)
+    exchange.usage = usage_in(answer)
+    return Reply(status=status, body=body, answer=answer, headers=headers)
 
 
 def _asked_for_usage(exchange: Exchange) -> bool:
@@ -466,7 +445,7 @@ def _exhausted(last_error: IronholdError | None, attempts: int,
     if isinstance(last_error, UpstreamThrottledError):
         wait = group.throttled_for()
         retry_after = wait if wait is not None else (last_error.retry_after
-                                                     or _DEFAULT_RETRY_AFTER)
+                                                     or DEFAULT_RETRY_AFTER)
         group.metrics.shed(group.name, "upstream_throttled")
         return RateLimitedError(f"{last_error.message} (after {attempts} attempt{plural})",
                                 retry_after=retry_after)

@@ -1,26 +1,26 @@
-"""Streams after the commit point: the upstream's chunks relayed one by one, never buffered
-whole; a failure ends the stream with an error event instead of raising."""
+"""Streams after the commit point: the model server's bytes decoded once into typed events and
+relayed as they arrive, never buffered whole; a failure ends the stream with one error event
+instead of raising."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncGenerator, Callable
+from collections import deque
+from collections.abc import AsyncGenerator
 
-from ironhold.core.errors import (
-    BadGatewayError,
-    IronholdError,
-    UpstreamTimeoutError,
-    stream_error_event,
-)
-from ironhold.core.exchange import ChunkStream
+from ironhold.core.codec import SseDecoder
+from ironhold.core.errors import BadGatewayError, IronholdError, UpstreamTimeoutError
+from ironhold.core.events import Chunk, Done, Event, StreamError
 from ironhold.core.usage import StreamUsage
-from ironhold.routing.deployment import Deployment
-from ironhold.routing.group import ModelGroup
+from ironhold.routing.attempt import Attempt
 from ironhold.upstream.transport import UpstreamResponse
 
-log = logging.getLogger("ironhold.routing")
+__all__ = ["Relay", "first_chunk"]
+
+#: After ``[DONE]``, the rest of the body (the end of its chunked encoding) is read so the
+#: connection can go back to the pool, for at most this long.
+_DRAIN_SECONDS = 1.0
 
 
 async def first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> bytes:
@@ -35,68 +35,82 @@ async def first_chunk(chunks: AsyncGenerator[bytes, None], deadline: float) -> b
 
 
 class Relay:
-    """The stream after the commit point, starting with the first chunk (already read, which is
-    what committed it), event by event, never buffered whole. A failure now ends the stream with
-    an error event in the OpenAI shape (and counts against the deployment) instead of raising;
-    ``aclose`` releases the deployment and the upstream connection exactly once, and settles
-    what the stream used (``StreamUsage``) if any of it went out."""
+    """A committed stream's events, starting with the first chunk's (already read: it is what
+    committed the attempt). The usage chunk is taken out when the client did not ask for it
+    (``StreamUsage``), and the request's usage is settled before ``[DONE]`` goes on. A failure
+    ends the stream with a ``StreamError`` (and counts against the deployment). ``aclose``
+    releases the attempt and the upstream connection exactly once."""
 
-    __slots__ = ("_at_boundary", "_chunks", "_closed", "_deployment", "_first", "_group",
-                 "_response", "_shared", "_started", "_usage")
+    __slots__ = ("_attempt", "_chunks", "_closed", "_decoder", "_done", "_pending",
+                 "_response", "_started", "_stopped", "_usage")
 
     def __init__(self, first: bytes, chunks: AsyncGenerator[bytes, None],
-                 response: UpstreamResponse, deployment: Deployment, group: ModelGroup,
-                 usage: StreamUsage, shared: bool = True):
-        self._first: bytes | None = first
+                 response: UpstreamResponse, attempt: Attempt, usage: StreamUsage):
         self._chunks = chunks
         self._response = response
-        self._deployment = deployment
-        self._group = group
+        self._attempt = attempt
         self._usage = usage
-        #: False for a request carrying its own faults: its breaks eject nothing.
-        self._shared = shared
-        self._at_boundary = True
-        self._closed = False
+        self._decoder = SseDecoder()
+        self._pending: deque[Event] = deque()
         self._started = False
+        self._done = False  # [DONE] went on; only the end of the body is left to read
+        self._stopped = False  # nothing more will be read
+        self._closed = False
+        self._take(first)
 
     def __aiter__(self) -> Relay:
         return self
 
-    async def __anext__(self) -> bytes:
+    async def __anext__(self) -> Event:
         self._started = True
         while True:
-            if self._first is not None:
-                chunk, self._first = self._first, None
-            elif self._closed:
+            while self._pending:
+                event = self._pending.popleft()
+                if isinstance(event, Chunk):
+                    if self._usage.keep(event):
+                        return event
+                    continue
+                if isinstance(event, Done):
+                    self._usage.finish()
+                    self._done = True
+                    self._pending.clear()
+                elif isinstance(event, StreamError):
+                    # The model server's own error event: the stream is over.
+                    self._stopped = True
+                    self._pending.clear()
+                return event
+            if self._stopped:
                 raise StopAsyncIteration
-            else:
-                try:
-                    chunk = await anext(self._chunks)
-                except IronholdError as exc:
-                    return await self._broke(exc)
-                except StopAsyncIteration:
-                    rest = self._usage.flush()
-                    await self.aclose()
-                    if rest:
-                        return rest
-                    raise
-            out = self._usage.feed(chunk)
-            if out:
-                self._at_boundary = out.endswith(b"\n\n")
-                return out
+            if self._done:
+                await self._drain()
+                raise StopAsyncIteration
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._stopped = True
+                self._pending.extend(self._decoder.finish())
+                continue
+            except IronholdError as exc:
+                return self._broke(exc)
+            self._take(chunk)
 
-    async def _broke(self, exc: IronholdError) -> bytes:
-        group, deployment = self._group, self._deployment
-        if self._shared:
-            group.outlier.failure(deployment, exc.code)
-        group.metrics.upstream_attempt(group.name, deployment.name, f"stream_{exc.code}")
-        log.warning("stream broke after the commit point", extra={
-            "model": group.name, "deployment": deployment.name,
-            "error": exc.code, "detail": exc.message})
-        rest = self._usage.flush()
-        await self.aclose()
-        lead = b"" if self._at_boundary and not rest else b"\n\n"
-        return rest + lead + stream_error_event(exc, "upstream_error")
+    def _take(self, chunk: bytes) -> None:
+        try:
+            self._pending.extend(self._decoder.feed(chunk))
+        except BadGatewayError as exc:
+            self._pending.append(self._broke(exc))
+
+    def _broke(self, exc: IronholdError) -> StreamError:
+        self._attempt.broke(exc)
+        self._stopped = True
+        return StreamError(exc)
+
+    async def _drain(self) -> None:
+        self._stopped = True
+        with contextlib.suppress(TimeoutError, IronholdError):
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                async for _ in self._chunks:
+                    pass
 
     async def aclose(self) -> None:
         if self._closed:
@@ -104,27 +118,7 @@ class Relay:
         self._closed = True
         if self._started:  # a lost hedge that never went out is not this request's usage
             self._usage.finish()
-        self._group.released(self._deployment)
+        self._attempt.release()
         self._response.close()
         with contextlib.suppress(Exception):
             await self._chunks.aclose()
-
-
-class Released:
-    """Runs ``release`` (the per-key bulkhead slot) once when the stream is closed."""
-
-    __slots__ = ("_release", "_stream")
-
-    def __init__(self, stream: ChunkStream, release: Callable[[], None]):
-        self._stream = stream
-        self._release = release
-
-    def __aiter__(self) -> Released:
-        return self
-
-    async def __anext__(self) -> bytes:
-        return await anext(self._stream)
-
-    async def aclose(self) -> None:
-        self._release()
-        await self._stream.aclose()

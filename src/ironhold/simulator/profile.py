@@ -87,6 +87,9 @@ class SimulatorProfile(_Strict):
     #: Streams end with a usage event when asked (``stream_options.include_usage``), as OpenAI
     #: and vLLM do, or ``never``, as llama-cpp-python's server does.
     stream_usage: Literal["when_asked", "never"] = "when_asked"
+    #: Each streamed event is sent in two writes a moment apart, so it reaches the client in
+    #: two reads (as events split across TCP segments by a proxy or a busy server do).
+    split_events: bool = False
 
 
 def load_profile(path: str | Path) -> SimulatorProfile:

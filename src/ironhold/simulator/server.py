@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ironhold.core.codec import error_json
 from ironhold.simulator.profile import Fault, SimulatorProfile
 
 _WORDS = ("the", "gateway", "keeps", "every", "call", "fast", "safe", "and", "seen", "today")
@@ -114,9 +115,7 @@ class Simulator:
         headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}
         return web.Response(
             status=fault.status, headers=headers, content_type="application/json",
-            body=orjson.dumps({"error": {"message": f"simulated {fault.status}",
-                                         "type": "server_error", "param": None,
-                                         "code": "simulated"}}),
+            body=error_json(f"simulated {fault.status}", "server_error", "simulated"),
         )
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
@@ -134,10 +133,9 @@ class Simulator:
             return fault
         window = self.profile.context_window
         if window is not None and _count_prompt(body) > window:
-            return web.Response(status=400, content_type="application/json", body=orjson.dumps(
-                {"error": {"message": f"This model's maximum context length is {window} tokens.",
-                           "type": "invalid_request_error", "param": "messages",
-                           "code": "context_length_exceeded"}}))
+            return web.Response(status=400, content_type="application/json", body=error_json(
+                f"This model's maximum context length is {window} tokens.",
+                "invalid_request_error", "context_length_exceeded", param="messages"))
         n_tokens = _int(body.get("max_tokens") or body.get("max_completion_tokens"),
                         self.profile.completion_tokens)
         n_tokens = max(1, min(n_tokens, self.profile.completion_tokens))
@@ -180,22 +178,32 @@ class Simulator:
                 choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
             else:
                 choice = {"index": 0, "text": text, "finish_reason": None}
-            await response.write(_event({"id": rid, "object": kind, "created": created,
-                                         "model": model, "choices": [choice]}))
+            await self._send(response, _event({"id": rid, "object": kind, "created": created,
+                                               "model": model, "choices": [choice]}))
         final: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
         if chat:
             final["delta"] = {}
         else:
             final["text"] = ""
-        await response.write(_event({"id": rid, "object": kind, "created": created,
-                                     "model": model, "choices": [final]}))
+        await self._send(response, _event({"id": rid, "object": kind, "created": created,
+                                           "model": model, "choices": [final]}))
         options = body.get("stream_options") or {}
         if (isinstance(options, dict) and options.get("include_usage")
                 and self.profile.stream_usage == "when_asked"):
-            await response.write(_event({"id": rid, "object": kind, "created": created,
-                                         "model": model, "choices": [], "usage": usage}))
-        await response.write(b"data: [DONE]\n\n")
+            await self._send(response, _event({"id": rid, "object": kind, "created": created,
+                                               "model": model, "choices": [],
+                                               "usage": usage}))
+        await self._send(response, b"data: [DONE]\n\n")
         await response.write_eof()
+
+    async def _send(self, response: web.StreamResponse, event: bytes) -> None:
+        if not self.profile.split_events:
+            await response.write(event)
+            return
+        half = len(event) // 2
+        await response.write(event[:half])
+        await asyncio.sleep(0.002)
+        await response.write(event[half:])
 
     async def _token_delays(self, n_tokens: int) -> None:
         total = sum(self.profile.token_latency.sample(self._rng) for _ in range(n_tokens - 1))

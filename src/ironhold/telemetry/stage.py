@@ -7,9 +7,9 @@ import logging
 import time
 
 from ironhold.core.errors import IronholdError
-from ironhold.core.exchange import ChunkStream, Exchange, Reply
+from ironhold.core.events import Event
+from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.pipeline import Handler
-from ironhold.core.usage import observe_sse, usage_of
 from ironhold.telemetry.metrics import Metrics
 
 log = logging.getLogger("ironhold.access")
@@ -39,12 +39,10 @@ class TelemetryStage:
         except BaseException:
             self.finish(exchange, error_type="internal_error", status=None)
             raise
-        if reply.stream is not None:
-            reply.stream = _Observed(reply.stream, exchange, self)
+        if reply.events is not None:
+            reply.observers.append(_Observed(exchange, self))
             return reply
-        if reply.body is not None and reply.status == 200 and exchange.usage is None:
-            exchange.usage = usage_of(reply.body)
-        self.finish(exchange, error_type="" if reply.status < 400 else str(reply.status),
+        self.finish(exchange, error_type="" if reply.ok else str(reply.status),
                     status=reply.status)
         return reply
 
@@ -81,28 +79,18 @@ class TelemetryStage:
 
 
 class _Observed:
-    """Wraps a stream: sniffs the usage chunk and records metrics once when it ends or is cut."""
+    """Records a stream's metrics once, when it ends or is cut."""
 
-    __slots__ = ("_done", "_error", "_exchange", "_inner", "_stage")
+    __slots__ = ("_exchange", "_stage")
 
-    def __init__(self, inner: ChunkStream, exchange: Exchange, stage: TelemetryStage):
-        self._inner = inner
+    def __init__(self, exchange: Exchange, stage: TelemetryStage):
         self._exchange = exchange
         self._stage = stage
-        self._done = False
-        self._error = ""
 
-    def __aiter__(self) -> _Observed:
-        return self
+    def on_event(self, event: Event, data: bytes) -> None:
+        pass
 
-    async def __anext__(self) -> bytes:
-        chunk = await self._inner.__anext__()
-        if observe_sse(chunk, self._exchange):
-            self._error = "stream_error"
-        return chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-        if not self._done:
-            self._done = True
-            self._stage.finish(self._exchange, error_type=self._error, status=200)
+    async def on_end(self, outcome: str) -> None:
+        # A client that left is not an error of the gateway's (its status was sent: 200).
+        error = "" if outcome in ("ok", "client_closed") else outcome
+        self._stage.finish(self._exchange, error_type=error, status=200)

@@ -26,6 +26,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ironhold.core.codec import SseDecoder
+from ironhold.core.events import Chunk, Done, StreamError
 from ironhold.guard.redteam.corpus import (
     CATEGORIES,
     Corpus,
@@ -267,22 +269,16 @@ def _stream_answer(raw: bytes) -> _Answer:
     texts: dict[int, list[str]] = {}
     tools: list[str] = []
     answer = _Answer()
-    for line in raw.split(b"\n"):
-        if not line.startswith(b"data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
+    decoder = SseDecoder()
+    for decoded in [*decoder.feed(raw), *decoder.finish()]:
+        if isinstance(decoded, StreamError):
+            answer.error_code = decoded.error.code
             break
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+        if not isinstance(decoded, Chunk):
+            if isinstance(decoded, Done):
+                break
             continue
-        if not isinstance(event, dict):
-            continue
-        if isinstance(event.get("error"), dict):
-            answer.error_code = str(event["error"].get("code") or event["error"].get("type")
-                                    or "error")
-            break
+        event = decoded.doc
         for choice in event.get("choices") or []:
             delta = choice.get("delta") or {}
             if isinstance(delta.get("content"), str):

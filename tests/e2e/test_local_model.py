@@ -1,4 +1,5 @@
-"""The real Gemma 3 270M model under the managed llama.cpp server, through the gateway."""
+"""The real local model (SmolLM2-135M-Instruct) under the managed llama.cpp server, through the
+gateway."""
 
 from __future__ import annotations
 
@@ -22,24 +23,23 @@ from ironhold.upstream.artifacts import demo_model_path
 from tests.servers import GatewayServer, LoopThread, free_port, gateway_config
 
 pytestmark = pytest.mark.model
-MODEL_CACHE = Path(os.environ.get("IRONHOLD_MODEL_CACHE", "~/.cache/ironhold/models")).expanduser()
 
 
 @pytest.fixture(scope="module")
-def gemma() -> tuple[Path, str]:
-    return demo_model_path(MODEL_CACHE)
+def smollm() -> tuple[Path, str]:
+    return demo_model_path()
 
 
 @pytest.fixture(scope="module")
 def model_gateway(tmp_path_factory: pytest.TempPathFactory,
-                  gemma: tuple[Path, str]) -> Iterator[GatewayServer]:
+                  smollm: tuple[Path, str]) -> Iterator[GatewayServer]:
     tmp = tmp_path_factory.mktemp("model")
-    gguf, digest = gemma
-    config = gateway_config(tmp, [{"name": "gemma", "routing": {"timeout": {"total": "120s"}},
+    gguf, digest = smollm
+    config = gateway_config(tmp, [{"name": "smollm", "routing": {"timeout": {"total": "120s"}},
                                    "deployments": [
-        {"name": "gemma-local", "local": {"gguf": str(gguf), "sha256": digest,
-                                          "ctx_size": 1024, "threads": 2,
-                                          "chat_format": "gemma"}}]}])
+        {"name": "smollm-local", "local": {"gguf": str(gguf), "sha256": digest,
+                                           "ctx_size": 1024, "threads": 2,
+                                           "default_max_tokens": 24}}]}])
     server = GatewayServer(config, log_dir=tmp / "logs")
     yield server
     server.close()
@@ -49,7 +49,7 @@ def test_chat_through_the_real_model(model_gateway: GatewayServer) -> None:
     with openai.OpenAI(base_url=model_gateway.v1, api_key=model_gateway.create_key(),
                        max_retries=0, timeout=120) as client:
         reply = client.chat.completions.create(
-            model="gemma", messages=[{"role": "user", "content": "Name a colour."}],
+            model="smollm", messages=[{"role": "user", "content": "Name a colour."}],
             max_tokens=12, temperature=0, seed=1)
         assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 12
         assert reply.usage.prompt_tokens > 3
@@ -57,13 +57,30 @@ def test_chat_through_the_real_model(model_gateway: GatewayServer) -> None:
         assert reply.choices[0].message.content.strip()
 
         chunks = list(client.chat.completions.create(
-            model="gemma", messages=[{"role": "user", "content": "Count to five."}],
+            model="smollm", messages=[{"role": "user", "content": "Count to five."}],
             max_tokens=16, temperature=0, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(chunks) > 3 and text.strip()
     metrics = httpx.get(model_gateway.base_url + "/metrics").text
     assert re.search(r'gen_ai_client_token_usage_count\{gen_ai_operation_name="chat",'
-                     r'gen_ai_request_model="gemma",gen_ai_token_type="output"\} [1-9]', metrics)
+                     r'gen_ai_request_model="smollm",gen_ai_token_type="output"\} [1-9]', metrics)
+
+
+def test_a_request_without_max_tokens_is_capped(model_gateway: GatewayServer) -> None:
+    """Was: a request without max_tokens generated until the context was full (two minutes
+    on two cores for a base model that never stops)."""
+    with openai.OpenAI(base_url=model_gateway.v1, api_key=model_gateway.create_key(),
+                       max_retries=0, timeout=120) as client:
+        reply = client.chat.completions.create(
+            model="smollm", temperature=0, seed=1, messages=[
+                {"role": "user", "content": "Write a very long story about a dragon."}])
+        asked = client.chat.completions.create(
+            model="smollm", temperature=0, seed=1, max_tokens=40, messages=[
+                {"role": "user", "content": "Write a very long story about a dragon."}])
+    assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 24
+    assert reply.choices[0].finish_reason == "length"
+    # A cap the client sets is the client's.
+    assert asked.usage is not None and 24 < asked.usage.completion_tokens <= 40
 
 
 def test_a_killed_model_server_is_restarted(model_gateway: GatewayServer) -> None:
@@ -80,14 +97,14 @@ def test_a_killed_model_server_is_restarted(model_gateway: GatewayServer) -> Non
     assert server.pid != old_pid and server.restarts == 1
     with openai.OpenAI(base_url=model_gateway.v1, api_key=model_gateway.create_key(),
                        max_retries=0, timeout=120) as client:
-        reply = client.completions.create(model="gemma", prompt="The sky is", max_tokens=4)
+        reply = client.completions.create(model="smollm", prompt="The sky is", max_tokens=4)
     assert reply.choices[0].text
 
 
-def test_a_digest_mismatch_refuses_to_serve(tmp_path: Path, gemma: tuple[Path, str]) -> None:
-    gguf, digest = gemma
+def test_a_digest_mismatch_refuses_to_serve(tmp_path: Path, smollm: tuple[Path, str]) -> None:
+    gguf, digest = smollm
     wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
-    config = gateway_config(tmp_path, [{"name": "gemma", "deployments": [
+    config = gateway_config(tmp_path, [{"name": "smollm", "deployments": [
         {"local": {"gguf": str(gguf), "sha256": wrong}}]}])
     with pytest.raises(ArtifactIntegrityError) as err:
         GatewayServer(config)
@@ -95,10 +112,10 @@ def test_a_digest_mismatch_refuses_to_serve(tmp_path: Path, gemma: tuple[Path, s
 
 
 def test_one_failed_start_stops_every_other_model_server(tmp_path: Path,
-                                                       gemma: tuple[Path, str]) -> None:
-    gguf, digest = gemma
+                                                       smollm: tuple[Path, str]) -> None:
+    gguf, digest = smollm
     local = {"gguf": str(gguf), "sha256": digest, "ctx_size": 256}
-    config = gateway_config(tmp_path, [{"name": "gemma", "deployments": [
+    config = gateway_config(tmp_path, [{"name": "smollm", "deployments": [
         {"name": "good", "local": {**local, "startup_timeout": "60s"}},
         {"name": "broken", "local": {**local, "args": ["--no-such-flag"]}},
     ]}])
@@ -123,7 +140,7 @@ def test_demo_command_serves_and_reuses_its_state(tmp_path: Path) -> None:
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "ironhold", "demo", "--port", str(port),
-             "--data-dir", str(tmp_path / "demo"), "--model-cache", str(MODEL_CACHE)],
+             "--data-dir", str(tmp_path / "demo")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
@@ -138,10 +155,11 @@ def test_demo_command_serves_and_reuses_its_state(tmp_path: Path) -> None:
             keys.append(key.group(1))
             with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key.group(1),
                                max_retries=0, timeout=120) as client:
+                # The README's request: no max_tokens, an instruction model that answers.
                 reply = client.chat.completions.create(
-                    model="gemma-3-270m", messages=[{"role": "user", "content": "Hi"}],
-                    max_tokens=5)
-            assert reply.choices[0].message.content is not None
+                    model="smollm2-135m", messages=[{"role": "user", "content": "Say hello"}])
+            assert (reply.choices[0].message.content or "").strip()
+            assert reply.usage is not None and reply.usage.completion_tokens <= 256
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=30) == 0

@@ -1,4 +1,5 @@
-"""``ironhold demo``: the gateway in front of the bundled Gemma 3 270M model, zero set-up."""
+"""``ironhold demo``: the gateway in front of the bundled SmolLM2-135M-Instruct model, zero
+set-up."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ironhold.core.errors import IronholdError
 if TYPE_CHECKING:
     from ironhold.identity.keys import KeyService
 
-DEMO_MODEL = "gemma-3-270m"
+DEMO_MODEL = "smollm2-135m"
 _KEY_FILE = "demo-key"
 
 
@@ -25,10 +26,11 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     data_dir: Annotated[Path, typer.Option(
         help="Where the demo keeps its config, SQLite state and key.")] = Path(".ironhold/demo"),
-    model_cache: Annotated[Path, typer.Option(
-        help="Where the model file is assembled once.")] = Path("~/.cache/ironhold/models"),
+    model_cache: Annotated[Path | None, typer.Option(
+        hidden=True, help="Unused: the model is read where its package is installed.")] = None,
 ) -> None:
-    """Serve the bundled Gemma 3 270M model through the gateway and print how to call it."""
+    """Serve the bundled SmolLM2-135M-Instruct model through the gateway and print how to call
+    it. Requests that set no max_tokens get 256 at most."""
     from ironhold.api.server import run_server
     from ironhold.bootstrap import build_gateway, open_key_service
     from ironhold.config import load_config
@@ -43,9 +45,9 @@ def demo(
              "(or run make demo)")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    say.step(f"model: assembling Gemma 3 270M Q4_K_M into {model_cache} (once)")
+    say.step("model: SmolLM2-135M-Instruct Q4_1")
     try:
-        gguf, digest = demo_model_path(model_cache.expanduser())
+        gguf, digest = demo_model_path()
     except (IronholdError, OSError, ValueError) as exc:
         fail(f"cannot prepare the demo model: {exc}")
     say.done(f"{gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB, pinned SHA-256 {digest[:12]}…)")
@@ -56,8 +58,7 @@ def demo(
         "state": {"url": f"sqlite:///{data_dir / 'ironhold.db'}"},
         "logging": {"level": "warning"},
         "models": [{"name": DEMO_MODEL, "deployments": [
-            {"name": "gemma-local", "local": {
-                "gguf": str(gguf), "sha256": digest, "chat_format": "gemma"}}]}],
+            {"name": "smollm2-local", "local": {"gguf": str(gguf), "sha256": digest}}]}],
     }, sort_keys=False))
     try:
         config = load_config(config_path)

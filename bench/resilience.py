@@ -1,9 +1,12 @@
 """Resilience benchmarks: the gateway in front of simulator deployments that misbehave.
 
-    python bench/resilience.py [--only tail,failover,slow,brownout] [--rate 200] [--seconds 30]
+    python bench/resilience.py [--only tail,tail_closed,failover,slow,brownout] [--rate 200]
+                               [--clients 8] [--seconds 30]
 
-- tail:     three deployments, 2% of requests 50x slower; hedging off and on.
+- tail:     three deployments, 2% of requests 50x slower; hedging off and on, open loop.
             Target: p99.9 at least 10x lower with at most 5% extra upstream requests.
+- tail_closed: the same with a 20 ms base (2% take 1 s), closed loop: ``--clients`` clients
+            each sending its next request when the last is answered. Same target.
 - failover: three deployments under steady load; one is SIGKILLed mid-run and restarted later.
             Target: zero client-visible errors; reports time to eject and to re-admit.
 - slow:     one of four deployments turns 10x slower for a while; round robin against
@@ -163,6 +166,34 @@ async def open_loop(url: str, key: str, rate: float, seconds: float,
     return results
 
 
+async def closed_loop(url: str, key: str, clients: int,
+                      seconds: float) -> list[tuple[float, float, int, str | None]]:
+    """(sent at, latency, status, retry-after) per request; each client sends its next request
+    when its last one is answered."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    results: list[tuple[float, float, int, str | None]] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        start = time.perf_counter()
+        end = start + seconds
+
+        async def client() -> None:
+            while (sent := time.perf_counter()) < end:
+                status, retry_after = 0, None
+                try:
+                    async with session.post(url, data=BODY, headers=headers) as response:
+                        await response.read()
+                        status, retry_after = response.status, response.headers.get(
+                            "retry-after")
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                results.append((sent - start, time.perf_counter() - sent, status, retry_after))
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return results
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
@@ -177,20 +208,23 @@ def latency_summary(results: list[tuple[float, float, int, str | None]]) -> dict
 
 # -- scenarios -------------------------------------------------------------------------------------
 
-def tail(work: Path, rate: float, seconds: float) -> dict[str, Any]:
-    profile = {"ttft": {"distribution": "lognormal", "median_ms": 10, "sigma": 0.15},
+def tail(work: Path, rate: float, seconds: float, clients: int = 0) -> dict[str, Any]:
+    median = 20 if clients else 10
+    profile = {"ttft": {"distribution": "lognormal", "median_ms": median, "sigma": 0.15},
                "slow": {"rate": 0.02, "factor": 50}, "completion_tokens": 4}
-    out: dict[str, Any] = {"setup": "3 deployments; ttft lognormal median 10 ms (sigma 0.15); "
-                                    "2% of requests 50x slower", "rate": rate,
-                           "seconds": seconds}
+    load = f"closed loop, {clients} clients" if clients else f"open loop, {rate:g} requests/s"
+    out: dict[str, Any] = {"setup": f"3 deployments; ttft lognormal median {median} ms "
+                                    f"(sigma 0.15); 2% of requests 50x slower; {load}",
+                           "rate": rate, "clients": clients, "seconds": seconds}
     for hedged in (False, True):
         sims = [Sim(work, f"tail-{hedged}-{i}", profile) for i in range(3)]
         routing = {"hedging": {"enabled": hedged, "percentile": 97, "max_extra_percent": 5,
                                "min_delay": "5ms"}}
         gw = Gateway(work / f"tail-{hedged}", sims, routing)
         try:
-            progress(f"tail: hedging {'on' if hedged else 'off'}, {rate:g} req/s for {seconds:g} s")
-            results = asyncio.run(open_loop(gw.url, gw.key, rate, seconds))
+            progress(f"tail: hedging {'on' if hedged else 'off'}, {load} for {seconds:g} s")
+            results = asyncio.run(closed_loop(gw.url, gw.key, clients, seconds) if clients
+                                  else open_loop(gw.url, gw.key, rate, seconds))
             upstream = sum(s.served() for s in sims)
             summary = latency_summary(results)
             summary["upstream_requests"] = upstream
@@ -338,7 +372,12 @@ def brownout(work: Path, rate: float, seconds: float) -> dict[str, Any]:
             s.stop()
 
 
-SCENARIOS = {"tail": tail, "failover": failover, "slow": slow, "brownout": brownout}
+def tail_closed(work: Path, rate: float, seconds: float, clients: int = 8) -> dict[str, Any]:
+    return tail(work, rate, seconds, clients=clients)
+
+
+SCENARIOS = {"tail": tail, "tail_closed": tail_closed, "failover": failover, "slow": slow,
+             "brownout": brownout}
 
 
 def main() -> None:
@@ -347,6 +386,8 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated scenarios (default: all)")
     parser.add_argument("--rate", type=float, default=200, help="open-loop requests/s")
+    parser.add_argument("--clients", type=int, default=8,
+                        help="closed-loop clients (tail_closed)")
     parser.add_argument("--seconds", type=float, default=30, help="length of each run")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
@@ -354,7 +395,10 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine()}
     with tempfile.TemporaryDirectory(prefix="ironhold-resilience-") as tmp:
         for name in args.only.split(","):
-            results[name] = SCENARIOS[name](Path(tmp), args.rate, args.seconds)
+            if name == "tail_closed":
+                results[name] = tail_closed(Path(tmp), args.rate, args.seconds, args.clients)
+            else:
+                results[name] = SCENARIOS[name](Path(tmp), args.rate, args.seconds)
     out = HERE / "results" / "resilience.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

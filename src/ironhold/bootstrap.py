@@ -1,13 +1,19 @@
 """The composition root: a ``Config`` in, a wired ``Gateway`` out.
 
 Nothing else constructs stages, stores, transports or clients. Tests call the same root with a
-test config.
+test config, and may plug in their own transports (``transport_factory``: an in-memory
+``MockTransport`` instead of HTTP) and clock (a virtual one, so timeouts, hedges and ejections
+run in milliseconds). Every resource the gateway opens is closed through one exit stack, in the
+reverse order of opening.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +40,29 @@ from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 from ironhold.routing.health import HealthChecker
 from ironhold.routing.router import Router
+from ironhold.routing.stats import Clock
 from ironhold.store.sql import SqlStore, open_durable_engine, open_sql_store, state_dir_for
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.stage import TelemetryStage
 from ironhold.upstream.http import HttpTransport
 from ironhold.upstream.local import LocalModelServer
+from ironhold.upstream.transport import Transport
 
 log = logging.getLogger("ironhold")
+
+#: Makes the transport for one deployment: its base URL (for a managed local model, its
+#: server's) and its config.
+TransportFactory = Callable[[str, DeploymentConfig], Transport]
+
+
+def http_transport(base_url: str, dc: DeploymentConfig) -> Transport:
+    """The default: pooled keep-alive HTTP."""
+    if dc.local is not None:
+        # llama-cpp-python's server answers 400 to an X-Request-ID that is not a UUID.
+        return HttpTransport(base_url, max_connections=dc.max_connections,
+                             uuid_request_ids_only=True)
+    api_key = dc.api_key.get_secret_value() if dc.api_key else None
+    return HttpTransport(base_url, api_key, dc.max_connections)
 
 
 @dataclass
@@ -60,8 +82,9 @@ class Gateway:
     audit: AuditStage | None = None
     audit_stream: NatsAuditStream | None = None
     local_servers: list[LocalModelServer] = field(default_factory=list)
-    transports: list[HttpTransport] = field(default_factory=list)
     health_checkers: list[HealthChecker] = field(default_factory=list)
+    #: Closes everything the gateway opened, last opened first.
+    resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     started: bool = False
 
     async def start(self) -> None:
@@ -84,18 +107,7 @@ class Gateway:
         self.started = True
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.stop() for c in self.health_checkers), return_exceptions=True)
-        await asyncio.gather(*(s.stop() for s in self.local_servers), return_exceptions=True)
-        await asyncio.gather(*(t.close() for t in self.transports), return_exceptions=True)
-        if self.authenticator.oidc is not None:
-            await self.authenticator.oidc.jwks.close()
-        await self.limits.store.close()
-        if self.audit is not None:
-            await self.audit.log.close()
-            await asyncio.to_thread(self.audit.log.store.engine.dispose)
-        if self.audit_stream is not None:
-            await self.audit_stream.close()
-        await asyncio.to_thread(self.store.close)
+        await self.resources.aclose()
 
     def ready(self) -> bool:
         """Started, and at least one deployment is up, not ejected, passing health checks."""
@@ -155,18 +167,23 @@ def build_guard(config: Config) -> GuardStage:
     return GuardStage(Guard(config.guard, overrides, InjectionModel.load()))
 
 
-def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
+def build_gateway(config: Config, log_dir: Path | None = None, *,
+                  transport_factory: TransportFactory = http_transport,
+                  clock: Clock = time.monotonic) -> Gateway:
+    resources = contextlib.AsyncExitStack()
     keys = open_key_service(config)
+    resources.push_async_callback(_quietly, asyncio.to_thread, keys.store.close)
     authenticator = build_authenticator(config, keys)
+    if authenticator.oidc is not None:
+        resources.push_async_callback(_quietly, authenticator.oidc.jwks.close)
     metrics = Metrics()
-    transports: list[HttpTransport] = []
     local_servers: list[LocalModelServer] = []
     groups: dict[str, ModelGroup] = {}
     checkers: list[HealthChecker] = []
     for group_config in config.models:
         deployments = [
-            _build_deployment(config, group_config, i, dc, metrics, transports, local_servers,
-                              log_dir)
+            _build_deployment(config, group_config, i, dc, metrics, local_servers, log_dir,
+                              transport_factory, resources)
             for i, dc in enumerate(group_config.deployments)
         ]
         group = groups[group_config.name] = ModelGroup(
@@ -177,14 +194,18 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
             fallbacks=list(group_config.fallbacks),
             fallback_on=group_config.fallback_on,
             owned_by=group_config.owned_by,
+            clock=clock,
         )
         health_check = group_config.routing.outlier.health_check
         if health_check is not None:
-            checkers.append(HealthChecker(group, health_check))
-    router = Router(groups, metrics)
+            checker = HealthChecker(group, health_check)
+            resources.push_async_callback(_quietly, checker.stop)
+            checkers.append(checker)
+    router = Router(groups, metrics, clock=clock)
     identity = IdentityStage(authenticator)
     store: LimitStore = (RedisLimitStore(config.state.redis) if config.state.redis
                          else MemoryLimitStore())
+    resources.push_async_callback(_quietly, store.close)
     limits = LimitsStage(store, config.limits)
     policy = None
     if config.policy is not None:
@@ -194,7 +215,12 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
                                           access_log=config.logging.access)]
     audit, audit_stream = (build_audit(config, keys.store, limits) if config.audit.enabled
                            else (None, None))
+    if audit_stream is not None:  # closed after the log, which may still publish to it
+        resources.push_async_callback(_quietly, audit_stream.close)
     if audit is not None:
+        resources.push_async_callback(_quietly, asyncio.to_thread,
+                                      audit.log.store.engine.dispose)
+        resources.push_async_callback(_quietly, audit.log.close)
         stages.append(audit)
     stages.append(identity)
     if policy is not None:
@@ -217,8 +243,8 @@ def build_gateway(config: Config, log_dir: Path | None = None) -> Gateway:
         audit=audit,
         audit_stream=audit_stream,
         local_servers=local_servers,
-        transports=transports,
         health_checkers=checkers,
+        resources=resources,
     )
 
 
@@ -228,37 +254,45 @@ def _build_deployment(
     index: int,
     dc: DeploymentConfig,
     metrics: Metrics,
-    transports: list[HttpTransport],
     local_servers: list[LocalModelServer],
     log_dir: Path | None,
+    transport_factory: TransportFactory,
+    resources: contextlib.AsyncExitStack,
 ) -> Deployment:
     name = dc.name or f"{group.name}-{index}"
     faults = [*group.faults, *dc.faults]
+    server = None
     if dc.local is not None:
         server = LocalModelServer(name, dc.local, config.base_dir, log_dir)
-        transport = HttpTransport(server.base_url, max_connections=dc.max_connections,
-                                  uuid_request_ids_only=True)
-        deployment = Deployment(name=name, group=group.name, upstream_model=dc.model or group.name,
-                                transport=FaultTransport(transport, name, faults, metrics),
-                                weight=dc.weight, max_concurrent=dc.max_concurrent,
-                                available=False, digest=f"sha256:{dc.local.sha256}",
-                                default_max_tokens=dc.local.default_max_tokens)
-
+        base_url = server.base_url
+    else:
+        assert dc.url is not None
+        base_url = dc.url
+    transport = transport_factory(base_url, dc)
+    resources.push_async_callback(_quietly, transport.close)
+    deployment = Deployment(
+        name=name, group=group.name, upstream_model=dc.model or group.name,
+        transport=FaultTransport(transport, name, faults, metrics),
+        weight=dc.weight, max_concurrent=dc.max_concurrent,
+        available=server is None,
+        digest=f"sha256:{dc.local.sha256}" if dc.local is not None else None,
+        default_max_tokens=dc.local.default_max_tokens if dc.local is not None else None)
+    metrics.set_available(group.name, name, server is None)
+    if server is not None:
         def on_availability(up: bool) -> None:
             deployment.available = up
             metrics.set_available(group.name, name, up)
 
         server.on_availability = on_availability
-        metrics.set_available(group.name, name, False)
+        # Stopped before its transport is closed (the stack unwinds last-in first).
+        resources.push_async_callback(_quietly, server.stop)
         local_servers.append(server)
-    else:
-        assert dc.url is not None
-        api_key = dc.api_key.get_secret_value() if dc.api_key else None
-        transport = HttpTransport(dc.url, api_key, dc.max_connections)
-        deployment = Deployment(name=name, group=group.name,
-                                upstream_model=dc.model or group.name,
-                                transport=FaultTransport(transport, name, faults, metrics),
-                                weight=dc.weight, max_concurrent=dc.max_concurrent)
-        metrics.set_available(group.name, name, True)
-    transports.append(transport)
     return deployment
+
+
+async def _quietly(close: Callable[..., Awaitable[object]], *args: object) -> None:
+    """Run one closer; a failure is logged, and the others still run."""
+    try:
+        await close(*args)
+    except Exception:
+        log.exception("closing a resource failed")

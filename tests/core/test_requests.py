@@ -62,7 +62,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "param"), BAD, ids=[p for _, p in BAD])
+@pytest.mark.parametrize(("body", "param"), BAD, ids=[f"{i}-{p}" for i, (_, p) in enumerate(BAD)])
 def test_what_openai_refuses_is_a_400_naming_the_field(body: dict[str, Any],
                                                        param: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:

@@ -18,10 +18,11 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ironhold.routing.deployment import Deployment
+from ironhold.routing.stats import Clock
 
 
 class Balancer(Protocol):
@@ -31,14 +32,15 @@ class Balancer(Protocol):
 
 
 class PeakEwmaP2C:
-    def __init__(self, rng: random.Random | None = None):
+    def __init__(self, rng: random.Random | None = None, clock: Clock = time.monotonic):
         self._rng = rng or random.Random()
+        self._clock = clock
 
     def pick(self, candidates: Sequence[Deployment]) -> Deployment:
         if len(candidates) == 1:
             return candidates[0]
         a, b = self._rng.sample(candidates, 2)
-        now = time.monotonic()
+        now = self._clock()
         return a if a.cost(now) <= b.cost(now) else b
 
 
@@ -63,12 +65,16 @@ class RoundRobin:
         return candidates[self._next % len(candidates)]
 
 
-BALANCERS = {"peak_ewma": PeakEwmaP2C, "least_outstanding": LeastOutstanding,
-             "round_robin": RoundRobin}
+#: The balancers by their config name, each made with the group's clock.
+BALANCERS: dict[str, Callable[[Clock], Balancer]] = {
+    "peak_ewma": lambda clock: PeakEwmaP2C(clock=clock),
+    "least_outstanding": lambda clock: LeastOutstanding(),
+    "round_robin": lambda clock: RoundRobin(),
+}
 
 
-def make_balancer(name: str) -> Balancer:
-    return BALANCERS[name]()  # type: ignore[no-any-return]
+def make_balancer(name: str, clock: Clock = time.monotonic) -> Balancer:
+    return BALANCERS[name](clock)
 
 
 class PrefixAffinity:

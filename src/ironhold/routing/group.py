@@ -16,7 +16,7 @@ from ironhold.routing.balancer import Balancer, PrefixAffinity, make_balancer
 from ironhold.routing.budget import RetryBudget
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.outlier import OutlierDetector
-from ironhold.routing.stats import LatencyWindow
+from ironhold.routing.stats import Clock, LatencyWindow
 from ironhold.telemetry.metrics import Metrics
 from ironhold.upstream.transport import Deadlines
 
@@ -32,14 +32,19 @@ class ModelGroup:
     owned_by: str = "ironhold"
     created: int = field(default_factory=lambda: int(time.time()))
     balancer: Balancer | None = None
+    #: Monotonic seconds; a test's virtual clock replaces it (``build_gateway(clock=...)``).
+    clock: Clock = time.monotonic
 
     def __post_init__(self) -> None:
         policy = self.policy
+        clock = self.clock
         if self.balancer is None:
-            self.balancer = make_balancer(policy.balancer)
-        self.outlier = OutlierDetector(self.name, self.deployments, policy.outlier, self.metrics)
-        self.budget = RetryBudget(policy.retries.budget_percent, policy.retries.min_per_second)
-        self.hedge_budget = RetryBudget(policy.hedging.max_extra_percent, 0.0)
+            self.balancer = make_balancer(policy.balancer, clock)
+        self.outlier = OutlierDetector(self.name, self.deployments, policy.outlier, self.metrics,
+                                       clock)
+        self.budget = RetryBudget(policy.retries.budget_percent, policy.retries.min_per_second,
+                                  clock=clock)
+        self.hedge_budget = RetryBudget(policy.hedging.max_extra_percent, 0.0, clock=clock)
         self.affinity = PrefixAffinity(policy.affinity.load_factor) \
             if policy.affinity.enabled else None
         for d in self.deployments:
@@ -64,7 +69,7 @@ class ModelGroup:
         deployments are never picked. If every deployment is ejected or down, they are tried
         anyway (panic routing) rather than failing requests that might succeed.
         """
-        now = time.monotonic()
+        now = self.clock()
         outlier = self.outlier
         usable: list[Deployment] = []
         panic: list[Deployment] = []
@@ -93,7 +98,7 @@ class ModelGroup:
 
     def throttled_for(self) -> float | None:
         """If every deployment is throttled by a 429, how long until the first may be used."""
-        now = time.monotonic()
+        now = self.clock()
         waits = [d.throttled_until - now for d in self.deployments]
         return min(waits) if all(w > 0 for w in waits) else None
 

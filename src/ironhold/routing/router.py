@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -58,6 +59,9 @@ from ironhold.upstream.transport import Deadlines, UpstreamRequest
 
 log = logging.getLogger("ironhold.routing")
 
+#: A first attempt that starts within this of the request uses the configured deadlines as
+#: they are (at most this much past the request's own deadline).
+_DEADLINE_SLACK = 0.005
 #: Upstream response headers worth passing to the client.
 _PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests")
 #: Upstream answers that say the gateway is misconfigured (its credential, the upstream model
@@ -348,10 +352,13 @@ class Router:
                                       "include_usage": True}
         configured = group.deadlines
         remaining = deadline - now
-        if remaining > configured.total - 0.05 and exchange.first_token_timeout is None:
+        if (exchange.attempts == 1 and configured.total - remaining < _DEADLINE_SLACK
+                and exchange.first_token_timeout is None):
             deadlines = configured  # the first attempt, as configured: one cached client timeout
         else:
-            remaining = max(round(remaining, 2), 0.01)
+            # Rounded down (to share cached client timeouts), so no attempt outlives the
+            # request's deadline.
+            remaining = max(math.floor(remaining * 100) / 100, 0.01)
             first_token = configured.first_token
             if exchange.first_token_timeout is not None:
                 first_token = min(first_token, exchange.first_token_timeout)

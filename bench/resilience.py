@@ -5,7 +5,7 @@
 
 - tail:     three deployments, 2% of requests 50x slower; hedging off and on, open loop.
             Target: p99.9 at least 10x lower with at most 5% extra upstream requests.
-- tail_closed: the same with a 20 ms base (2% take 1 s), closed loop: ``--clients`` clients
+- tail_closed: the same with a fixed 20 ms base (2% take 1 s), closed loop: ``--clients`` clients
             each sending its next request when the last is answered. Same target.
 - failover: three deployments under steady load; one is SIGKILLed mid-run and restarted later.
             Target: zero client-visible errors; reports time to eject and to re-admit.
@@ -209,12 +209,14 @@ def latency_summary(results: list[tuple[float, float, int, str | None]]) -> dict
 # -- scenarios -------------------------------------------------------------------------------------
 
 def tail(work: Path, rate: float, seconds: float, clients: int = 0) -> dict[str, Any]:
-    median = 20 if clients else 10
-    profile = {"ttft": {"distribution": "lognormal", "median_ms": median, "sigma": 0.15},
-               "slow": {"rate": 0.02, "factor": 50}, "completion_tokens": 4}
+    # Closed loop: the set-up, a fixed 20 ms base (2% take 1 s).
+    ttft = ({"distribution": "fixed", "ms": 20} if clients else
+            {"distribution": "lognormal", "median_ms": 10, "sigma": 0.15})
+    base = "fixed 20 ms" if clients else "lognormal median 10 ms (sigma 0.15)"
+    profile = {"ttft": ttft, "slow": {"rate": 0.02, "factor": 50}, "completion_tokens": 4}
     load = f"closed loop, {clients} clients" if clients else f"open loop, {rate:g} requests/s"
-    out: dict[str, Any] = {"setup": f"3 deployments; ttft lognormal median {median} ms "
-                                    f"(sigma 0.15); 2% of requests 50x slower; {load}",
+    out: dict[str, Any] = {"setup": f"3 deployments; ttft {base}; 2% of requests 50x "
+                                    f"slower; {load}",
                            "rate": rate, "clients": clients, "seconds": seconds}
     for hedged in (False, True):
         sims = [Sim(work, f"tail-{hedged}-{i}", profile) for i in range(3)]

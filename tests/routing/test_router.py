@@ -221,6 +221,38 @@ async def test_a_slow_attempt_is_hedged_and_the_loser_is_closed(routers: Routers
 
 
 @virtual_clock
+async def test_a_hedge_the_budget_refused_is_sent_once_the_budget_refills(
+        routers: Routers) -> None:
+    """Was: a request whose hedge found the budget empty was never hedged, however long it
+    then waited; under a closed loop the budget empties in bursts, and the slow requests that
+    met an empty budget set p99.9."""
+    up = Upstreams(a=fine(delay=0.02), b=fine(delay=0.02))
+    gw = routers(up, {"balancer": "round_robin", "hedging": {
+        "enabled": True, "percentile": 90, "min_samples": 5, "max_extra_percent": 10},
+        "retries": {"min_per_second": 0}}, each={"a": {"max_concurrent": 1}})
+    for _ in range(20):
+        await gw.router(request())
+    g = group(gw)
+    while g.hedge_budget.available():  # an earlier burst spent it
+        g.hedge_budget.spend()
+    up.answers["a"] = fine(delay=5.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    slow = request()
+    assert g.balancer is not None
+    if g.balancer.pick(g.deployments).name == "a":  # round robin: make 'a' come next
+        g.balancer.pick(g.deployments)
+    task = asyncio.ensure_future(gw.router(slow))
+    await asyncio.sleep(0.025)  # its hedge was due at ~20 ms, and refused
+    # More requests arrive ('a' is full with the slow one, so they go to 'b'): the budget
+    # grows with them.
+    await asyncio.gather(*(gw.router(request()) for _ in range(30)))
+    await task
+    assert slow.deployment == "b" and loop.time() - started < 0.5
+    assert outstanding(gw) == {"a": 0, "b": 0}
+
+
+@virtual_clock
 async def test_a_first_token_timeout_is_retried_elsewhere(routers: Routers) -> None:
     up = Upstreams(a=lambda r: chat_stream(["late"], delay=0.0, gap=0.0),
                    b=lambda r: chat_stream(["hello", " world"]))

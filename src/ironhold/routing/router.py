@@ -62,6 +62,8 @@ log = logging.getLogger("ironhold.routing")
 #: A first attempt that starts within this of the request uses the configured deadlines as
 #: they are (at most this much past the request's own deadline).
 _DEADLINE_SLACK = 0.005
+#: A timer within this of its due time is due (an event loop may wake a hair early).
+_TIMER_SLACK = 1e-4
 #: Upstream response headers worth passing to the client.
 _PASS_HEADERS = ("retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests")
 #: Upstream answers that say the gateway is misconfigured (its credential, the upstream model
@@ -179,6 +181,8 @@ class Router:
         attempts = 0
         failures = 0
         hedge_done = False
+        #: Hedge decisions taken for the attempt in flight (each refused by the budget).
+        refused = 0
         last_error: IronholdError | None = None
         start_next = True
         try:
@@ -196,22 +200,29 @@ class Router:
                         tried.append(d)
                         task = self._launch(exchange, group, d, deadline)
                         running[task] = (d, self._clock(), False)
+                        refused = 0
                 wait = deadline - now
                 hedge_at = None
                 if not hedge_done and len(running) == 1 and attempts < retries.attempts:
                     d, started, _ = next(iter(running.values()))
                     if d.recent.count >= hedging.min_samples:
-                        hedge_at = started + max(hedging.min_delay, d.recent.value())
+                        # A hedge the budget refused is tried again one hedge delay later:
+                        # the budget refills as requests arrive, and the slow request that
+                        # met it empty is the one that most needs its hedge.
+                        delay = max(hedging.min_delay, d.recent.value())
+                        hedge_at = started + delay * (refused + 1)
                         wait = min(wait, hedge_at - now)
                 done, _ = await asyncio.wait(running, timeout=max(wait, 0.0),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if not done:
-                    now = self._clock()
+                    # A timer may fire a hair early (clock resolution): due is due.
+                    now = self._clock() + _TIMER_SLACK
                     if now >= deadline:
                         raise _deadline_passed(last_error, attempts)
                     if hedge_at is not None and now >= hedge_at:
-                        hedge_done = True
-                        self._hedge(exchange, group, tried, running, deadline)
+                        hedge_done = self._hedge(exchange, group, tried, running, deadline,
+                                                 first=refused == 0)
+                        refused += not hedge_done
                     continue
                 winner: Reply | None = None
                 for task in done:
@@ -278,20 +289,24 @@ class Router:
 
     def _hedge(self, exchange: Exchange, group: ModelGroup, tried: list[Deployment],
                running: dict[asyncio.Task[Reply], tuple[Deployment, float, bool]],
-               deadline: float) -> None:
+               deadline: float, first: bool) -> bool:
+        """Send a hedge if the budget and a deployment allow; True if it was sent. A refusal
+        is counted once a request (``first``), however often it is tried again."""
         if not (group.hedge_budget.available() and group.budget.available()):
-            self._metrics.no_budget(group.name, "hedge")
-            return
+            if first:
+                self._metrics.no_budget(group.name, "hedge")
+            return False
         busy = [entry[0] for entry in running.values()]
         d = group.pick(tried, busy, exchange.body)
         if d is None:
-            return
+            return False
         group.hedge_budget.spend()
         group.budget.spend()
         self._metrics.hedge(group.name)
         tried.append(d)
         task = self._launch(exchange, group, d, deadline)
         running[task] = (d, self._clock(), True)
+        return True
 
     async def _may_retry(self, exchange: Exchange, group: ModelGroup,
                          error: IronholdError | None, attempts: int, failures: int,

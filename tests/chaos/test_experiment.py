@@ -79,7 +79,7 @@ def test_experiment_errors_are_clear(tmp_path: Path) -> None:
     path.write_text("name: x\ntarget: {api_key: k, model: m}\nfaults: [{kind: explode}]\n")
     done = run_experiment(path)
     assert done.returncode == 2 and "faults[0].kind" in done.stderr
-    unreachable = experiment(tmp_path, type("G", (), {"v1": "http://127.0.0.1:9/v1"})(),  # type: ignore[arg-type]
+    unreachable = experiment(tmp_path, type("G", (), {"v1": "http://127.0.0.1:9/v1"})(),
                              "k", faults=[{"kind": "reset"}],
                              phases={"steady": "200ms", "inject": "200ms", "recover": "200ms"})
     done = run_experiment(unreachable)

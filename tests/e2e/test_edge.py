@@ -179,8 +179,8 @@ def test_hostile_bodies_get_a_4xx_never_a_500(gateway: GatewayServer, content: b
     assert "Traceback" not in response.text
 
 
-def test_client_giving_up_before_the_first_byte_cancels_upstream(make_gateway,
-                                                                make_simulator) -> None:  # type: ignore[no-untyped-def]
+def test_client_giving_up_before_the_first_byte_cancels_upstream(  # type: ignore[no-untyped-def]
+        make_gateway, make_simulator) -> None:
     slow = make_simulator(ttft={"ms": 3000})
     gw = make_gateway([{"name": "chat", "deployments": [{"url": slow.url}]}])
     key = gw.create_key()

@@ -131,7 +131,7 @@ def test_one_failed_start_stops_every_other_model_server(tmp_path: Path,
     if good.pid is not None:  # it had been started: it must be gone now
         with pytest.raises(ProcessLookupError):
             os.kill(good.pid, 0)
-    assert gateway.store.engine.pool.checkedout() == 0
+    assert gateway.store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 def test_demo_command_serves_and_reuses_its_state(tmp_path: Path) -> None:

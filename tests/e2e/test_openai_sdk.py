@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 import pytest
 
 from tests.servers import GatewayServer, SimulatorServer
@@ -42,7 +45,7 @@ def test_streaming_with_usage(gateway: GatewayServer) -> None:
 
 def test_tools_and_unknown_fields_pass_through(gateway: GatewayServer,
                                                 simulator: SimulatorServer) -> None:
-    tools = [{"type": "function", "function": {
+    tools: list[Any] = [{"type": "function", "function": {
         "name": "get_weather", "description": "Weather for a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
     with client(gateway, gateway.create_key()) as c:
@@ -52,7 +55,8 @@ def test_tools_and_unknown_fields_pass_through(gateway: GatewayServer,
             response_format={"type": "json_object"},
             extra_body={"vendor_knob": {"nested": [1, 2, 3]}, "top_k": 40})
     call = reply.choices[0].message.tool_calls
-    assert call is not None and call[0].function.name == "get_weather"
+    assert call is not None and isinstance(call[0], ChatCompletionMessageFunctionToolCall)
+    assert call[0].function.name == "get_weather"
     assert reply.choices[0].finish_reason == "tool_calls"
     sent = simulator.simulator.requests[-1]["body"]
     assert sent["model"] == "sim-upstream"  # the deployment's model name
@@ -141,8 +145,8 @@ def test_upstream_failures_map_to_502_503_504(make_gateway, make_simulator) -> N
 
 @pytest.mark.parametrize("status, says", [(401, "refused the gateway's credentials"),
                                           (404, "does not know the model")])
-def test_upstream_misconfiguration_is_a_502_not_the_clients_fault(
-    make_gateway, make_simulator, status: int, says: str  # type: ignore[no-untyped-def]
+def test_upstream_misconfiguration_is_a_502_not_the_clients_fault(  # type: ignore[no-untyped-def]
+    make_gateway, make_simulator, status: int, says: str
 ) -> None:
     refusing = make_simulator(faults=[{"kind": "status", "status": status, "rate": 1.0}])
     gw = make_gateway([{"name": "chat", "deployments": [{"url": refusing.url}]}])
@@ -203,7 +207,7 @@ def test_what_openai_refuses_the_gateway_refuses(gateway: GatewayServer,
     seen = len(simulator.simulator.requests)
     with client(gateway, gateway.create_key()) as c, \
             pytest.raises(openai.BadRequestError) as caught:
-        c.chat.completions.create(model="chat", messages=messages,  # type: ignore[arg-type]
+        c.chat.completions.create(model="chat", messages=messages,  # type: ignore[call-overload]
                                   extra_body=fields)
     assert caught.value.status_code == 400 and caught.value.param == param
     assert param in caught.value.message

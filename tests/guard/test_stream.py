@@ -69,7 +69,7 @@ def events(words: list[str], chat: bool = True, extra: bytes = b"") -> bytes:
             choice["delta"]["role"] = "assistant"
         out.append({"id": "c1", "object": kind, "created": 1, "model": "m", "choices": [choice]})
     final: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
-    final.update({"delta": {}} if chat else {"text": ""})
+    final.update({"delta": {}} if chat else {"text": ""})  # type: ignore[dict-item]
     out.append({"id": "c1", "object": kind, "created": 1, "model": "m", "choices": [final]})
     out.append({"id": "c1", "object": kind, "created": 1, "model": "m", "choices": [],
                 "usage": {"prompt_tokens": 5, "completion_tokens": len(words)}})

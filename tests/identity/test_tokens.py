@@ -69,7 +69,7 @@ async def test_registered_claims_are_enforced(idp: IdentityProvider, tmp_path: P
                                               overrides: dict[str, object], code: str) -> None:
     oidc = verifier(idp, tmp_path)
     with pytest.raises(AuthenticationError) as err:
-        await oidc.verify(idp.token(**overrides))
+        await oidc.verify(idp.token(**overrides))  # type: ignore[arg-type]
     assert err.value.code == code
 
 
@@ -86,7 +86,7 @@ async def test_clock_skew_is_tolerated_within_the_leeway(idp: IdentityProvider,
 
 async def test_forged_tokens_are_refused(idp: IdentityProvider, tmp_path: Path) -> None:
     oidc = verifier(idp, tmp_path)
-    stranger = RSAKey.generate_key(2048, parameters={"kid": idp.key.kid})
+    stranger = RSAKey.generate_key(2048, parameters={"kid": idp.key.kid})  # type: ignore[arg-type]
     for forged in (tamper(idp.token()), idp.unsigned(), idp.hs256_with_public_key(),
                    idp.token(key=stranger), idp.token()[:-4] + "AAAA"):
         with pytest.raises(AuthenticationError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def test_a_client_that_leaves_before_the_answer_is_still_audited(
             httpx.post(gw.v1 + "/chat/completions", json={**CHAT, "stream": stream},
                        timeout=0.4, headers={"Authorization": f"Bearer {key}",
                                              "x-request-id": request_id})
-        assert wait_until(lambda rid=request_id: bool(audit_records(gw, rid)), 10)
+        assert wait_until(partial(lambda rid: bool(audit_records(gw, rid)), request_id), 10)
         [record] = audit_records(gw, request_id)
         assert record["outcome"] == "client_closed" and record["status"] is None
         assert record["principal"]["name"] == "test"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletionMessageFunctionToolCall
 import pytest
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from tests.servers import GatewayServer, SimulatorServer
 

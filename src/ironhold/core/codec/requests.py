@@ -9,7 +9,7 @@ store call is bounded here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from ironhold.core.errors import InvalidRequestError
@@ -132,15 +132,7 @@ def _check_content(at: str, content: object, kinds: tuple[str, ...]) -> None:
         return
     if not isinstance(content, list):
         _wrong(at, content, "a string or an array of content parts")
-    for j, part in enumerate(content):
-        here = f"{at}[{j}]"
-        if not isinstance(part, dict):
-            _wrong(here, part, "an object")
-        kind = part.get("type")
-        if kind is None:
-            _missing(f"{here}.type")
-        if kind not in kinds:
-            _unsupported(f"{here}.type", kind, kinds)
+    for here, part, kind in _typed_items(at, content, kinds):
         if kind in ("text", "refusal"):
             if kind not in part:
                 _missing(f"{here}.{kind}")
@@ -158,6 +150,22 @@ def _check_content(at: str, content: object, kinds: tuple[str, ...]) -> None:
                 _missing(f"{here}.{key}.{name}")
             if not isinstance(holder[name], str):
                 _wrong(f"{here}.{key}.{name}", holder[name], "a string")
+
+
+def _typed_items(at: str, items: list[Any], kinds: Sequence[str]
+                 ) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """Each item of ``items``: an object whose ``type`` is one of ``kinds``; yields its path,
+    the object and its type."""
+    for i, item in enumerate(items):
+        here = f"{at}[{i}]"
+        if not isinstance(item, dict):
+            _wrong(here, item, "an object")
+        kind = item.get("type")
+        if kind is None:
+            _missing(f"{here}.type")
+        if kind not in kinds:
+            _unsupported(f"{here}.type", kind, kinds)
+        yield here, item, kind
 
 
 def _check_tool_calls(at: str, calls: object) -> None:
@@ -200,15 +208,7 @@ def _check_tools(body: dict[str, Any]) -> None:
     if tools is not None:
         if not isinstance(tools, list):
             _wrong("tools", tools, "an array")
-        for i, tool in enumerate(tools):
-            here = f"tools[{i}]"
-            if not isinstance(tool, dict):
-                _wrong(here, tool, "an object")
-            kind = tool.get("type")
-            if kind is None:
-                _missing(f"{here}.type")
-            if kind not in ("function", "custom"):
-                _unsupported(f"{here}.type", kind, ("function", "custom"))
+        for here, tool, kind in _typed_items("tools", tools, ("function", "custom")):
             _check_definition(f"{here}.{kind}", tool.get(kind))
     functions = body.get("functions")
     if functions is not None:

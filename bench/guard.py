@@ -1,5 +1,6 @@
 """The runtime guard's cost on the CPU: every input scanner on 1,000-token prompts, the output
-scan of a whole answer, and the time a guarded stream adds to each chunk.
+scan of a whole answer, a short prompt and answer, and the time a guarded stream adds to each
+chunk.
 
     taskset -c 0 python bench/guard.py [--prompts 300] [--rounds 5] [--seed 7]
 
@@ -7,8 +8,9 @@ Prompts are made from data/guard/train.jsonl: benign and attack lines, with pers
 secrets spliced into some, concatenated to 1,000 tokens. A token here is a word or punctuation
 mark as the classifier splits text (`guard.features.tokens`), which is more text than 1,000 BPE
 tokens of an OpenAI-style tokenizer. Every scanner runs with action `flag`, so none stops early.
-The stream benchmark feeds a real `GuardedStream` server-sent events of 4-character pieces (an
-answer of 1,000 tokens) from memory; the time of each chunk is the guard's own.
+The stream benchmark feeds a real `GuardedStream` the events of 4-character pieces (an
+answer of 1,000 tokens), decoded from memory before the clock starts; the time of each
+chunk is the guard's own.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from pathlib import Path
 import orjson
 
 from ironhold.config.guard import GuardConfig
+from ironhold.core.codec import SseDecoder
+from ironhold.core.events import Event
 from ironhold.core.exchange import Exchange, Operation
 from ironhold.guard import InjectionModel
-from ironhold.guard.content import Segment
+from ironhold.guard.content import Segment, input_segments, output_segments
 from ironhold.guard.engine import Guard, RequestGuard
 from ironhold.guard.features import tokens
 from ironhold.guard.pii import PII_KINDS, scan_pii
@@ -113,14 +117,43 @@ def bench_output(guard: Guard, texts: list[str], rounds: int) -> None:
     report("output, whole answer, 1,000 tokens", total)
 
 
-class Chunks:
-    def __init__(self, chunks: list[bytes]):
-        self._chunks = iter(chunks)
+SHORT = ["What is the capital of France?", "How do I reverse a list in Python?",
+         "Summarise this meeting in three bullet points please.",
+         "Write a haiku about the sea and the wind at night."]
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+
+def bench_short(guard: Guard, rounds: int) -> None:
+    """A short chat request and answer, as most are: the whole guard path of each (finding
+    the texts, every input scanner; every output scanner on a one-line answer)."""
+    plan = guard.plan("chat")
+    answer = {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": "The capital of France is Paris."}}]}
+    into: list[int] = []
+    out: list[int] = []
+    for i in range(rounds * 500):
+        body = {"model": "chat", "messages": [{"role": "user", "content": SHORT[i % 4]}]}
+        t0 = time.perf_counter_ns()
+        state = RequestGuard(plan)
+        guard.scan_input(state, list(input_segments(Operation.CHAT, body)))
+        t1 = time.perf_counter_ns()
+        guard.scan_output(state, list(output_segments(answer)))
+        out.append(time.perf_counter_ns() - t1)
+        into.append(t1 - t0)
+    report("input, short prompt (6-9 words)", into)
+    report("output, one-line answer", out)
+
+
+class Events:
+    """A stream's events, decoded before the clock starts (decoding is the router's work)."""
+
+    def __init__(self, chunks: list[bytes]):
+        decoder = SseDecoder()
+        self._chunks = iter([event for chunk in chunks for event in decoder.feed(chunk)])
+
+    def __aiter__(self) -> AsyncIterator[Event]:
         return self
 
-    async def __anext__(self) -> bytes:
+    async def __anext__(self) -> Event:
         try:
             return next(self._chunks)
         except StopIteration:
@@ -151,7 +184,7 @@ async def bench_stream(guard: Guard, texts: list[str], rounds: int) -> None:
         for text in texts:
             chunks = sse(text)
             exchange = Exchange("r", Operation.CHAT, "chat", {}, True)
-            stream = GuardedStream(Chunks(chunks), guard, RequestGuard(plan), exchange, True)
+            stream = GuardedStream(Events(chunks), guard, RequestGuard(plan), exchange, True)
             n = 0
             while True:
                 t0 = time.perf_counter_ns()
@@ -186,6 +219,7 @@ def main() -> None:
     bench_input(guard, texts[:20], 1)  # warm-up
     bench_input(guard, texts, args.rounds)
     bench_output(guard, texts, args.rounds)
+    bench_short(guard, args.rounds)
     asyncio.run(bench_stream(guard, texts[: max(1, args.prompts // 5)], args.rounds))
 
 

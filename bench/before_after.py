@@ -71,6 +71,8 @@ def main() -> None:
                         help="run only this configuration (repeatable; default: all)")
     parser.add_argument("--seconds", type=float, default=6, help="length of each run")
     parser.add_argument("--rounds", type=int, default=6, help="alternating runs per side")
+    parser.add_argument("--stream", action="store_true",
+                        help="streamed answers (8 content events, usage, [DONE]) instead of whole")
     args = parser.parse_args()
     base_rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base],
                               capture_output=True, text=True, check=True).stdout.strip()
@@ -103,13 +105,14 @@ def main() -> None:
                            for side, src in sides.items()}
                 try:
                     for _, url, key in started.values():
-                        load(url, key, rate=300, seconds=3)  # warm up
+                        load(url, key, rate=300, seconds=3, stream=args.stream)  # warm up
                     for round_ in range(args.rounds):
                         order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
                         for side in order:
                             progress(f"{name}: round {round_ + 1}/{args.rounds}, {side}")
                             _, url, key = started[side]
-                            out = load(url, key, concurrency=64, seconds=args.seconds)
+                            out = load(url, key, concurrency=64, seconds=args.seconds,
+                                       stream=args.stream)
                             assert out["errors"] == 0, out
                             runs[side].append(out["rps"])
                 finally:
@@ -128,8 +131,9 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"\nMachine: {results['machine']}")
-    print(f"Maximum requests/s, {base_rev} (base) against {head_rev} (head), median of "
-          f"{args.rounds} alternating runs of {args.seconds:.0f} s:")
+    kind = "streamed" if args.stream else "whole"
+    print(f"Maximum requests/s ({kind} answers), {base_rev} (base) against {head_rev} (head), "
+          f"median of {args.rounds} alternating runs of {args.seconds:.0f} s:")
     for name, row in results["configs"].items():
         print(f"  {name:10} base {row['base_rps']:8.1f}   head {row['head_rps']:8.1f}   "
               f"change {row['change_percent']:+.1f}%   runs {row['runs']}")

@@ -17,6 +17,19 @@ BODY = (b'{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000
         b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}')
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
             + str(len(BODY)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + BODY)
+#: A request with "stream": true gets eight content events, a finish, the usage and [DONE].
+_CHUNK = (b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,'
+          b'"model":"bench","choices":[{"index":0,"delta":{"content":"word "},'
+          b'"finish_reason":null}]}\n\n')
+STREAM = (_CHUNK * 8
+          + b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,'
+          b'"model":"bench","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+          b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,'
+          b'"model":"bench","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":8,'
+          b'"total_tokens":13}}\n\ndata: [DONE]\n\n')
+STREAM_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
+                   + str(len(STREAM)).encode() + b"\r\nConnection: keep-alive\r\n\r\n"
+                   + STREAM)
 
 
 class FixedResponse(asyncio.Protocol):
@@ -42,9 +55,10 @@ class FixedResponse(asyncio.Protocol):
             total = end + 4 + length
             if len(self.buffer) < total:
                 return
+            streamed = b'"stream":true' in self.buffer[end + 4:total]
             self.buffer = self.buffer[total:]
             assert self.transport is not None
-            self.transport.write(RESPONSE)
+            self.transport.write(STREAM_RESPONSE if streamed else RESPONSE)
 
 
 async def main(port: int) -> None:

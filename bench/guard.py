@@ -159,6 +159,9 @@ class Events:
         except StopIteration:
             raise StopAsyncIteration from None
 
+    def ready(self) -> bool:
+        return False  # one event a write, as a slow model server sends them
+
     async def aclose(self) -> None:
         pass
 

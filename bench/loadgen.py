@@ -20,6 +20,8 @@ import uvloop
 
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "ping"}],
                      "max_tokens": 1})
+STREAM_BODY = orjson.dumps({"model": "bench", "stream": True, "max_tokens": 8,
+                            "messages": [{"role": "user", "content": "ping"}]})
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -34,7 +36,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "max_ms": round(ordered[-1] * 1000, 3)}
 
 
-async def run(url: str, key: str, rate: float, concurrency: int, seconds: float) -> dict:
+async def run(url: str, key: str, rate: float, concurrency: int, seconds: float,
+              stream: bool = False) -> dict:  # type: ignore[type-arg]
+    body = STREAM_BODY if stream else BODY
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     latencies: list[float] = []
     errors = 0
@@ -45,7 +49,7 @@ async def run(url: str, key: str, rate: float, concurrency: int, seconds: float)
         async def one(scheduled: float) -> None:
             nonlocal errors
             try:
-                async with session.post(url, data=BODY, headers=headers) as response:
+                async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
                     if response.status != 200:
                         errors += 1
@@ -91,8 +95,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--stream", action="store_true",
+                        help="streamed chat completions (read to the end)")
     args = parser.parse_args()
-    result = uvloop.run(run(args.url, args.key, args.rate, args.concurrency, args.seconds))
+    result = uvloop.run(run(args.url, args.key, args.rate, args.concurrency, args.seconds,
+                                 args.stream))
     print(orjson.dumps(result).decode())
 
 

@@ -58,9 +58,9 @@ def wait_http(url: str, seconds: float = 60, headers: dict[str, str] | None = No
 
 
 def load(url: str, key: str, *, rate: float = 0, concurrency: int = 64,
-         seconds: float = 10) -> dict[str, Any]:
+         seconds: float = 10, stream: bool = False) -> dict[str, Any]:
     command = [*pinned(1), PY, str(HERE / "loadgen.py"), url, "--key", key,
-               "--seconds", str(seconds)]
+               "--seconds", str(seconds), *(["--stream"] if stream else [])]
     command += ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
     out = subprocess.run(command, capture_output=True, text=True, check=True,
                          timeout=seconds * 4 + 60)

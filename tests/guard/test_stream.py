@@ -55,6 +55,9 @@ class Upstream:
             self._events = self._decoder.feed(self._chunks.pop(0))
         return self._events.pop(0)
 
+    def ready(self) -> bool:
+        return bool(self._events)
+
     async def aclose(self) -> None:
         self.closed = True
 

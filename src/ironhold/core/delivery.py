@@ -35,21 +35,32 @@ class Delivery:
         return self
 
     async def __anext__(self) -> bytes:
+        """The bytes of the next event, and of every event after it that is already at hand
+        (one write for what one upstream read brought, not one a event)."""
         events = self._reply.events
         assert events is not None
         if self._ended:
             raise StopAsyncIteration
-        event = await anext(events)
-        data = encode_event(event)
-        for observer in self._reply.observers:
-            observer.on_event(event, data)
-        if isinstance(event, StreamError):
-            self._error = "stream_error"
-        elif isinstance(event, Done):
-            veto = await self._end(self._error or "ok")
-            if veto is not None:
-                return encode_event(StreamError(veto))
-        return data
+        out: list[bytes] = []
+        while True:
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                if out:
+                    return b"".join(out)
+                raise
+            data = encode_event(event)
+            for observer in self._reply.observers:
+                observer.on_event(event, data)
+            if isinstance(event, StreamError):
+                self._error = "stream_error"
+            elif isinstance(event, Done):
+                veto = await self._end(self._error or "ok")
+                out.append(data if veto is None else encode_event(StreamError(veto)))
+                return b"".join(out)
+            out.append(data)
+            if not events.ready():
+                return b"".join(out)
 
     async def aclose(self, client_gone: bool = False) -> None:
         """Close the events (releasing the upstream) and end the observers if they have not

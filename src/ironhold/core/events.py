@@ -65,6 +65,11 @@ class EventStream(Protocol):
 
     async def __anext__(self) -> Event: ...
 
+    def ready(self) -> bool:
+        """True if the next event is already at hand (``__anext__`` will not wait): the edge
+        writes the events one read brought as one write."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -114,6 +114,9 @@ class GuardedStream:
                 await self.aclose()  # blocked or over: stop generating now
         return self._out.popleft()
 
+    def ready(self) -> bool:
+        return bool(self._out) or self._inner.ready()
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True

@@ -94,6 +94,9 @@ class Relay:
                 return self._broke(exc)
             self._take(chunk)
 
+    def ready(self) -> bool:
+        return bool(self._pending)
+
     def _take(self, chunk: bytes) -> None:
         try:
             self._pending.extend(self._decoder.feed(chunk))
@@ -118,6 +121,10 @@ class Relay:
         self._closed = True
         if self._started:  # a lost hedge that never went out is not this request's usage
             self._usage.finish()
+        if self._done and not self._stopped:
+            # [DONE] went on and the edge stopped there: read the end of the body, so the
+            # connection goes back to the pool instead of being closed.
+            await self._drain()
         self._attempt.release()
         self._response.close()
         with contextlib.suppress(Exception):

@@ -137,9 +137,9 @@ async def test_split_anywhere_redacts_as_the_whole_answer_would(model: Injection
     assert b'"role":"assistant"' in raw[0]
     assert raw[-1] == b"data: [DONE]"
     assert b'"usage"' in raw[-2] and b'"finish_reason":"stop"' in raw[-3]
-    kinds = {(g["scanner"], g["category"]) for g in exchange.guard}
+    kinds = {(g.scanner, g.category) for g in exchange.guard}
     assert kinds == {("secrets", "aws_access_key"), ("pii", "email"), ("pii", "phone")}
-    assert all(g["action"] == "redact" for g in exchange.guard)
+    assert all(g.action == "redact" for g in exchange.guard)
 
 
 async def test_untouched_text_passes_whole_and_other_events_in_order(
@@ -185,7 +185,7 @@ async def test_a_leak_ends_the_stream_with_an_error_event(model: InjectionModel)
     assert "system prompt leak" in errors[0]["message"] and "LLM07" in errors[0]["message"]
     assert raw[-1].startswith(b'data: {"error"')  # the last event: no [DONE] after a block
     assert upstream.closed
-    assert exchange.guard[-1]["action"] == "block" and exchange.guard[-1]["detail"] == "canary"
+    assert exchange.guard[-1].action == "block" and exchange.guard[-1].detail == "canary"
 
 
 async def test_completions_and_a_refusal_flag(model: InjectionModel) -> None:
@@ -194,8 +194,8 @@ async def test_completions_and_a_refusal_flag(model: InjectionModel) -> None:
     out, exchange, _ = await relay(guard, events(tokens(text), chat=False), 11, chat=False)
     got, errors, _ = parse(out, chat=False)
     assert got == text and not errors
-    assert [g["category"] for g in exchange.guard] == ["refusal"]
-    assert exchange.guard[0]["where"] == "choices[0].text"
+    assert [g.category for g in exchange.guard] == ["refusal"]
+    assert exchange.guard[0].where == "choices[0].text"
 
 
 @pytest.mark.parametrize("on_error", ["closed", "open"])
@@ -212,14 +212,15 @@ async def test_a_failing_scanner_in_a_stream(model: InjectionModel, on_error: st
     first = {"scanner": "error", "where": "choices[0].delta.content", "error": "RuntimeError",
              "action": f"fail_{on_error}"}
     if on_error == "closed":
-        assert exchange.guard == [first]
+        assert [g.record() for g in exchange.guard] == [first]
         assert errors[0]["code"] == "guard_unavailable" and got == ""
     else:
         assert got == text and not errors
         # Every window failed; the audit record says so once, with how many times.
         assert len(exchange.guard) == 1
-        count = exchange.guard[0].pop("count")
-        assert exchange.guard[0] == first and isinstance(count, int) and count > 5
+        recorded = exchange.guard[0].record()
+        count = recorded.pop("count")
+        assert recorded == first and isinstance(count, int) and count > 5
 
 
 def tool_events(pieces: list[str], content: str = "") -> bytes:
@@ -270,7 +271,7 @@ async def test_tool_call_arguments_are_held_scanned_whole_and_sent_before_the_fi
     assert len(set(carriers)) == 1  # one event, before the finish
     assert b'"finish_reason":"tool_calls"' in events_[carriers[0] + 1]
     assert parse(out)[0] == "Sending now."
-    assert {g["where"] for g in exchange.guard} == {
+    assert {g.where for g in exchange.guard} == {
         f"choices[0].delta.tool_calls[{k}].function.arguments.to" for k in (0, 1)}
 
 

@@ -49,7 +49,7 @@ def test_values_in_tool_arguments_are_redacted_and_the_json_stays_valid(
     assert redacted["to"] == "[EMAIL_1]" and redacted["count"] == 3
     assert redacted["body"]["text"] == "Card [CARD_1] on file, key [SECRET_1]"
     assert arguments(doc, 1) == "to: [EMAIL_2] (not JSON)"
-    wheres = {r["where"] for r in state.records}
+    wheres = {r.where for r in state.records}
     assert "choices[0].message.tool_calls[0].function.arguments.body.text" in wheres
     assert "choices[0].message.tool_calls[1].function.arguments" in wheres
 
@@ -81,7 +81,7 @@ def test_tool_arguments_are_not_refusals(model: InjectionModel) -> None:
     doc = answer('{"reply": "I\'m sorry, but I can\'t help with that request."}',
                  content="I'm sorry, but I can't help with that request.")
     guard.scan_output(state, list(output_segments(doc)))
-    assert [r["where"] for r in state.records if r["category"] == "refusal"] == [
+    assert [r.where for r in state.records if r.category == "refusal"] == [
         "choices[0].message.content"]
 
 
@@ -93,7 +93,7 @@ def test_numbers_in_tool_arguments_are_scanned(model: InjectionModel) -> None:
     guard.scan_output(state, list(output_segments(doc)))
     assert orjson.loads(arguments(doc)) == {"card": "[CARD_1]", "amount": 1250,
                                             "order": 1234567, "ok": True}
-    assert [r["where"] for r in state.records] == [
+    assert [r.where for r in state.records] == [
         "choices[0].message.tool_calls[0].function.arguments.card"]
 
 

@@ -59,7 +59,7 @@ def build_record(exchange: Exchange, status: int | None, outcome: str, response_
                             "reserved_tokens": limits.reserved_tokens,
                             "reserved_cost_micros": limits.reserved_cost_micros}
     if exchange.guard:
-        record["guard"] = exchange.guard
+        record["guard"] = [note.record() for note in exchange.guard]
     if exchange.usage is not None:
         record["usage"] = {"prompt_tokens": exchange.usage.prompt_tokens,
                            "completion_tokens": exchange.usage.completion_tokens}

@@ -12,7 +12,7 @@ import orjson
 from ironhold.core.events import EventStream, Observer
 from ironhold.core.principal import Principal
 
-__all__ = ["Exchange", "LimitOutcome", "Operation", "PolicyDecision",
+__all__ = ["Exchange", "GuardNote", "LimitOutcome", "Operation", "PolicyDecision",
            "Principal", "Reply", "Usage"]
 
 if TYPE_CHECKING:
@@ -88,6 +88,40 @@ class LimitOutcome:
 
 
 @dataclass(slots=True)
+class GuardNote:
+    """What the guard found at one place and what it did (``finding`` notes), or a scanner that
+    failed there (``scanner == "error"``), for the audit record. Never the text itself."""
+
+    scanner: str
+    action: str
+    where: str = ""
+    category: str = ""
+    owasp: str = ""
+    score: float | None = None
+    #: What fired (a rule, a detect-secrets plugin), never the matched value.
+    detail: str = ""
+    #: A failed scanner: the error's type, and how often it failed at this place.
+    error: str = ""
+    count: int = 1
+
+    def record(self) -> dict[str, Any]:
+        """The note as the audit record holds it (empty fields left out)."""
+        if self.error:
+            out: dict[str, Any] = {"scanner": self.scanner, "where": self.where,
+                                   "error": self.error, "action": self.action}
+            if self.count > 1:
+                out["count"] = self.count
+            return out
+        out = {"scanner": self.scanner, "category": self.category, "owasp": self.owasp,
+               "score": self.score, "action": self.action}
+        if self.where:
+            out["where"] = self.where
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -135,8 +169,8 @@ class Exchange:
     usage: Usage | None = None
     #: Set when the reply is complete (or the stream ended or was cut).
     outcome: str = "pending"
-    #: What the guard found and did (``Finding.record()`` plus ``action``), for the audit log.
-    guard: list[dict[str, Any]] = field(default_factory=list)
+    #: What the guard found and did, for the audit log.
+    guard: list[GuardNote] = field(default_factory=list)
 
 
 @dataclass(slots=True)

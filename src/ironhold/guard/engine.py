@@ -8,10 +8,10 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property, partial
-from typing import cast
 
 from ironhold.config.guard import GuardConfig, GuardOverride, ScannerConfig
 from ironhold.core.errors import GuardBlockedError, GuardUnavailableError
+from ironhold.core.exchange import GuardNote
 from ironhold.guard.classifier import InjectionModel
 from ironhold.guard.content import Segment
 from ironhold.guard.findings import Finding
@@ -82,14 +82,12 @@ class RequestGuard:
     system: SystemPromptLeak | None = None
     #: Placeholders standing for the caller's own personal data (restorable).
     own: set[str] = field(default_factory=set)
-    records: list[dict[str, object]] = field(default_factory=list)
+    records: list[GuardNote] = field(default_factory=list)
     #: Scanner errors recorded so far, by place and error type (a stream fails once per window).
-    failures: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
+    failures: dict[tuple[str, str], GuardNote] = field(default_factory=dict)
 
     def note(self, finding: Finding, action: str) -> None:
-        record = finding.record()
-        record["action"] = action
-        self.records.append(record)
+        self.records.append(finding.note(action))
 
 
 class Guard:
@@ -221,15 +219,15 @@ class Guard:
             # A stream scans the same place once per window: one record (and one logged
             # traceback) per place and error, with a count, not one per window.
             key = (where, type(exc).__name__)
-            record = state.failures.get(key)
-            if record is not None:  # already recorded (and perhaps flushed to the exchange)
-                record["count"] = cast(int, record.get("count", 1)) + 1
+            failed = state.failures.get(key)
+            if failed is not None:  # already recorded (and perhaps flushed to the exchange)
+                failed.count += 1
             else:
                 log.exception("guard scanner failed on %s", where)
-                state.failures[key] = record = {"scanner": "error", "where": where,
-                                                "error": key[1],
-                                                "action": "fail_" + state.plan.on_error}
-                state.records.append(record)
+                state.failures[key] = failed = GuardNote(
+                    scanner="error", action="fail_" + state.plan.on_error, where=where,
+                    error=key[1])
+                state.records.append(failed)
             if state.plan.on_error == "closed":
                 raise GuardUnavailableError(
                     "The guard could not scan this request and fails closed; try again.") from exc

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from ironhold.core.exchange import GuardNote
 
 __all__ = ["OWASP", "Finding"]
 
@@ -38,12 +39,8 @@ class Finding:
     #: What fired (a rule name, the detect-secrets plugin), never the matched value.
     detail: str = ""
 
-    def record(self) -> dict[str, Any]:
-        """The finding as it goes into the audit record (no content)."""
-        out: dict[str, Any] = {"scanner": self.scanner, "category": self.category,
-                               "owasp": self.owasp, "score": round(self.score, 4)}
-        if self.where:
-            out["where"] = self.where
-        if self.detail:
-            out["detail"] = self.detail
-        return out
+    def note(self, action: str) -> GuardNote:
+        """The finding and what was done about it, for the audit record (no content)."""
+        return GuardNote(scanner=self.scanner, action=action, where=self.where,
+                         category=self.category, owasp=self.owasp,
+                         score=round(self.score, 4), detail=self.detail)

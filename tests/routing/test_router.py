@@ -254,10 +254,9 @@ async def test_a_hedge_the_budget_refused_is_sent_once_the_budget_refills(
 
 @virtual_clock
 async def test_a_first_token_timeout_is_retried_elsewhere(routers: Routers) -> None:
-    up = Upstreams(a=lambda r: chat_stream(["late"], delay=0.0, gap=0.0),
+    up = Upstreams(a=lambda r: MockResponse(stream=[(10.0, b"data: {}\n\n")],
+                                            headers={"content-type": "text/event-stream"}),
                    b=lambda r: chat_stream(["hello", " world"]))
-    up.answers["a"] = lambda r: MockResponse(
-        stream=[(10.0, b"data: {}\n\n")], headers={"content-type": "text/event-stream"})
     gw = routers(up, {"balancer": "round_robin",
                           "timeout": {"first_token": "500ms", "total": "30s"}})
     loop = asyncio.get_running_loop()

@@ -36,14 +36,16 @@ DEFAULT_RETRY_AFTER = 1.0
 
 
 class Attempt:
-    __slots__ = ("_clock", "_released", "_reported", "deployment", "group", "shared",
+    __slots__ = ("_clock", "_released", "_reported", "deployment", "group", "hedge", "shared",
                  "started")
 
     def __init__(self, group: ModelGroup, deployment: Deployment, *, shared: bool = True,
-                 clock: Clock = time.monotonic):
+                 clock: Clock = time.monotonic, hedge: bool = False):
         self.group = group
         self.deployment = deployment
         self.shared = shared
+        #: A copy sent while another attempt of the same request was still waiting.
+        self.hedge = hedge
         self._clock = clock
         self.started = clock()
         self._reported = False
@@ -68,7 +70,7 @@ class Attempt:
             group.outlier.success(d)
         group.metrics.upstream_attempt(group.name, d.name, str(status))
 
-    def failed(self, exc: UpstreamError, request_id: str = "") -> None:
+    def failed(self, exc: UpstreamError, request_id: str = "", number: int = 0) -> None:
         """The attempt failed before its commit point (worth trying elsewhere)."""
         if self._reported:
             return
@@ -90,7 +92,7 @@ class Attempt:
         group.metrics.upstream_attempt(group.name, d.name, exc.code)
         log.warning("upstream attempt failed", extra={
             "request_id": request_id, "model": group.name, "deployment": d.name,
-            "error": exc.code, "detail": exc.message})
+            "attempt": number, "error": exc.code, "detail": exc.message})
 
     def abandoned(self) -> None:
         """The attempt ended without an outcome (cancelled: a lost hedge, the client left)."""

@@ -59,6 +59,9 @@ from ironhold.upstream.transport import Deadlines, UpstreamRequest
 
 log = logging.getLogger("ironhold.routing")
 
+#: The attempts of one request in flight at once (the first and its hedge), by their task.
+Running = dict[asyncio.Task[Reply], Attempt]
+
 #: A first attempt that starts within this of the request uses the configured deadlines as
 #: they are (at most this much past the request's own deadline).
 _DEADLINE_SLACK = 0.005
@@ -121,6 +124,10 @@ class Router:
             else:
                 release()
             exchange.group = group.name
+            if reply.answer is not None:
+                # The answer that goes out (not a lost hedge's, not a filtered one's) is the
+                # request's usage.
+                exchange.usage = usage_in(reply.answer)
             reply.headers["x-ironhold-model"] = group.name
             return reply
         raise AssertionError("unreachable: the last group returns or raises")
@@ -176,7 +183,7 @@ class Router:
         commit point wins and the rest are cancelled."""
         retries = group.policy.retries
         hedging = group.policy.hedging
-        running: dict[asyncio.Task[Reply], tuple[Deployment, float, bool]] = {}
+        running: Running = {}
         tried: list[Deployment] = []
         attempts = 0
         failures = 0
@@ -198,13 +205,13 @@ class Router:
                     else:
                         attempts += 1
                         tried.append(d)
-                        task = self._launch(exchange, group, d, deadline)
-                        running[task] = (d, self._clock(), False)
+                        self._launch(exchange, group, d, deadline, running)
                         refused = 0
                 wait = deadline - now
                 hedge_at = None
                 if not hedge_done and len(running) == 1 and attempts < retries.attempts:
-                    d, started, _ = next(iter(running.values()))
+                    only = next(iter(running.values()))
+                    d, started = only.deployment, only.started
                     if d.recent.count >= hedging.min_samples:
                         # A hedge the budget refused is tried again one hedge delay later:
                         # the budget refills as requests arrive, and the slow request that
@@ -226,7 +233,8 @@ class Router:
                     continue
                 winner: Reply | None = None
                 for task in done:
-                    d, _, is_hedge = running.pop(task)
+                    attempt = running.pop(task)
+                    d = attempt.deployment
                     try:
                         reply = task.result()
                     except UpstreamError as exc:
@@ -238,7 +246,7 @@ class Router:
                         exchange.deployment = d.name
                         exchange.model_digest = d.digest
                         reply.headers["x-ironhold-deployment"] = d.name
-                        if is_hedge:
+                        if attempt.hedge:
                             self._metrics.hedge(group.name, won=True)
                     elif reply.events is not None:
                         await reply.events.aclose()  # both answered at once: one is enough
@@ -261,9 +269,8 @@ class Router:
                             await reply.events.aclose()
 
     async def _choose(self, exchange: Exchange, group: ModelGroup, tried: list[Deployment],
-                      running: Mapping[asyncio.Task[Reply], tuple[Deployment, float, bool]],
-                      deadline: float) -> Deployment | None:
-        busy = [entry[0] for entry in running.values()]
+                      running: Running, deadline: float) -> Deployment | None:
+        busy = [attempt.deployment for attempt in running.values()]
         while True:
             d = group.pick(tried, busy, exchange.body)
             if d is not None:
@@ -278,25 +285,25 @@ class Router:
                 return None
             await group.wait_for_capacity(deadline - self._clock())
 
-    def _launch(self, exchange: Exchange, group: ModelGroup, d: Deployment,
-                deadline: float) -> asyncio.Task[Reply]:
+    def _launch(self, exchange: Exchange, group: ModelGroup, d: Deployment, deadline: float,
+                running: Running, hedge: bool = False) -> None:
+        """Start an attempt on ``d`` as a task of its own, added to ``running``."""
         exchange.attempts += 1
-        attempt = Attempt(group, d, shared=not exchange.faults, clock=self._clock)
+        attempt = Attempt(group, d, shared=not exchange.faults, clock=self._clock, hedge=hedge)
         task = asyncio.get_running_loop().create_task(self._attempt(exchange, attempt, deadline))
         # A task cancelled before it starts never runs the attempt's own clean-up.
         task.add_done_callback(lambda t: attempt.release() if t.cancelled() else None)
-        return task
+        running[task] = attempt
 
     def _hedge(self, exchange: Exchange, group: ModelGroup, tried: list[Deployment],
-               running: dict[asyncio.Task[Reply], tuple[Deployment, float, bool]],
-               deadline: float, first: bool) -> bool:
+               running: Running, deadline: float, first: bool) -> bool:
         """Send a hedge if the budget and a deployment allow; True if it was sent. A refusal
         is counted once a request (``first``), however often it is tried again."""
         if not (group.hedge_budget.available() and group.budget.available()):
             if first:
                 self._metrics.no_budget(group.name, "hedge")
             return False
-        busy = [entry[0] for entry in running.values()]
+        busy = [attempt.deployment for attempt in running.values()]
         d = group.pick(tried, busy, exchange.body)
         if d is None:
             return False
@@ -304,8 +311,7 @@ class Router:
         group.budget.spend()
         self._metrics.hedge(group.name)
         tried.append(d)
-        task = self._launch(exchange, group, d, deadline)
-        running[task] = (d, self._clock(), True)
+        self._launch(exchange, group, d, deadline, running, hedge=True)
         return True
 
     async def _may_retry(self, exchange: Exchange, group: ModelGroup,
@@ -341,7 +347,7 @@ class Router:
             request = self._request(exchange, group, d, deadline, attempt.started)
             reply = await self._send(exchange, attempt, request)
         except UpstreamError as exc:
-            attempt.failed(exc, exchange.request_id)
+            attempt.failed(exc, exchange.request_id, exchange.attempts)
             attempt.release()
             raise
         except BaseException:
@@ -408,7 +414,7 @@ class Router:
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
             # A server that ignored "stream" and answered whole is passed on whole, as JSON.
             if not exchange.stream or status != 200 or not is_sse:
-                return _whole(exchange, status, await response.read(), passed)
+                return _whole(status, await response.read(), passed)
             chunks = response.chunks()
             first = await first_chunk(chunks, request.deadlines.first_token)
         except BaseException:
@@ -435,8 +441,8 @@ class _ReleasedAtEnd:
         self._release()
 
 
-def _whole(exchange: Exchange, status: int, body: bytes, headers: dict[str, str]) -> Reply:
-    """A whole answer, decoded once: its usage is the request's."""
+def _whole(status: int, body: bytes, headers: dict[str, str]) -> Reply:
+    """A whole answer, decoded once for every stage."""
     if status != 200:
         return Reply(status=status, body=as_openai_body(status, body), headers=headers)
     try:
@@ -445,7 +451,6 @@ def _whole(exchange: Exchange, status: int, body: bytes, headers: dict[str, str]
         raise BadGatewayError("the model server answered with a malformed body") from None
     if not isinstance(answer, dict):
         return Reply(status=status, body=body, headers=headers)
-    exchange.usage = usage_in(answer)
     return Reply(status=status, body=body, answer=answer, headers=headers)
 
 

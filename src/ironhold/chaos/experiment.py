@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ironhold.config.durations import Seconds
 from ironhold.config.schema import FaultConfig
+from ironhold.core.codec import SseDecoder
+from ironhold.core.errors import BadGatewayError
+from ironhold.core.events import Done, Event, StreamError
 
 Phase = Literal["steady", "inject", "recover"]
 PHASES: tuple[Phase, ...] = ("steady", "inject", "recover")
@@ -233,16 +236,18 @@ class Runner:
                     result.samples.append(Sample(response.status == 200, response.status,
                                                  time.monotonic() - started, ttft))
                     return
-                tail = b""
+                decoder = SseDecoder()
+                last: Event | None = None
                 async for chunk in response.content.iter_any():
                     if ttft is None:
                         ttft = time.monotonic() - started
-                    tail = (tail + chunk)[-4096:]
-                    if b'data: {"error"' in tail:
+                    events = decoder.feed(chunk)
+                    last = events[-1] if events else last
+                    if isinstance(last, StreamError):
                         break
-                clean = tail.rstrip().endswith(b"data: [DONE]")
+                clean = isinstance(last, Done)
                 result.samples.append(Sample(clean, 200, time.monotonic() - started, ttft,
                                              None if clean else "stream_error"))
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, BadGatewayError) as exc:
             result.samples.append(Sample(False, 0, time.monotonic() - started, ttft,
                                          type(exc).__name__))

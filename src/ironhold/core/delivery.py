@@ -36,7 +36,7 @@ class Delivery:
 
     async def __anext__(self) -> bytes:
         """The bytes of the next event, and of every event after it that is already at hand
-        (one write for what one upstream read brought, not one a event)."""
+        (one write for what one upstream read brought, not one write per event)."""
         events = self._reply.events
         assert events is not None
         if self._ended:

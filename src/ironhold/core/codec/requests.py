@@ -349,19 +349,12 @@ def _unsupported(param: str, value: object, allowed: Sequence[str]) -> NoReturn:
         code="unsupported_value")
 
 
+#: JSON's types as an error message names them (bool before int: a bool is an int).
+_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (type(None), "null"), (bool, "a boolean"), (int, "an integer"), (float, "a decimal"),
+    (str, "a string"), (list, "an array"), (dict, "an object"))
+
+
 def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a decimal"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    return next((name for kind, name in _TYPE_NAMES if isinstance(value, kind)),
+                type(value).__name__)

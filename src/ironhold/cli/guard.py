@@ -33,12 +33,13 @@ def eval_(
     scanners and threshold as the gateway (its default config, or --config's)."""
     from ironhold.guard import InjectionModel, InjectionScanner
     from ironhold.guard.evaluate import evaluate
+    from ironhold.guard.injection import InjectionOptions
 
     threshold = None
     if config is not None:
         cfg = load_or_exit(config)
         injection = cfg.guard.input.get("injection")
-        threshold = injection.threshold if injection is not None else None
+        threshold = injection.threshold if isinstance(injection, InjectionOptions) else None
     scanner = InjectionScanner(InjectionModel.load(), threshold)
     err = Console(stderr=True)
     try:

@@ -3,39 +3,31 @@ schema (``config.schema.Config``)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["GUARD_DEFAULT_INPUT", "GUARD_DEFAULT_OUTPUT", "GuardConfig", "GuardOverride",
-           "InputScanner", "OutputScanner", "ScannerConfig"]
+           "ScannerConfig", "Side"]
 
-InputScanner = Literal["injection", "pii", "secrets"]
-OutputScanner = Literal["pii", "secrets", "leaks"]
 Action = Literal["block", "redact", "flag", "reroute", "off"]
-PiiKind = Literal["email", "phone", "payment_card", "iban", "national_id", "ip_address"]
+Side = Literal["input", "output"]
 
 
 class ScannerConfig(BaseModel):
     """What one scanner does when it finds something: ``block`` (400 ``guard_blocked``),
     ``redact`` (replace the span with a placeholder), ``flag`` (record it in the audit log only),
-    ``reroute`` (send the request to the model group ``reroute_to``), or ``off``."""
+    ``reroute`` (send the request to the model group ``reroute_to``), or ``off``.
+
+    Each scanner's own options extend this class in the scanner's module (``PiiOptions``,
+    ``SecretsOptions``, ...), and ``guard.scanners.SCANNERS`` says which class reads a name's
+    options: an option a scanner does not have is an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     action: Action
-    #: injection: the score at which a text counts as an attack (default: the model's own,
-    #: chosen at training for a 1% false-positive rate).
-    threshold: float | None = Field(default=None, gt=0, le=1)
     reroute_to: str | None = None
-    #: pii: the kinds to look for (default: all).
-    kinds: list[PiiKind] | None = None
-    #: pii: the region phone numbers without a country code are read in (ISO 3166, e.g. US).
-    region: str | None = Field(default=None, min_length=2, max_length=2)
-    #: pii on input with action redact: put the caller's own values back into the answer.
-    restore: bool = False
-    #: secrets: also flag random-looking tokens no detect-secrets plugin knows.
-    entropy: bool = True
 
     @model_validator(mode="after")
     def _reroute(self) -> ScannerConfig:
@@ -46,16 +38,28 @@ class ScannerConfig(BaseModel):
         return self
 
 
-GUARD_DEFAULT_INPUT: dict[InputScanner, ScannerConfig] = {
-    "injection": ScannerConfig(action="block"),
-    "pii": ScannerConfig(action="flag"),
-    "secrets": ScannerConfig(action="block"),
+#: What runs when the config names nothing (each scanner's options at their defaults).
+GUARD_DEFAULT_INPUT: dict[str, dict[str, Any]] = {
+    "injection": {"action": "block"},
+    "pii": {"action": "flag"},
+    "secrets": {"action": "block"},
 }
-GUARD_DEFAULT_OUTPUT: dict[OutputScanner, ScannerConfig] = {
-    "pii": ScannerConfig(action="flag"),
-    "secrets": ScannerConfig(action="redact"),
-    "leaks": ScannerConfig(action="block"),
+GUARD_DEFAULT_OUTPUT: dict[str, dict[str, Any]] = {
+    "pii": {"action": "flag"},
+    "secrets": {"action": "redact"},
+    "leaks": {"action": "block"},
 }
+
+
+def scanner_options(side: Side, raw: Any) -> dict[str, ScannerConfig]:
+    """``raw`` (the YAML mapping of scanner names to their settings) read by each scanner's own
+    options class. Raises ``ValueError`` naming the scanner and the field at fault."""
+    # Imported here: the scanners import this module for ScannerConfig.
+    from ironhold.guard.scanners import options_for
+
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"guard.{side} must be a mapping of scanner names to settings")
+    return {str(name): options_for(side, str(name), value) for name, value in raw.items()}
 
 
 class GuardOverride(BaseModel):
@@ -63,21 +67,18 @@ class GuardOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: dict[InputScanner, ScannerConfig] = Field(default_factory=dict)
-    output: dict[OutputScanner, ScannerConfig] = Field(default_factory=dict)
+    input: dict[str, ScannerConfig] = Field(default_factory=dict)
+    output: dict[str, ScannerConfig] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _actions(self) -> GuardOverride:
-        if (inj := self.input.get("injection")) is not None and inj.action == "redact":
-            raise ValueError("guard.input.injection cannot 'redact' (an instruction has no safe "
-                             "placeholder); use block, flag or reroute")
-        for name, cfg in self.output.items():
-            if cfg.action == "reroute":
-                raise ValueError(f"guard.output.{name}: 'reroute' applies to input only (the "
-                                 "answer has already been generated)")
-        if (leaks := self.output.get("leaks")) is not None and leaks.action == "redact":
-            raise ValueError("guard.output.leaks cannot 'redact'; use block or flag")
-        return self
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input(cls, raw: Any) -> dict[str, ScannerConfig]:
+        return scanner_options("input", raw)
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _output(cls, raw: Any) -> dict[str, ScannerConfig]:
+        return scanner_options("output", raw)
 
 
 class GuardConfig(GuardOverride):
@@ -85,10 +86,6 @@ class GuardConfig(GuardOverride):
     secrets in answers redacted, system-prompt leaks blocked, personal data flagged."""
 
     enabled: bool = True
-    input: dict[InputScanner, ScannerConfig] = Field(
-        default_factory=lambda: dict(GUARD_DEFAULT_INPUT))
-    output: dict[OutputScanner, ScannerConfig] = Field(
-        default_factory=lambda: dict(GUARD_DEFAULT_OUTPUT))
     #: A scanner that fails: ``closed`` refuses the request (503 ``guard_unavailable``),
     #: ``open`` lets it through; either way the error is logged and audited.
     on_error: Literal["open", "closed"] = "closed"
@@ -105,8 +102,8 @@ class GuardConfig(GuardOverride):
     @model_validator(mode="after")
     def _defaults(self) -> GuardConfig:
         # Scanners not named keep their defaults; name one with action 'off' to turn it off.
-        merged_in: dict[InputScanner, ScannerConfig] = {**GUARD_DEFAULT_INPUT, **self.input}
-        merged_out: dict[OutputScanner, ScannerConfig] = {**GUARD_DEFAULT_OUTPUT, **self.output}
-        object.__setattr__(self, "input", merged_in)
-        object.__setattr__(self, "output", merged_out)
+        object.__setattr__(self, "input",
+                           {**scanner_options("input", GUARD_DEFAULT_INPUT), **self.input})
+        object.__setattr__(self, "output",
+                           {**scanner_options("output", GUARD_DEFAULT_OUTPUT), **self.output})
         return self

@@ -15,11 +15,10 @@ from ironhold.core.exchange import GuardNote
 from ironhold.guard.classifier import InjectionModel
 from ironhold.guard.content import Segment
 from ironhold.guard.findings import Finding
-from ironhold.guard.injection import InjectionScanner
-from ironhold.guard.leaks import SystemPromptLeak, scan_leaks, scan_refusal
-from ironhold.guard.pii import PII_KINDS, scan_pii
+from ironhold.guard.leaks import SystemPromptLeak, scan_refusal
+from ironhold.guard.pii import PiiOptions
 from ironhold.guard.redact import Redactor
-from ironhold.guard.secrets import scan_secrets
+from ironhold.guard.scanners import Scanner, ScannerResources, build_scanner
 
 __all__ = ["Guard", "Plan", "RequestGuard", "blocked", "describe"]
 
@@ -53,7 +52,9 @@ class Plan:
 
     input: dict[str, ScannerConfig]
     output: dict[str, ScannerConfig]
-    injection: InjectionScanner | None
+    #: The scanners that are not off, by name, in the config's order.
+    input_scanners: tuple[tuple[str, Scanner], ...]
+    output_scanners: tuple[tuple[str, Scanner], ...]
     on_error: str
     canary: bool
     stream_hold: int
@@ -61,15 +62,15 @@ class Plan:
     @cached_property
     def restores(self) -> bool:
         pii = self.input.get("pii")
-        return pii is not None and pii.action == "redact" and pii.restore
+        return isinstance(pii, PiiOptions) and pii.action == "redact" and pii.restore
 
     @cached_property
     def scans_input(self) -> bool:
-        return any(c.action != "off" for c in self.input.values())
+        return bool(self.input_scanners)
 
     @cached_property
     def scans_output(self) -> bool:
-        return self.restores or any(c.action != "off" for c in self.output.values())
+        return self.restores or bool(self.output_scanners)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Guard:
                  model: InjectionModel):
         self.config = config
         self.model = model
+        self._shared = ScannerResources(injection_model=model)
         self._overrides = overrides
         self._plans: dict[str, Plan] = {}
         self._default = self._plan(None)
@@ -113,11 +115,12 @@ class Guard:
         if override is not None:
             inputs.update((k, v) for k, v in override.input.items())
             outputs.update((k, v) for k, v in override.output.items())
-        inj = inputs.get("injection")
-        scanner = (InjectionScanner(self.model, inj.threshold)
-                   if inj is not None and inj.action != "off" else None)
-        return Plan(inputs, outputs, scanner, self.config.on_error, self.config.canary,
-                    self.config.stream_hold)
+        return Plan(inputs, outputs, self._arm(inputs), self._arm(outputs),
+                    self.config.on_error, self.config.canary, self.config.stream_hold)
+
+    def _arm(self, options: dict[str, ScannerConfig]) -> tuple[tuple[str, Scanner], ...]:
+        return tuple((name, build_scanner(name, o, self._shared))
+                     for name, o in options.items() if o.action != "off")
 
     # -- input ---------------------------------------------------------------------------
 
@@ -148,17 +151,10 @@ class Guard:
         return reroute
 
     def _input_findings(self, plan: Plan, seg: Segment) -> list[Finding]:
-        found: list[Finding] = []
         # Every role: the model reads a client-written assistant turn as its own words.
-        if plan.injection is not None:
-            found += plan.injection.scan(seg.text, seg.where)
-        pii = plan.input.get("pii")
-        if pii is not None and pii.action != "off":
-            found += scan_pii(seg.text, kinds=pii.kinds or PII_KINDS, region=pii.region,
-                              where=seg.where)
-        sec = plan.input.get("secrets")
-        if sec is not None and sec.action != "off":
-            found += scan_secrets(seg.text, entropy=sec.entropy, where=seg.where)
+        found: list[Finding] = []
+        for _, scanner in plan.input_scanners:
+            found += scanner.scan(seg.text, seg.where)
         return found
 
     # -- output --------------------------------------------------------------------------
@@ -193,16 +189,8 @@ class Guard:
         """What the output scanners find in ``text``; ``refusal``: also look for a refusal
         (which only makes sense at the start of an answer)."""
         found: list[Finding] = []
-        pii = plan.output.get("pii")
-        if pii is not None and pii.action != "off":
-            found += scan_pii(text, kinds=pii.kinds or PII_KINDS, region=pii.region,
-                              where=where)
-        sec = plan.output.get("secrets")
-        if sec is not None and sec.action != "off":
-            found += scan_secrets(text, entropy=sec.entropy, where=where)
-        leaks = plan.output.get("leaks")
-        if leaks is not None and leaks.action != "off":
-            found += scan_leaks(text, canary=state.canary, system=state.system, where=where)
+        for _, scanner in plan.output_scanners:
+            found += scanner.scan(text, where, state)
         if refusal:
             found += scan_refusal(text, where)
         return found

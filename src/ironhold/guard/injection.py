@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from ironhold.config.guard import ScannerConfig
 from ironhold.guard.classifier import InjectionModel
 from ironhold.guard.findings import Finding
 from ironhold.guard.normalize import normalize
 from ironhold.guard.rules import strongest_rule
 
-__all__ = ["JAILBREAK_RULES", "InjectionScanner"]
+if TYPE_CHECKING:
+    from ironhold.guard.scanners import ScanContext
+
+__all__ = ["JAILBREAK_RULES", "InjectionOptions", "InjectionScanner"]
 
 #: Rules whose match means a jailbreak (an attack on the model's own rules) rather than an
 #: injected instruction.
 JAILBREAK_RULES = frozenset({"dan", "no_restrictions", "pretend_unfiltered"})
+
+
+class InjectionOptions(ScannerConfig):
+    """``guard.input.injection``."""
+
+    #: The score at which a text counts as an attack (default: the model's own, chosen at
+    #: training for a 1% false-positive rate).
+    threshold: float | None = Field(default=None, gt=0, le=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +56,8 @@ class InjectionScanner:
         detail = "classifier" + (f" ({signals})" if signals else "")
         return InjectionScore(learned, "prompt_injection", detail)
 
-    def scan(self, text: str, where: str = "") -> list[Finding]:
+    def scan(self, text: str, where: str = "", context: ScanContext | None = None
+             ) -> list[Finding]:
         result = self.score(text)
         if result.score < self.threshold:
             return []

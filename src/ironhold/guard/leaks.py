@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import TYPE_CHECKING
 
+from ironhold.config.guard import ScannerConfig
 from ironhold.guard.findings import Finding
 
-__all__ = ["CANARY", "SystemPromptLeak", "new_canary", "plant_canary", "scan_leaks",
-           "scan_refusal"]
+if TYPE_CHECKING:
+    from ironhold.guard.scanners import ScanContext
+
+__all__ = ["CANARY", "LeaksOptions", "LeaksScanner", "SystemPromptLeak", "new_canary",
+           "plant_canary", "scan_leaks", "scan_refusal"]
 
 CANARY = re.compile(r"ih-canary-[0-9a-f]{16}")
 #: Consecutive words of the system prompt that, repeated in an answer, count as a leak.
@@ -54,6 +59,18 @@ class SystemPromptLeak:
         words = _WORD.findall(text.lower())
         return any(tuple(words[i:i + OVERLAP_WORDS]) in self._shingles
                    for i in range(len(words) - OVERLAP_WORDS + 1))
+
+
+class LeaksOptions(ScannerConfig):
+    """``guard.output.leaks`` (no options beyond the action; the canary is ``guard.canary``)."""
+
+
+class LeaksScanner:
+    def scan(self, text: str, where: str = "", context: ScanContext | None = None
+             ) -> list[Finding]:
+        if context is None:
+            return scan_leaks(text, where=where)
+        return scan_leaks(text, canary=context.canary, system=context.system, where=where)
 
 
 def scan_leaks(text: str, *, canary: str | None = None, system: SystemPromptLeak | None = None,

@@ -10,9 +10,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Literal
 
 import phonenumbers
 import re2
+from pydantic import Field
 from stdnum import iban, luhn
 from stdnum.br import cpf
 from stdnum.es import dni
@@ -20,9 +22,13 @@ from stdnum.in_ import aadhaar
 from stdnum.it import codicefiscale
 from stdnum.us import ssn
 
+from ironhold.config.guard import ScannerConfig
 from ironhold.guard.findings import Finding
 
-__all__ = ["PII_KINDS", "scan_pii"]
+if TYPE_CHECKING:
+    from ironhold.guard.scanners import ScanContext
+
+__all__ = ["PII_KINDS", "PiiOptions", "PiiScanner", "scan_pii"]
 
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
@@ -163,6 +169,28 @@ _MAX_PHONE_CHECKS = 500
 
 #: The categories this scanner reports.
 PII_KINDS = ("email", "phone", "payment_card", "iban", "national_id", "ip_address")
+PiiKind = Literal["email", "phone", "payment_card", "iban", "national_id", "ip_address"]
+
+
+class PiiOptions(ScannerConfig):
+    """``guard.input.pii`` and ``guard.output.pii``."""
+
+    #: The kinds to look for (default: all).
+    kinds: list[PiiKind] | None = None
+    #: The region phone numbers without a country code are read in (ISO 3166, e.g. US).
+    region: str | None = Field(default=None, min_length=2, max_length=2)
+    #: On input with action redact: put the caller's own values back into the answer.
+    restore: bool = False
+
+
+class PiiScanner:
+    def __init__(self, options: PiiOptions):
+        self._kinds = tuple(options.kinds or PII_KINDS)
+        self._region = options.region
+
+    def scan(self, text: str, where: str = "", context: ScanContext | None = None
+             ) -> list[Finding]:
+        return scan_pii(text, kinds=self._kinds, region=self._region, where=where)
 
 
 def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None = None,

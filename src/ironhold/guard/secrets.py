@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import re2
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
@@ -19,10 +19,14 @@ from detect_secrets.plugins.base import RegexBasedDetector
 from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
 from detect_secrets.plugins.keyword import KeywordDetector
 
+from ironhold.config.guard import ScannerConfig
 from ironhold.guard.findings import Finding
 from ironhold.guard.normalize import decode_base64_text
 
-__all__ = ["scan_secrets"]
+if TYPE_CHECKING:
+    from ironhold.guard.scanners import ScanContext
+
+__all__ = ["SecretsOptions", "SecretsScanner", "scan_secrets"]
 
 _SKIP = {"Public IP (ipv4)", "Private Key"}
 # Some plugins' expressions (keyword contexts with look-behinds) cost ~0.5 ms per 5 KB of text
@@ -115,6 +119,22 @@ def _keyword_windows(text: str) -> list[tuple[int, int]]:
 
 def _category(secret_type: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", secret_type.lower()).strip("_")
+
+
+class SecretsOptions(ScannerConfig):
+    """``guard.input.secrets`` and ``guard.output.secrets``."""
+
+    #: Also report random-looking tokens no detect-secrets plugin knows.
+    entropy: bool = True
+
+
+class SecretsScanner:
+    def __init__(self, options: SecretsOptions):
+        self._entropy = options.entropy
+
+    def scan(self, text: str, where: str = "", context: ScanContext | None = None
+             ) -> list[Finding]:
+        return scan_secrets(text, entropy=self._entropy, where=where)
 
 
 def scan_secrets(text: str, *, entropy: bool = True, where: str = "") -> list[Finding]:

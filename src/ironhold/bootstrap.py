@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +29,14 @@ from ironhold.guard import Guard, GuardStage, InjectionModel
 from ironhold.identity.jwks import JwksSource
 from ironhold.identity.keys import KeyService, load_key_secret
 from ironhold.identity.passports import PassportAuthority
+from ironhold.identity.repository import SqlKeyRepository, SqlPassportRepository
 from ironhold.identity.stage import Authenticator, IdentityStage
 from ironhold.identity.tokens import OidcVerifier
+from ironhold.limits.quotas import Pricer, Quotas
 from ironhold.limits.redis_store import RedisLimitStore
 from ironhold.limits.stage import LimitsStage
 from ironhold.limits.store import LimitStore, MemoryLimitStore
+from ironhold.policy.authorizer import Authorizer
 from ironhold.policy.engine import PolicyEngine
 from ironhold.policy.stage import PolicyStage
 from ironhold.routing.deployment import Deployment
@@ -73,10 +76,11 @@ class Gateway:
     store: SqlStore
     keys: KeyService
     metrics: Metrics
-    identity: IdentityStage
+    #: The services the stages and the routes share.
     authenticator: Authenticator
-    policy: PolicyStage | None
-    limits: LimitsStage
+    authorizer: Authorizer | None
+    quotas: Quotas
+    pricer: Pricer
     router: Router
     handle: Handler
     audit: AuditStage | None = None
@@ -116,23 +120,33 @@ class Gateway:
         )
 
 
-def open_key_service(config: Config) -> KeyService:
-    """The key service alone, for the CLI's ``keys`` commands."""
-    store = open_sql_store(config.state.url, config.base_dir)
+def key_service(config: Config, store: SqlStore) -> KeyService:
     configured = config.auth.key_secret.get_secret_value() if config.auth.key_secret else None
-    return KeyService(store, load_key_secret(configured, store.state_dir), config.auth.cache_ttl)
+    return KeyService(SqlKeyRepository(store), load_key_secret(configured, store.state_dir),
+                      config.auth.cache_ttl)
 
 
-def build_authenticator(config: Config, keys: KeyService) -> Authenticator:
+@contextlib.contextmanager
+def open_identity(config: Config) -> Iterator[Authenticator]:
+    """Keys and passports alone, for the CLI's ``keys`` commands and the demo; the state
+    store is closed on the way out."""
+    store = open_sql_store(config.state.url, config.base_dir)
+    try:
+        yield build_authenticator(config, store, key_service(config, store))
+    finally:
+        store.close()
+
+
+def build_authenticator(config: Config, store: SqlStore, keys: KeyService) -> Authenticator:
     """Keys, passports and (if configured) the OIDC provider's tokens."""
     passports = None
     if config.identity.passports.enabled:
         key_file = config.identity.passports.signing_key
         path = (config.base_dir / key_file.file if key_file is not None
-                else keys.store.state_dir / "passport-ed25519.pem")
+                else store.state_dir / "passport-ed25519.pem")
         signing_key = load_or_create_ed25519(path, "identity.passports.signing_key")
-        passports = PassportAuthority(config.identity.passports, signing_key, keys.store,
-                                      config.auth.cache_ttl)
+        passports = PassportAuthority(config.identity.passports, signing_key,
+                                      SqlPassportRepository(store), config.auth.cache_ttl)
     oidc = None
     if config.identity.jwt is not None:
         jwks = JwksSource(config.identity.jwt.jwks, config.base_dir)
@@ -153,13 +167,13 @@ def audit_signing_key_path(config: Config) -> Path:
 
 
 def build_audit(config: Config, store: SqlStore,
-                limits: LimitsStage) -> tuple[AuditStage, NatsAuditStream | None]:
+                pricer: Pricer) -> tuple[AuditStage, NatsAuditStream | None]:
     audit = config.audit
     key = load_or_create_ed25519(audit_signing_key_path(config), "audit.signing_key")
     stream = NatsAuditStream(audit.nats, audit.origin) if audit.nats is not None else None
     log_ = AuditLog(open_audit_store(config, store), key, audit.origin,
                     audit.checkpoint_interval, audit.max_batch, stream)
-    return AuditStage(log_, audit.on_store_error, audit.content, limits.price_answer), stream
+    return AuditStage(log_, audit.on_store_error, audit.content, pricer.answer), stream
 
 
 def build_guard(config: Config) -> GuardStage:
@@ -171,9 +185,10 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
                   transport_factory: TransportFactory = http_transport,
                   clock: Clock = time.monotonic) -> Gateway:
     resources = contextlib.AsyncExitStack()
-    keys = open_key_service(config)
-    resources.push_async_callback(_quietly, asyncio.to_thread, keys.store.close)
-    authenticator = build_authenticator(config, keys)
+    state = open_sql_store(config.state.url, config.base_dir)
+    resources.push_async_callback(_quietly, asyncio.to_thread, state.close)
+    keys = key_service(config, state)
+    authenticator = build_authenticator(config, state, keys)
     if authenticator.oidc is not None:
         resources.push_async_callback(_quietly, authenticator.oidc.jwks.close)
     metrics = Metrics()
@@ -202,18 +217,19 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
             resources.push_async_callback(_quietly, checker.stop)
             checkers.append(checker)
     router = Router(groups, metrics, clock=clock)
-    identity = IdentityStage(authenticator)
-    store: LimitStore = (RedisLimitStore(config.state.redis) if config.state.redis
-                         else MemoryLimitStore())
-    resources.push_async_callback(_quietly, store.close)
-    limits = LimitsStage(store, config.limits)
-    policy = None
+    # The services, shared by the stages and the routes outside the model path.
+    limit_store: LimitStore = (RedisLimitStore(config.state.redis) if config.state.redis
+                               else MemoryLimitStore())
+    resources.push_async_callback(_quietly, limit_store.close)
+    quotas = Quotas(limit_store, config.limits)
+    pricer = Pricer(config.limits.prices)
+    authorizer = None
     if config.policy is not None:
-        policy = PolicyStage(PolicyEngine.load(config.policy.files, config.base_dir),
-                             limits.remaining_budget_cents)
+        authorizer = Authorizer(PolicyEngine.load(config.policy.files, config.base_dir),
+                                quotas.remaining_budget_cents)
     stages: list[Stage] = [TelemetryStage(metrics, frozenset(groups),
                                           access_log=config.logging.access)]
-    audit, audit_stream = (build_audit(config, keys.store, limits) if config.audit.enabled
+    audit, audit_stream = (build_audit(config, state, pricer) if config.audit.enabled
                            else (None, None))
     if audit_stream is not None:  # closed after the log, which may still publish to it
         resources.push_async_callback(_quietly, audit_stream.close)
@@ -222,22 +238,22 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
                                       audit.log.store.engine.dispose)
         resources.push_async_callback(_quietly, audit.log.close)
         stages.append(audit)
-    stages.append(identity)
-    if policy is not None:
-        stages.append(policy)
-    stages.append(limits)
+    stages.append(IdentityStage(authenticator))
+    if authorizer is not None:
+        stages.append(PolicyStage(authorizer))
+    stages.append(LimitsStage(quotas, pricer))
     if config.guard.enabled:
         stages.append(build_guard(config))
-    stages.append(ChaosStage(config.chaos.header, config.chaos.keys, policy))
+    stages.append(ChaosStage(config.chaos.header, config.chaos.keys, authorizer))
     return Gateway(
         config=config,
-        store=keys.store,
+        store=state,
         keys=keys,
         metrics=metrics,
-        identity=identity,
         authenticator=authenticator,
-        policy=policy,
-        limits=limits,
+        authorizer=authorizer,
+        quotas=quotas,
+        pricer=pricer,
         router=router,
         handle=build_pipeline(stages, router),
         audit=audit,

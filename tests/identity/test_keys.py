@@ -1,4 +1,5 @@
-"""One contract for the key store, run against every engine: SQLite and PostgreSQL."""
+"""The key service over every engine (SQLite and PostgreSQL): create, verify, revoke, and the
+schema and its migrations. The repository's own contract is ``test_repository_contract``."""
 
 from __future__ import annotations
 
@@ -15,19 +16,24 @@ from sqlalchemy import select, text
 from ironhold.core.errors import AuthenticationError, ConfigError, InvalidRequestError
 from ironhold.core.principal import Quota
 from ironhold.identity.keys import KeyService, load_key_secret
-from ironhold.store.sql import api_keys, open_sql_store
+from ironhold.identity.repository import SqlKeyRepository
+from ironhold.store.sql import SqlStore, api_keys, open_sql_store
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def keys(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyService]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'keys.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    store = open_sql_store(url, tmp_path)
-    service = KeyService(store, b"a-test-secret-of-enough-length", cache_ttl=60)
-    yield service
-    store.close()
+    made = open_sql_store(url, tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def keys(store: SqlStore) -> KeyService:
+    return KeyService(SqlKeyRepository(store), b"a-test-secret-of-enough-length", cache_ttl=60)
 
 
 async def test_create_then_verify(keys: KeyService) -> None:
@@ -42,15 +48,16 @@ async def test_create_then_verify(keys: KeyService) -> None:
     assert (await keys.verify(admin_secret)).principal().may_use("anything")
 
 
-async def test_only_a_keyed_hash_is_stored(keys: KeyService) -> None:
+async def test_only_a_keyed_hash_is_stored(keys: KeyService, store: SqlStore) -> None:
     _, secret = keys.create("bob")
-    with keys.store.engine.connect() as conn:
+    with store.engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(select(api_keys)).mappings()]
     assert len(rows) == 1
     assert all(secret not in str(value) for value in rows[0].values())
     assert rows[0]["prefix"] == secret[:10]
     # A service with another secret cannot verify it: the hash is keyed.
-    other = KeyService(keys.store, b"another-secret-entirely-1234", cache_ttl=0.001)
+    other = KeyService(SqlKeyRepository(store), b"another-secret-entirely-1234",
+                       cache_ttl=0.001)
     with pytest.raises(AuthenticationError):
         await other.verify(secret)
 
@@ -138,7 +145,8 @@ def test_keys_made_before_tenants_and_limits_survive_the_upgrade(tmp_path: Path)
     engine.dispose()
     store = open_sql_store(url, tmp_path)
     try:
-        old = KeyService(store, b"a-test-secret-of-enough-length").list_keys()[0]
+        old = KeyService(SqlKeyRepository(store),
+                         b"a-test-secret-of-enough-length").list_keys()[0]
         assert (old.id, old.tenant, old.tools, old.expires_at, old.quota) == (
             "key_old", None, None, None, Quota())
     finally:
@@ -168,14 +176,14 @@ def test_unreachable_database_is_a_clear_config_error(tmp_path: Path) -> None:
     assert "pw" not in err.value.message
 
 
-def test_the_schema_matches_the_migrations(keys: KeyService) -> None:
+def test_the_schema_matches_the_migrations(store: SqlStore) -> None:
     """The tables the code declares are exactly what the migrations build."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
     from ironhold.store.sql import metadata, migrate
 
-    with keys.store.engine.connect() as conn:
+    with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
         version = conn.execute(select(text("version_num")).select_from(
             text("alembic_version"))).scalar_one()
@@ -184,4 +192,4 @@ def test_the_schema_matches_the_migrations(keys: KeyService) -> None:
 
     from ironhold.store.sql import MIGRATIONS
     assert version == ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    migrate(keys.store.engine)  # a second upgrade is a no-op
+    migrate(store.engine)  # a second upgrade is a no-op

@@ -14,6 +14,7 @@ from ironhold.core.keyfiles import load_or_create_ed25519
 from ironhold.core.principal import Quota, Scopes
 from ironhold.identity.keys import KeyService
 from ironhold.identity.passports import PassportAuthority
+from ironhold.identity.repository import SqlKeyRepository, SqlPassportRepository
 from ironhold.identity.stage import Authenticator
 from ironhold.identity.tokens import peek
 from ironhold.store.sql import open_sql_store
@@ -23,9 +24,10 @@ from tests.idp import tamper
 @pytest.fixture
 def auth(tmp_path: Path) -> Iterator[Authenticator]:
     store = open_sql_store(f"sqlite:///{tmp_path / 'ih.db'}", tmp_path)
-    keys = KeyService(store, b"a-test-secret-of-enough-length", cache_ttl=60)
+    keys = KeyService(SqlKeyRepository(store), b"a-test-secret-of-enough-length", cache_ttl=60)
     key = load_or_create_ed25519(tmp_path / "passport.pem", "test")
-    passports = PassportAuthority(PassportConfig(max_depth=2), key, store, cache_ttl=60)
+    passports = PassportAuthority(PassportConfig(max_depth=2), key,
+                                  SqlPassportRepository(store), cache_ttl=60)
     yield Authenticator(keys, passports, None)
     store.close()
 
@@ -111,7 +113,7 @@ async def test_revocation_cascades_to_derived_passports(auth: Authenticator) -> 
     auth.revoke_key(key.id)
     with pytest.raises(AuthenticationError):
         await auth.from_token(sibling.token)
-    statuses = {p["id"]: p["status"] for p in authority.list_passports()}
+    statuses = {p.jti: p.status() for p in authority.list_passports()}
     assert set(statuses.values()) == {"revoked"} and len(statuses) == 3
 
 
@@ -130,7 +132,7 @@ async def test_forged_and_foreign_passports_are_refused(auth: Authenticator,
         await auth.from_token(tamper(issued.token))
     # Same issuer name, another key: a different gateway's passport is not ours.
     other_key = load_or_create_ed25519(tmp_path / "other.pem", "test")
-    other = PassportAuthority(PassportConfig(), other_key, auth.keys.store)
+    other = PassportAuthority(PassportConfig(), other_key, passports_of(auth).repository)
     foreign = other.issue(await auth.from_token(secret), "a")
     with pytest.raises(AuthenticationError):
         await auth.from_token(foreign.token)

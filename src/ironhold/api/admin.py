@@ -57,11 +57,11 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     async def require_admin(request: web.Request, action: str = "manage_keys") -> Gateway:
         """An admin identity (the admin scope), and the policy's permit when one is set."""
         gateway = request.app[key]
-        principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
+        principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
         if not principal.admin:
             raise PermissionDeniedError("This endpoint needs an admin identity.")
-        if gateway.policy is not None:
-            gateway.policy.require(principal, action, request.remote or "0.0.0.0")
+        if gateway.authorizer is not None:
+            gateway.authorizer.require(principal, action, request.remote or "0.0.0.0")
         request[ADMIN] = principal
         return gateway
 
@@ -105,7 +105,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     async def whoami(request: web.Request) -> web.Response:
         """Any identity may see how the gateway sees it (useful when debugging tokens)."""
         gateway = request.app[key]
-        principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
+        principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
         return json_response(principal.describe())
 
     async def list_passports(request: web.Request) -> web.Response:
@@ -114,7 +114,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         if passports is None:
             return json_response({"object": "list", "data": []})
         rows = await asyncio.to_thread(passports.list_passports, request.query.get("subject"))
-        return json_response({"object": "list", "data": rows})
+        return json_response({"object": "list", "data": [row.as_dict() for row in rows]})
 
     async def revoke_passport(request: web.Request) -> web.Response:
         gateway = await require_admin(request, "manage_passports")

@@ -185,7 +185,7 @@ async def _send_stream(request: web.Request, reply: Reply) -> web.StreamResponse
 
 async def _list_models(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
+    principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
     data = [
         _model_object(name, group.created, group.owned_by)
         for name, group in gateway.router.groups.items()
@@ -196,7 +196,7 @@ async def _list_models(request: web.Request) -> web.Response:
 
 async def _get_model(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    principal = await gateway.identity.authenticate(request.headers.get("Authorization"))
+    principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
     name = request.match_info["model"]
     if not _may_list(gateway, principal, name, request):
         raise ModelNotFoundError(
@@ -240,7 +240,7 @@ async def _may_see_internals(gateway: Gateway, request: web.Request, required: b
     if not required and not authorization:
         return False
     try:
-        principal = await gateway.identity.authenticate(authorization)
+        principal = await gateway.authenticator.authenticate(authorization)
     except AuthenticationError:
         if required:
             raise
@@ -257,9 +257,9 @@ def _may_list(gateway: Gateway, principal: Principal, model: str,
               request: web.Request) -> bool:
     if not principal.may_use(model):
         return False
-    if gateway.policy is None:
+    if gateway.authorizer is None:
         return True
-    return gateway.policy.check(principal, "list_models", "Model", model,
+    return gateway.authorizer.check(principal, "list_models", "Model", model,
                                 request.remote or "0.0.0.0").allowed
 
 

@@ -67,11 +67,11 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
                 f"actor_token_type must be {AGENT_TOKEN_TYPE} (the actor token is the agent's "
                 "name).", param="actor_token_type")
         subject = await gateway.authenticator.from_token(subject_token)
-        if gateway.policy is not None:
-            gateway.policy.require(subject, "delegate", request.remote or "0.0.0.0")
+        if gateway.authorizer is not None:
+            gateway.authorizer.require(subject, "delegate", request.remote or "0.0.0.0")
         # Every passport is a row and a durable audit event: minting counts as a request
         # against the subject's limits.
-        await gateway.limits.count_request(subject)
+        await gateway.quotas.count_request(subject)
         scope = form.get("scope")
         scopes = parse_scopes(scope.split()) if scope else None
         if scopes is not None and scopes.admin and not subject.admin:

@@ -12,7 +12,7 @@ from ironhold.config.schema import FaultConfig
 from ironhold.core.errors import InvalidRequestError, PermissionDeniedError
 from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.pipeline import Handler
-from ironhold.policy.stage import PolicyStage
+from ironhold.policy.authorizer import Authorizer
 
 HEADER = "x-ironhold-fault"
 _FAULTS = TypeAdapter(list[FaultConfig])
@@ -20,10 +20,10 @@ _FAULTS = TypeAdapter(list[FaultConfig])
 
 class ChaosStage:
     def __init__(self, allow_header: bool, key_faults: Mapping[str, Sequence[FaultConfig]],
-                 policy: PolicyStage | None = None):
+                 authorizer: Authorizer | None = None):
         self._allow_header = allow_header
         self._key_faults = {name: tuple(faults) for name, faults in key_faults.items()}
-        self._policy = policy
+        self._authorizer = authorizer
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
         principal = exchange.principal
@@ -37,8 +37,8 @@ class ChaosStage:
                     f"remove the {HEADER} header")
             if exchange.principal is None or not exchange.principal.admin:
                 raise PermissionDeniedError(f"the {HEADER} header needs an admin key")
-            if self._policy is not None:
-                self._policy.require(exchange.principal, "inject_faults", exchange.client_ip)
+            if self._authorizer is not None:
+                self._authorizer.require(exchange.principal, "inject_faults", exchange.client_ip)
             exchange.faults = exchange.faults + parse_fault_header(exchange.fault_header)
         return await next_(exchange)
 

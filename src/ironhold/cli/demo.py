@@ -32,7 +32,7 @@ def demo(
     """Serve the bundled SmolLM2-135M-Instruct model through the gateway and print how to call
     it. Requests that set no max_tokens get 256 at most."""
     from ironhold.api.server import run_server
-    from ironhold.bootstrap import build_gateway, open_key_service
+    from ironhold.bootstrap import build_gateway, open_identity
     from ironhold.config import load_config
     from ironhold.telemetry.logs import configure_logging
     from ironhold.upstream.artifacts import demo_model_path
@@ -66,7 +66,8 @@ def demo(
         fail(exc.message)
 
     say.step("key: reusing or creating the demo key")
-    key = _demo_key(data_dir, open_key_service(config))
+    with open_identity(config) as identity:
+        key = _demo_key(data_dir, identity.keys)
     say.done(f"stored in {data_dir / _KEY_FILE}")
 
     configure_logging(config.logging.level, config.logging.format)
@@ -87,19 +88,16 @@ def demo(
 
 def _demo_key(data_dir: Path, service: KeyService) -> str:
     path = data_dir / _KEY_FILE
-    try:
-        if path.exists():
-            secret = path.read_text().strip()
-            key = service.find(secret)
-            if key is not None and key.active:
-                return secret
-        _, secret = service.create("demo")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secret + "\n")
-        return secret
-    finally:
-        service.store.close()
+    if path.exists():
+        secret = path.read_text().strip()
+        key = service.find(secret)
+        if key is not None and key.active:
+            return secret
+    _, secret = service.create("demo")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
 
 
 class _Say:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,16 +17,19 @@ from ironhold.cli.common import ConfigOption, fail, load_or_exit
 from ironhold.core.errors import IronholdError
 
 if TYPE_CHECKING:
-    from ironhold.identity.keys import ApiKey, KeyService
+    from ironhold.identity.keys import ApiKey
+    from ironhold.identity.stage import Authenticator
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
 
-def _service(config: Path) -> KeyService:
-    from ironhold.bootstrap import open_key_service
+@contextlib.contextmanager
+def _identity(config: Path) -> Iterator[Authenticator]:
+    from ironhold.bootstrap import open_identity
 
     try:
-        return open_key_service(load_or_exit(config))
+        with open_identity(load_or_exit(config)) as identity:
+            yield identity
     except IronholdError as exc:
         fail(exc.message)
 
@@ -70,7 +75,6 @@ def create(
                                                           daily_budget_usd)):
         if amount is not None and amount <= 0:
             fail(f"{option}: must be more than 0")
-    service = _service(config)
     model_list = _names(models)
     known = {group.name for group in load_or_exit(config).models}
     for unknown in sorted(set(model_list or ()) - known - {""}):
@@ -78,13 +82,10 @@ def create(
                     fg=typer.colors.YELLOW, err=True)
     quota = Quota(rpm=rpm, tpm=tpm, concurrency=concurrency, budget_usd_daily=daily_budget_usd,
                   budget_usd_monthly=budget_usd)
-    try:
-        key, secret = service.create(name, model_list, admin, tenant=tenant,
-                                     tools=_names(tools), expires_in=expires_in, quota=quota)
-    except IronholdError as exc:
-        fail(exc.message)
-    finally:
-        service.store.close()
+    with _identity(config) as identity:
+        key, secret = identity.keys.create(name, model_list, admin, tenant=tenant,
+                                           tools=_names(tools), expires_in=expires_in,
+                                           quota=quota)
     if as_json:
         typer.echo(orjson.dumps({**key.as_dict(), "key": secret}).decode())
         return
@@ -100,11 +101,8 @@ def list_keys(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
     """List keys (never their secrets)."""
-    service = _service(config)
-    try:
-        keys = service.list_keys(include_revoked)
-    finally:
-        service.store.close()
+    with _identity(config) as identity:
+        keys = identity.keys.list_keys(include_revoked)
     if as_json:
         typer.echo(orjson.dumps([k.as_dict() for k in keys]).decode())
         return
@@ -142,16 +140,8 @@ def revoke(
 ) -> None:
     """Revoke a key and every agent passport issued for it. Running gateways stop accepting
     them within auth.cache_ttl (5 s)."""
-    from ironhold.bootstrap import build_authenticator
-
-    loaded = load_or_exit(config)
-    service = _service(config)
-    try:
-        revoked = build_authenticator(loaded, service).revoke_key(key)
-    except IronholdError as exc:
-        fail(exc.message)
-    finally:
-        service.store.close()
+    with _identity(config) as identity:
+        revoked = identity.revoke_key(key)
     if not revoked:
         fail(f"no active key with id or name {key!r}")
     for k in revoked:

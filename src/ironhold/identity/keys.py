@@ -16,17 +16,15 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
-from sqlalchemy import insert, or_, select, update
+from typing import TYPE_CHECKING, Literal
 
 from ironhold.core.errors import AuthenticationError, ConfigError, InvalidRequestError
 from ironhold.core.principal import MAX_LIFETIME_SECONDS, NO_QUOTA, Principal, Quota, Scopes
-from ironhold.store.sql import SqlStore, api_keys
+
+if TYPE_CHECKING:
+    from ironhold.identity.repository import KeyRepository
 
 KEY_PREFIX = "ih-"
 _SECRET_FILE = "key-secret"
@@ -54,7 +52,7 @@ class ApiKey:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
 
     @property
-    def status(self) -> str:
+    def status(self) -> Literal["active", "expired", "revoked"]:
         if not self.active:
             return "revoked"
         return "expired" if self.expired() else "active"
@@ -114,8 +112,10 @@ def load_key_secret(configured: str | None, state_dir: Path) -> bytes:
 
 
 class KeyService:
-    def __init__(self, store: SqlStore, secret: bytes, cache_ttl: float = 5.0):
-        self.store = store
+    """Creates, verifies and revokes keys over a ``KeyRepository``."""
+
+    def __init__(self, repository: KeyRepository, secret: bytes, cache_ttl: float = 5.0):
+        self.repository = repository
         self._secret = secret
         self._ttl = cache_ttl
         # hash -> (key, expires at); only valid keys are cached, so the size is bounded by
@@ -170,53 +170,17 @@ class KeyService:
             expires_at=now + expires_in if expires_in is not None else None,
             quota=quota,
         )
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                insert(api_keys).values(
-                    id=key.id,
-                    name=key.name,
-                    prefix=key.prefix,
-                    hash=self._hash(secret_key),
-                    models=orjson.dumps(models).decode() if models is not None else None,
-                    admin=admin,
-                    created_at=key.created_at,
-                    revoked_at=None,
-                    tenant=tenant,
-                    tools=orjson.dumps(tools).decode() if tools is not None else None,
-                    expires_at=key.expires_at,
-                    rpm=quota.rpm,
-                    tpm=quota.tpm,
-                    concurrency=quota.concurrency,
-                    budget_usd_daily=quota.budget_usd_daily,
-                    budget_usd_monthly=quota.budget_usd_monthly,
-                )
-            )
+        self.repository.add(key, self._hash(secret_key))
         return key, secret_key
 
     def list_keys(self, include_revoked: bool = False) -> list[ApiKey]:
-        query = select(api_keys).order_by(api_keys.c.created_at)
-        if not include_revoked:
-            query = query.where(api_keys.c.revoked_at.is_(None))
-        with self.store.engine.connect() as conn:
-            return [_row_to_key(row) for row in conn.execute(query).mappings()]
+        return self.repository.all(include_revoked)
 
     def revoke(self, id_or_name: str, by_name: bool = True) -> list[ApiKey]:
         """Revoke the key with this id, or (``by_name``) every active key with this name."""
-        now = time.time()
-        match = (or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name) if by_name
-                 else api_keys.c.id == id_or_name)
-        with self.store.engine.begin() as conn:
-            rows = conn.execute(
-                select(api_keys).where(match, api_keys.c.revoked_at.is_(None))
-            ).mappings().all()
-            if rows:
-                conn.execute(
-                    update(api_keys)
-                    .where(api_keys.c.id.in_([r["id"] for r in rows]))
-                    .values(revoked_at=now)
-                )
+        revoked = self.repository.revoke(id_or_name, by_name, time.time())
         self._cache.clear()
-        return [_row_to_key({**row, "revoked_at": now}) for row in rows]
+        return revoked
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -245,38 +209,11 @@ class KeyService:
         return self._find_hash(self._hash(secret_key))
 
     def _find_hash(self, digest: str) -> ApiKey | None:
-        with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(api_keys).where(api_keys.c.hash == digest)
-            ).mappings().first()
-        if row is None or not hmac.compare_digest(row["hash"], digest):
+        found = self.repository.by_digest(digest)
+        if found is None or not hmac.compare_digest(found[1], digest):
             return None
-        return _row_to_key(row)
+        return found[0]
 
 
 def _clean(names: list[str] | None) -> list[str] | None:
     return None if names is None else sorted({n.strip() for n in names if n.strip()})
-
-
-def _row_to_key(r: Mapping[Any, Any]) -> ApiKey:
-    models = orjson.loads(r["models"]) if r["models"] is not None else None
-    tools = orjson.loads(r["tools"]) if r["tools"] is not None else None
-    return ApiKey(
-        id=r["id"],
-        name=r["name"],
-        prefix=r["prefix"],
-        models=tuple(models) if models is not None else None,
-        admin=bool(r["admin"]),
-        created_at=float(r["created_at"]),
-        revoked_at=float(r["revoked_at"]) if r["revoked_at"] is not None else None,
-        tenant=r["tenant"],
-        tools=tuple(tools) if tools is not None else None,
-        expires_at=float(r["expires_at"]) if r["expires_at"] is not None else None,
-        quota=Quota(
-            rpm=r["rpm"],
-            tpm=r["tpm"],
-            concurrency=r["concurrency"],
-            budget_usd_daily=r["budget_usd_daily"],
-            budget_usd_monthly=r["budget_usd_monthly"],
-        ),
-    )

@@ -19,19 +19,19 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc import jwt
 from joserfc.jwk import KeySet, OKPKey
-from sqlalchemy import insert, select, update
 
 from ironhold.config.security import PassportConfig
 from ironhold.core.errors import AuthenticationError, InvalidRequestError
 from ironhold.core.principal import Principal, Quota, Scopes
 from ironhold.identity.tokens import peek, verify_jwt
-from ironhold.store.sql import SqlStore, passports
+
+if TYPE_CHECKING:
+    from ironhold.identity.repository import PassportRepository
 
 ALGORITHM = "Ed25519"
 #: The audience of every passport: only an Ironhold gateway accepts them.
@@ -47,17 +47,45 @@ class IssuedPassport:
     principal: Principal
 
 
-class PassportAuthority:
-    """Issues, verifies and revokes passports."""
+@dataclass(frozen=True)
+class PassportRecord:
+    """A passport as stored: who it is for, who holds it, and whether it still counts."""
 
-    def __init__(self, config: PassportConfig, key: Ed25519PrivateKey, store: SqlStore,
-                 cache_ttl: float = 5.0):
+    jti: str
+    #: The passport this one was exchanged from (None: issued for a key or user).
+    parent: str | None
+    #: The chain's root: the key or user the work is for.
+    subject: str
+    agent: str
+    #: The subject, then each agent in order.
+    chain: tuple[str, ...]
+    issued_at: float
+    expires_at: float
+    revoked_at: float | None = None
+
+    def status(self, now: float | None = None) -> Literal["active", "expired", "revoked"]:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= (now or time.time()) else "active"
+
+    def as_dict(self, now: float | None = None) -> dict[str, Any]:
+        """The admin API's view."""
+        return {"id": self.jti, "parent": self.parent, "agent": self.agent,
+                "chain": list(self.chain), "issued_at": int(self.issued_at),
+                "expires_at": int(self.expires_at), "status": self.status(now)}
+
+
+class PassportAuthority:
+    """Issues, verifies and revokes passports, kept in a ``PassportRepository``."""
+
+    def __init__(self, config: PassportConfig, key: Ed25519PrivateKey,
+                 repository: PassportRepository, cache_ttl: float = 5.0):
         self.config = config
         self.issuer = config.issuer
         self._key = OKPKey.import_key(key)
         self._key.ensure_kid()
         self._public = KeySet([OKPKey.import_key(self._key.as_dict(private=False))])
-        self._store = store
+        self.repository = repository
         self._ttl = cache_ttl
         #: jti -> (revoked, checked at)
         self._revoked: dict[str, tuple[bool, float]] = {}
@@ -138,11 +166,9 @@ class PassportAuthority:
         }
         token = jwt.encode({"alg": ALGORITHM, "kid": self._key.kid, "typ": "JWT"}, claims,
                            self._key, algorithms=[ALGORITHM])
-        with self._store.engine.begin() as conn:
-            conn.execute(insert(passports).values(
-                jti=jti, parent=subject.passport_id, subject=chain[0], agent=agent_id,
-                chain=orjson.dumps(list(chain)).decode(), issued_at=now, expires_at=expires,
-                revoked_at=None))
+        self.repository.add(PassportRecord(
+            jti=jti, parent=subject.passport_id, subject=chain[0], agent=agent_id,
+            chain=tuple(chain), issued_at=now, expires_at=expires))
         return IssuedPassport(token=token, jti=jti, expires_in=int(expires - now),
                               principal=self._principal(claims))
 
@@ -188,66 +214,30 @@ class PassportAuthority:
         cached = self._revoked.get(jti)
         if cached is not None and now - cached[1] < self._ttl:
             return cached[0]
-        revoked = await asyncio.to_thread(self._lookup, jti)
+        revoked = await asyncio.to_thread(self.repository.revoked, jti)
         if len(self._revoked) > 100_000:
             self._revoked.clear()
         self._revoked[jti] = (revoked, now)
         return revoked
 
-    def _lookup(self, jti: str) -> bool:
-        with self._store.engine.connect() as conn:
-            row = conn.execute(select(passports.c.revoked_at).where(
-                passports.c.jti == jti)).first()
-        # Unknown to the store counts as revoked: every real passport has a row.
-        return row is None or row.revoked_at is not None
-
     # -- revoking -----------------------------------------------------------------------------
 
     def revoke(self, jti: str) -> list[str]:
         """Revoke a passport and every passport exchanged from it. Blocking."""
-        return self._revoke_tree(select(passports.c.jti).where(passports.c.jti == jti))
+        return self._revoked_now(*self.repository.revoke_tree(jti=jti, now=time.time()))
 
     def revoke_subject(self, subject_id: str) -> list[str]:
         """Revoke every passport issued for a key or user (e.g. when the key is revoked)."""
-        return self._revoke_tree(select(passports.c.jti).where(
-            passports.c.subject == subject_id))
+        return self._revoked_now(*self.repository.revoke_tree(subject=subject_id,
+                                                              now=time.time()))
 
-    def _revoke_tree(self, roots: Any) -> list[str]:
-        now = time.time()
-        revoked: list[str] = []
-        with self._store.engine.begin() as conn:
-            frontier = [r.jti for r in conn.execute(roots)]
-            seen: set[str] = set()
-            while frontier:
-                seen.update(frontier)
-                result = conn.execute(update(passports).where(
-                    passports.c.jti.in_(frontier), passports.c.revoked_at.is_(None)
-                ).values(revoked_at=now).returning(passports.c.jti))
-                revoked.extend(r.jti for r in result)
-                children = conn.execute(select(passports.c.jti).where(
-                    passports.c.parent.in_(frontier))).all()
-                frontier = [c.jti for c in children if c.jti not in seen]
-        for jti in seen:
+    def _revoked_now(self, revoked: list[str], trees: set[str]) -> list[str]:
+        for jti in trees:
             self._revoked[jti] = (True, time.monotonic())
         return revoked
 
-    def list_passports(self, subject: str | None = None) -> list[dict[str, Any]]:
-        query = select(passports).order_by(passports.c.issued_at)
-        if subject is not None:
-            query = query.where(passports.c.subject == subject)
-        with self._store.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        now = time.time()
-        return [{
-            "id": r["jti"],
-            "parent": r["parent"],
-            "agent": r["agent"],
-            "chain": orjson.loads(r["chain"]),
-            "issued_at": int(r["issued_at"]),
-            "expires_at": int(r["expires_at"]),
-            "status": "revoked" if r["revoked_at"] is not None else
-                      "expired" if r["expires_at"] <= now else "active",
-        } for r in rows]
+    def list_passports(self, subject: str | None = None) -> list[PassportRecord]:
+        return self.repository.all(subject)
 
 
 def _nest(agents: tuple[str, ...]) -> dict[str, Any]:

@@ -65,9 +65,6 @@ class IdentityStage:
     def __init__(self, authenticator: Authenticator):
         self.authenticator = authenticator
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        return await self.authenticator.authenticate(authorization)
-
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
         principal = await self.authenticator.authenticate(exchange.credential)
         exchange.principal = principal

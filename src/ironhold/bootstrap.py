@@ -234,8 +234,7 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if audit_stream is not None:  # closed after the log, which may still publish to it
         resources.push_async_callback(_quietly, audit_stream.close)
     if audit is not None:
-        resources.push_async_callback(_quietly, asyncio.to_thread,
-                                      audit.log.store.engine.dispose)
+        resources.push_async_callback(_quietly, asyncio.to_thread, audit.log.store.close)
         resources.push_async_callback(_quietly, audit.log.close)
         stages.append(audit)
     stages.append(IdentityStage(authenticator))

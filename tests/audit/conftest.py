@@ -31,7 +31,7 @@ def audit_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def audit_store(audit_url: str, tmp_path: Path) -> Iterator[AuditStore]:
     store = open_audit_store(audit_url, tmp_path)
     yield store
-    store.engine.dispose()
+    store.close()
 
 
 @pytest.fixture

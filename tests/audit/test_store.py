@@ -87,14 +87,17 @@ def test_checkpoints_are_stored_once_per_size(audit_store: AuditStore,
 
 def test_several_writers_share_one_gap_free_sequence(audit_url: str, tmp_path: Path,
                                                      signing_key: Ed25519PrivateKey) -> None:
-    """Four stores on their own engines (as four replicas have) append at once."""
+    """Four stores on their own engines (as four replicas have) append at once, each as the
+    log's writer does (numbered from its own tail first: on SQLite, straight through its kept
+    connection until another writer's rows collide, then from the tail read again)."""
     stores = [open_audit_store(audit_url, tmp_path) for _ in range(4)]
     errors: list[BaseException] = []
 
     def write(store: AuditStore, tag: str) -> None:
         try:
             for i in range(15):
-                store.append(records(1 + i % 4, f"{tag}{i}"), 1.0)
+                batch = records(1 + i % 4, f"{tag}{i}")
+                store.append(batch, 1.0, store.prepare(batch, 1.0))
         except BaseException as exc:
             errors.append(exc)
 
@@ -115,7 +118,7 @@ def test_several_writers_share_one_gap_free_sequence(audit_url: str, tmp_path: P
     report = verify_log(stores[0], signing_key.public_key())
     assert report.ok and report.records == expected
     for store in stores:
-        store.engine.dispose()
+        store.close()
 
 
 def test_the_log_acknowledges_only_durable_records_and_batches_them(
@@ -157,4 +160,4 @@ def test_a_failed_write_is_not_acknowledged(tmp_path: Path,
         await log.close()
 
     asyncio.run(scenario())
-    store.engine.dispose()
+    store.close()

@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo   create .venv, install, serve the bundled SmolLM2 model on 127.0.0.1:8080"
 	@echo "make test   create .venv, install dev deps, start needed services, run lint + tests"
-	@echo "make bench  added latency and max requests/s: direct, Ironhold, LiteLLM's proxy"
+	@echo "make bench  what the trust stack costs (bare, +guard, +audit, default) beside LiteLLM"
+	@echo "            and Portkey on one core, then the added latency at 1,000 requests/s"
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Ironhold needs Python >= 3.11"'
@@ -45,8 +46,20 @@ $(LITELLM_VENV)/bin/litellm:
 	@echo "Installing LiteLLM's proxy into $(LITELLM_VENV) for the side-by-side benchmark"
 	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm[proxy]'
 
-bench: $(STAMP) $(LITELLM_VENV)/bin/litellm
-	$(BIN)/python bench/overhead.py --litellm $(LITELLM_VENV)/bin/litellm $(BENCH_ARGS)
+# Portkey's gateway (Node.js), for the same side-by-side.
+PORTKEY_DIR := .bench-peers/portkey
+PORTKEY     := $(PORTKEY_DIR)/node_modules/@portkey-ai/gateway/build/start-server.js
+
+$(PORTKEY):
+	@command -v npm >/dev/null || { echo "make bench needs Node.js and npm for Portkey's gateway"; exit 1; }
+	@echo "Installing Portkey's gateway into $(PORTKEY_DIR) for the side-by-side benchmark"
+	mkdir -p $(PORTKEY_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(PORTKEY_DIR) @portkey-ai/gateway
+
+bench: $(STAMP) $(LITELLM_VENV)/bin/litellm $(PORTKEY)
+	$(BIN)/python bench/trust_stack.py --litellm $(LITELLM_VENV)/bin/litellm \
+		--portkey $(PORTKEY) $(BENCH_ARGS)
+	$(BIN)/python bench/overhead.py $(OVERHEAD_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LITELLM_VENV) .ironhold .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) .bench-peers .ironhold .pytest_cache .mypy_cache .ruff_cache

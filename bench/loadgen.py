@@ -37,9 +37,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def run(url: str, key: str, rate: float, concurrency: int, seconds: float,
-              stream: bool = False) -> dict:  # type: ignore[type-arg]
+              stream: bool = False, extra: dict[str, str] | None = None
+              ) -> dict:  # type: ignore[type-arg]
     body = STREAM_BODY if stream else BODY
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+               **(extra or {})}
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
@@ -97,9 +99,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true",
                         help="streamed chat completions (read to the end)")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                        help="an extra request header (a peer gateway's routing headers)")
     args = parser.parse_args()
+    extra = dict(h.split(":", 1) for h in args.header)
     result = uvloop.run(run(args.url, args.key, args.rate, args.concurrency, args.seconds,
-                                 args.stream))
+                                 args.stream, extra))
     print(orjson.dumps(result).decode())
 
 

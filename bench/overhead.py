@@ -58,9 +58,12 @@ def wait_http(url: str, seconds: float = 60, headers: dict[str, str] | None = No
 
 
 def load(url: str, key: str, *, rate: float = 0, concurrency: int = 64,
-         seconds: float = 10, stream: bool = False) -> dict[str, Any]:
+         seconds: float = 10, stream: bool = False,
+         headers: dict[str, str] | None = None) -> dict[str, Any]:
     command = [*pinned(1), PY, str(HERE / "loadgen.py"), url, "--key", key,
                "--seconds", str(seconds), *(["--stream"] if stream else [])]
+    for name, value in (headers or {}).items():
+        command += ["--header", f"{name}:{value}"]
     command += ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
     out = subprocess.run(command, capture_output=True, text=True, check=True,
                          timeout=seconds * 4 + 60)

@@ -1,0 +1,268 @@
+"""What the trust stack costs: Ironhold bare, with the guard, with the durable audit log, with
+both (the default config), and the peers LiteLLM and Portkey, side by side in one run, on one
+core, in front of the same upstream.
+
+    python bench/trust_stack.py [--seconds 8] [--rounds 3] [--concurrency 8]
+                                [--litellm PATH/TO/litellm] [--portkey PATH/TO/gateway]
+
+Layout on a 2-core machine: every gateway is pinned to CPU 0; the fixed-response upstream and
+the load generator (separate processes) to CPU 1. The five Ironhold configurations run at once
+(idle but for the one under load) and take turns, in an order that rotates each round, so the
+machine's drift falls on all of them alike; figures are medians over rounds.
+
+Two measurements per configuration and round:
+
+* requests/s, closed loop with ``--concurrency`` requests in flight;
+* a lone client (one request in flight): its p50, from which the added latency over the bare
+  gateway is taken.
+
+The disk's fsync time is measured in the same run, in the directory the audit databases live
+in: the lone-client target for the default config is one fsync plus 1 ms over bare.
+Results go to stdout and to bench/results/trust_stack.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from overhead import (
+    free_port,
+    load,
+    machine,
+    pinned,
+    progress,
+    start_litellm,
+    stop,
+    wait_http,
+)
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+
+#: Name -> the config sections that differ; everything else is Ironhold's default.
+CONFIGS: dict[str, str] = {
+    "bare": "audit: {enabled: false}\nguard: {enabled: false}\n",
+    "+guard": "audit: {enabled: false}\nguard: {enabled: true}\n",
+    "+audit": "audit: {enabled: true}\nguard: {enabled: false}\n",
+    "default": "",
+    "default, fsync off": "audit: {fsync: false}\n",
+}
+
+
+def fsync_ms(directory: Path, samples: int = 200) -> dict[str, float]:
+    """The disk's time to make a 4 KiB write durable (write + fsync), in ``directory``."""
+    path = directory / "fsync-probe"
+    times: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        block = os.urandom(4096)
+        for _ in range(samples):
+            start = time.perf_counter()
+            os.write(fd, block)
+            os.fsync(fd)
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    times.sort()
+    return {"p50_ms": round(times[len(times) // 2], 3),
+            "p90_ms": round(times[int(len(times) * 0.9)], 3)}
+
+
+def start_ironhold(workdir: Path, upstream: str, sections: str
+                   ) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    workdir.mkdir(parents=True)
+    config = workdir / "ironhold.yaml"
+    config.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}}}
+state: {{url: "sqlite:///./state.db"}}
+{sections}
+models:
+  - name: bench
+    deployments: [{{url: "{upstream}"}}]
+""")
+    key = json.loads(subprocess.run(
+        [PY, "-m", "ironhold", "keys", "create", "-c", str(config), "--name", "bench", "--json"],
+        capture_output=True, text=True, check=True, cwd=workdir).stdout)["key"]
+    log = (workdir / "ironhold.log").open("wb")
+    process = subprocess.Popen([*pinned(0), PY, "-m", "ironhold", "serve", "-c", str(config)],
+                               stdout=log, stderr=log, cwd=workdir)
+    wait_http(f"http://127.0.0.1:{port}/readyz")
+    return process, f"http://127.0.0.1:{port}/v1/chat/completions", key
+
+
+def start_portkey(start_server: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    log = (workdir / "portkey.log").open("wb")
+    process = subprocess.Popen([*pinned(0), "node", start_server, f"--port={port}",
+                                "--headless"], stdout=log, stderr=log, cwd=workdir,
+                               env={**os.environ, "NODE_ENV": "production"})
+    wait_http(f"http://127.0.0.1:{port}/", seconds=60)
+    return process, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def package_version(start_server: str) -> str:
+    package = Path(start_server).resolve().parent.parent / "package.json"
+    try:
+        return str(json.loads(package.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8, help="length of each load run")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each configuration takes")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="requests in flight for requests/s")
+    parser.add_argument("--litellm", help="a `litellm` executable, to compare with")
+    parser.add_argument("--portkey", help="Portkey's build/start-server.js, to compare with")
+    args = parser.parse_args()
+
+    results: dict[str, Any] = {"machine": machine(), "seconds": args.seconds,
+                               "rounds": args.rounds, "concurrency": args.concurrency}
+    with tempfile.TemporaryDirectory(prefix="ironhold-bench-") as tmp:
+        workdir = Path(tmp)
+        up_port = free_port()
+        upstream_process = subprocess.Popen([*pinned(1), PY, str(HERE / "fixed_upstream.py"),
+                                             str(up_port)])
+        upstream = f"http://127.0.0.1:{up_port}/v1"
+        processes = [upstream_process]
+        try:
+            progress("measuring the disk's fsync time where the audit logs live")
+            results["fsync"] = fsync_ms(workdir)
+            gateways: dict[str, tuple[str, str]] = {}
+            for number, (name, sections) in enumerate(CONFIGS.items()):
+                progress(f"starting Ironhold '{name}' (pinned to CPU 0)")
+                process, url, key = start_ironhold(workdir / f"ironhold-{number}", upstream,
+                                                   sections)
+                processes.append(process)
+                gateways[name] = (url, key)
+            progress("warming up")
+            for url, key in gateways.values():
+                load(url, key, concurrency=args.concurrency, seconds=2)
+            rps: dict[str, list[float]] = {name: [] for name in gateways}
+            lone: dict[str, list[float]] = {name: [] for name in gateways}
+            errors = dict.fromkeys(gateways, 0)
+            names = list(gateways)
+            for round_ in range(args.rounds):
+                shift = round_ % len(names)
+                order = names[shift:] + names[:shift]
+                if round_ % 2:
+                    order.reverse()
+                for name in order:
+                    url, key = gateways[name]
+                    progress(f"round {round_ + 1}/{args.rounds}: {name}")
+                    busy = load(url, key, concurrency=args.concurrency, seconds=args.seconds)
+                    alone = load(url, key, concurrency=1, seconds=args.seconds / 2)
+                    rps[name].append(busy["rps"])
+                    lone[name].append(alone["p50_ms"])
+                    errors[name] += busy["errors"] + alone["errors"]
+            for process in processes[1:]:
+                stop(process)
+            del processes[1:]
+            progress("the upstream alone, one client")
+            direct = load(upstream + "/chat/completions", "none", concurrency=1,
+                          seconds=args.seconds / 2)
+            table: dict[str, dict[str, Any]] = {
+                name: {"rps": round(statistics.median(rps[name]), 1),
+                       "rps_runs": rps[name],
+                       "lone_p50_ms": round(statistics.median(lone[name]), 3),
+                       "lone_p50_runs": lone[name], "errors": errors[name]}
+                for name in gateways}
+            results["direct_lone_p50_ms"] = direct["p50_ms"]
+            if args.litellm:
+                progress("starting LiteLLM's proxy (one worker, pinned to CPU 0)")
+                process, url, key = start_litellm(args.litellm, workdir, upstream)
+                processes.append(process)
+                load(url, key, concurrency=args.concurrency, seconds=3)
+                progress("LiteLLM")
+                busy = load(url, key, concurrency=args.concurrency, seconds=args.seconds)
+                alone = load(url, key, concurrency=1, seconds=args.seconds / 2)
+                version = subprocess.run(
+                    [str(Path(args.litellm).parent / "python"), "-c",
+                     "import importlib.metadata as m; print(m.version('litellm'))"],
+                    capture_output=True, text=True).stdout.strip()
+                table[f"LiteLLM {version}"] = {
+                    "rps": busy["rps"], "lone_p50_ms": alone["p50_ms"],
+                    "errors": busy["errors"] + alone["errors"], "peer": "litellm"}
+                stop(process)
+                processes.remove(process)
+            if args.portkey:
+                progress("starting Portkey's gateway (pinned to CPU 0)")
+                process, url = start_portkey(args.portkey, workdir)
+                processes.append(process)
+                routing = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream}
+                load(url, "none", concurrency=args.concurrency, seconds=3, headers=routing)
+                progress("Portkey")
+                busy = load(url, "none", concurrency=args.concurrency, seconds=args.seconds,
+                            headers=routing)
+                alone = load(url, "none", concurrency=1, seconds=args.seconds / 2,
+                             headers=routing)
+                table[f"Portkey {package_version(args.portkey)}"] = {
+                    "rps": busy["rps"], "lone_p50_ms": alone["p50_ms"],
+                    "errors": busy["errors"] + alone["errors"], "peer": "portkey"}
+                stop(process)
+                processes.remove(process)
+            results["table"] = table
+        finally:
+            for process in processes:
+                stop(process)
+    out = HERE / "results" / "trust_stack.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    report(results)
+    print(f"\nfull results: {out}")
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def report(results: dict[str, Any]) -> None:
+    table, fsync = results["table"], results["fsync"]
+    bare = table["bare"]
+    print(f"\nMachine: {results['machine']}")
+    print(f"fsync of a 4 KiB write here: p50 {fsync['p50_ms']:.3f} ms, "
+          f"p90 {fsync['p90_ms']:.3f} ms; the upstream alone, one client: p50 "
+          f"{results['direct_lone_p50_ms']:.3f} ms")
+    print(f"\n{results['concurrency']} in flight for requests/s, one client for p50; "
+          f"median of {results['rounds']} rounds of {results['seconds']:.0f} s:\n")
+    print(f"  {'':22} {'requests/s':>11} {'of bare':>8} {'lone p50':>9} {'added':>8} "
+          f"{'errors':>7}")
+    for name, row in table.items():
+        share = row["rps"] / bare["rps"] * 100
+        added = row["lone_p50_ms"] - bare["lone_p50_ms"]
+        print(f"  {name:22} {row['rps']:11,.1f} {share:7.0f}% {row['lone_p50_ms']:8.3f}ms "
+              f"{added:+7.3f} {row['errors']:7}")
+    default, no_fsync = table["default"], table["default, fsync off"]
+    share = default["rps"] / bare["rps"]
+    added = default["lone_p50_ms"] - bare["lone_p50_ms"]
+    added_no_fsync = no_fsync["lone_p50_ms"] - bare["lone_p50_ms"]
+    print("\nTargets:")
+    print(f"  default keeps >= 70% of bare's requests/s: {share:.0%} ({verdict(share >= 0.7)})")
+    print(f"  default adds <= one fsync + 1 ms for a lone client: {added:.3f} ms <= "
+          f"{fsync['p50_ms'] + 1:.3f} ms ({verdict(added <= fsync['p50_ms'] + 1)})")
+    print(f"  with audit.fsync false, <= 1 ms: {added_no_fsync:.3f} ms "
+          f"({verdict(added_no_fsync <= 1)})")
+    for peer, target in (("litellm", 20), ("portkey", 3)):
+        row = next((r for r in table.values() if r.get("peer") == peer), None)
+        if row is not None:
+            ratio = default["rps"] / max(row["rps"], 0.1)
+            print(f"  default >= {target}x {peer}'s requests/s: {ratio:.1f}x "
+                  f"({verdict(ratio >= target)})")
+
+
+if __name__ == "__main__":
+    main()

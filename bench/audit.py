@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,23 @@ from ironhold.audit.verify import verify_log
 from ironhold.store.sql import open_durable_engine, open_sql_store
 
 
-def sample_record(i: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Sample:
+    """A realistic record's fields, as the log takes them (an ``AuditRecord``)."""
+
+    request_id: str
+    data: dict[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        return self.data
+
+
+def sample_record(i: int) -> Sample:
+    fields = sample_fields(i)
+    return Sample(fields["request_id"], fields)
+
+
+def sample_fields(i: int) -> dict[str, Any]:
     return {
         "v": 1, "time": 1795400000.0 + i / 1000, "request_id": uuid.uuid4().hex,
         "principal": {"id": "agent:planner", "kind": "agent", "name": "planner",
@@ -106,7 +123,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
-    print(f"record size: {len(encode_record(sample_record(0), 123456))} bytes")
+    print(f"record size: {len(encode_record(sample_fields(0), 123456))} bytes")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         store = open_store(f"sqlite:///{base / 'audit.db'}", base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -67,3 +68,14 @@ def metric(gw: GatewayServer, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             total += float(match.group(3))
     return total
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An audit record for tests of the log itself: a request id and any other fields."""
+
+    request_id: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, object]:
+        return {"request_id": self.request_id, **self.extra}

@@ -21,10 +21,11 @@ from ironhold.audit.merkle import (
 from ironhold.audit.store import AuditStore
 from ironhold.audit.verify import verify_log
 from tests.audit.conftest import make_log, open_audit_store
+from tests.helpers import Entry
 
 
-def records(n: int, tag: str = "r") -> list[dict[str, object]]:
-    return [{"request_id": f"{tag}-{i}", "status": 200, "note": "é ✓"} for i in range(n)]
+def records(n: int, tag: str = "r") -> list[Entry]:
+    return [Entry(f"{tag}-{i}", {"status": 200, "note": "é ✓"}) for i in range(n)]
 
 
 def recomputed(store: AuditStore) -> Frontier:
@@ -126,7 +127,7 @@ def test_the_log_acknowledges_only_durable_records_and_batches_them(
     async def scenario() -> None:
         log = make_log(audit_store, signing_key)
         await log.start()
-        stored = await asyncio.gather(*(log.append({"request_id": f"q{i}"})
+        stored = await asyncio.gather(*(log.append(Entry(f"q{i}"))
                                         for i in range(200)))
         # Each acknowledgement is a committed row (read back through another path).
         assert sorted(r.seq for r in stored) == list(range(200))
@@ -148,11 +149,11 @@ def test_a_failed_write_is_not_acknowledged(tmp_path: Path,
     async def scenario() -> None:
         log = make_log(store, signing_key)
         await log.start()
-        await log.append({"request_id": "before"})
+        await log.append(Entry("before"))
         with store.engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE ironhold_audit_records")
         try:
-            await log.append({"request_id": "after"})
+            await log.append(Entry("after"))
         except Exception as exc:
             assert exc.__class__.__name__ == "AuditUnavailableError"
         else:

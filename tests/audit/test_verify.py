@@ -18,6 +18,7 @@ from ironhold.audit.merkle import Frontier, leaf_hash
 from ironhold.audit.store import AuditStore
 from ironhold.audit.verify import verify_log
 from tests.audit.conftest import make_log
+from tests.helpers import Entry
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def filled(audit_store: AuditStore, signing_key: Ed25519PrivateKey) -> Iterator[
         await log.start()
         for upto in (10, 25, 40):
             while audit_store.size() < upto:
-                await log.append({"request_id": f"req-{audit_store.size()}", "status": 200})
+                await log.append(Entry(f"req-{audit_store.size()}", {"status": 200}))
             await log.checkpoint()
         await log.close()
 
@@ -132,7 +133,7 @@ def test_an_outside_checkpoint_catches_a_log_rebuilt_with_the_key(
         log = make_log(filled, signing_key)
         await log.start()
         for i in range(10):
-            await log.append({"request_id": f"forged-{i}", "status": 200})
+            await log.append(Entry(f"forged-{i}", {"status": 200}))
         await log.checkpoint()
         await log.close()
 

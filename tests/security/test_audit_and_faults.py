@@ -19,7 +19,7 @@ from ironhold.audit.log import PENDING_BATCHES, AuditLog
 from ironhold.audit.store import AuditStore
 from ironhold.core.errors import AuditUnavailableError
 from ironhold.store.sql import open_durable_engine, open_sql_store
-from tests.helpers import CHAT, assert_openai_error, metric, post, wait_until
+from tests.helpers import CHAT, Entry, assert_openai_error, metric, post, wait_until
 from tests.security.conftest import audit_records
 from tests.servers import GatewayServer
 
@@ -53,7 +53,7 @@ def test_the_audit_queue_is_bounded(tmp_path: Path) -> None:
         queued = 0  # the writer is not started: nothing drains
         with pytest.raises(AuditUnavailableError):
             while True:
-                log.enqueue({"request_id": str(queued)})
+                log.enqueue(Entry(str(queued)))
                 queued += 1
         return queued
 

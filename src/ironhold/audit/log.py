@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ironhold.audit.checkpoint import Checkpoint, sign_checkpoint
+from ironhold.audit.record import AuditRecord
 from ironhold.audit.store import AuditStore, StoredRecord
 from ironhold.core.errors import AuditUnavailableError
 
@@ -94,7 +95,7 @@ class AuditLog:
         self._max_batch = max_batch
         self._max_pending = max_batch * PENDING_BATCHES
         self._sink = sink
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[StoredRecord]]] = []
+        self._pending: list[tuple[AuditRecord, asyncio.Future[StoredRecord]]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._committer: _Committer | None = None
@@ -109,12 +110,12 @@ class AuditLog:
         self._tasks = [asyncio.create_task(self._write_loop(), name="audit-writer"),
                        asyncio.create_task(self._checkpoint_loop(), name="audit-checkpoints")]
 
-    async def append(self, record: dict[str, Any]) -> StoredRecord:
+    async def append(self, record: AuditRecord) -> StoredRecord:
         """Queue ``record``; returns it stored (with its sequence number) once durable."""
         # Shielded: a client that disconnects must not cancel its record out of the batch.
         return await asyncio.shield(self.enqueue(record))
 
-    def enqueue(self, record: dict[str, Any]) -> asyncio.Future[StoredRecord]:
+    def enqueue(self, record: AuditRecord) -> asyncio.Future[StoredRecord]:
         """Queue ``record`` without waiting: the future resolves once it is durable. For a
         request that is being cancelled (its client left), which can no longer wait."""
         if self._closing:
@@ -140,7 +141,7 @@ class AuditLog:
             if self._closing:
                 return
 
-    async def _commit(self, batch: list[tuple[dict[str, Any],
+    async def _commit(self, batch: list[tuple[AuditRecord,
                                               asyncio.Future[StoredRecord]]]) -> None:
         records = [record for record, _ in batch]
         try:

@@ -1,83 +1,159 @@
 """The audit record: what one request did, as the canonical JSON a Merkle leaf is made of.
 
-A record is built from the finished ``Exchange`` (who, what, which policy and limits decided,
-where it went, what it cost, how it ended) plus the SHA-256 of the request and response bodies.
-The writer adds ``seq`` (its place in the log) and encodes it with sorted keys: those bytes are
+A ``RequestRecord`` is built from the finished ``Exchange`` (who, what, which policy and limits
+decided, where it went, what it cost, how it ended) plus the SHA-256 of the request and response
+bodies; an ``EventRecord`` says who changed who may do what. Both are typed up to the log, which
+takes any ``AuditRecord`` and asks it for its fields only when it encodes it. The writer adds
+``seq`` (its place in the log) and encodes it with sorted keys: those bytes are
 stored verbatim and hashed, so verification never depends on re-serialising.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
-from ironhold.core.exchange import Exchange, Principal
+from ironhold.core.exchange import (
+    Exchange,
+    GuardNote,
+    LimitOutcome,
+    PolicyDecision,
+    Principal,
+    Usage,
+)
 
-__all__ = ["RECORD_VERSION", "build_event_record", "build_record", "encode_record"]
+__all__ = ["RECORD_VERSION", "AuditRecord", "EventRecord", "RequestRecord",
+           "build_event_record", "build_record", "encode_record"]
 
 RECORD_VERSION = 1
 
+
+class AuditRecord(Protocol):
+    """What the log takes: anything with a request id and the fields of its JSON."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    def fields(self) -> Mapping[str, Any]:
+        """The record's JSON fields (without ``seq``: the writer assigns it)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What one request did: who, what, which policy and limits decided, where it went, what
+    it cost, how it ended."""
+
+    time: float
+    request_id: str
+    principal: Principal | None
+    client_ip: str
+    action: str
+    model: str
+    group: str | None
+    deployment: str | None
+    model_digest: str | None
+    stream: bool
+    policy: PolicyDecision | None
+    limits: LimitOutcome | None
+    usage: Usage | None
+    cost_micros: int | None
+    status: int | None
+    outcome: str
+    attempts: int
+    latency_ms: float
+    request_sha256: str | None
+    response_sha256: str | None
+    guard: tuple[GuardNote, ...] = ()
+    #: With ``audit.content``: the redacted request and response.
+    content: dict[str, Any] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        principal, policy, limits, usage = self.principal, self.policy, self.limits, self.usage
+        out: dict[str, Any] = {
+            "v": RECORD_VERSION,
+            "kind": "request",
+            "time": self.time,
+            "request_id": self.request_id,
+            "principal": principal.describe() if principal is not None else None,
+            "client_ip": self.client_ip,
+            "action": self.action,
+            "model": self.model,
+            "group": self.group,
+            "deployment": self.deployment,
+            "model_digest": self.model_digest,
+            "stream": self.stream,
+            "policy": None if policy is None else {
+                "allowed": policy.allowed, "policies": list(policy.policies),
+                "errors": list(policy.errors)},
+            "limits": None if limits is None else {
+                "allowed": limits.allowed, "counters": list(limits.counters),
+                "refused_by": limits.refused_by, "reserved_tokens": limits.reserved_tokens,
+                "reserved_cost_micros": limits.reserved_cost_micros},
+            "usage": None if usage is None else {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens},
+            "cost_micros": self.cost_micros,
+            "status": self.status,
+            "outcome": self.outcome,
+            "attempts": self.attempts,
+            "latency_ms": self.latency_ms,
+            "request_sha256": self.request_sha256,
+            "response_sha256": self.response_sha256,
+        }
+        if self.guard:
+            out["guard"] = [note.record() for note in self.guard]
+        if self.content is not None:
+            out["content"] = self.content
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A change to who may do what: a key created or revoked, a passport issued (a
+    delegation) or revoked."""
+
+    time: float
+    request_id: str
+    principal: Principal
+    client_ip: str
+    action: str
+    #: What changed, as the admin API shows it.
+    target: Mapping[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        return {"v": RECORD_VERSION, "kind": "event", "time": self.time,
+                "request_id": self.request_id, "principal": self.principal.describe(),
+                "client_ip": self.client_ip, "action": self.action,
+                "target": dict(self.target), "outcome": "ok"}
+
+
 def build_record(exchange: Exchange, status: int | None, outcome: str, response_sha256: str | None,
-                 content: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The record of a finished request (without ``seq``: the writer assigns it)."""
+                 content: dict[str, Any] | None = None) -> RequestRecord:
+    """The record of a finished request."""
     elapsed = time.perf_counter() - exchange.started
-    principal = exchange.principal
-    record: dict[str, Any] = {
-        "v": RECORD_VERSION,
-        "kind": "request",
-        "time": round(time.time() - elapsed, 6),
-        "request_id": exchange.request_id,
-        "principal": principal.describe() if principal is not None else None,
-        "client_ip": exchange.client_ip,
-        "action": exchange.operation.action,
-        "model": exchange.model,
-        "group": exchange.group,
-        "deployment": exchange.deployment,
-        "model_digest": exchange.model_digest,
-        "stream": exchange.stream,
-        "policy": None,
-        "limits": None,
-        "usage": None,
-        "cost_micros": exchange.cost_micros,
-        "status": status,
-        "outcome": outcome,
-        "attempts": exchange.attempts,
-        "latency_ms": round(elapsed * 1000, 3),
-        "request_sha256": exchange.body_sha256,
-        "response_sha256": response_sha256,
-    }
-    if exchange.policy is not None:
-        record["policy"] = {"allowed": exchange.policy.allowed,
-                            "policies": list(exchange.policy.policies),
-                            "errors": list(exchange.policy.errors)}
-    if exchange.limits is not None:
-        limits = exchange.limits
-        record["limits"] = {"allowed": limits.allowed, "counters": list(limits.counters),
-                            "refused_by": limits.refused_by,
-                            "reserved_tokens": limits.reserved_tokens,
-                            "reserved_cost_micros": limits.reserved_cost_micros}
-    if exchange.guard:
-        record["guard"] = [note.record() for note in exchange.guard]
-    if exchange.usage is not None:
-        record["usage"] = {"prompt_tokens": exchange.usage.prompt_tokens,
-                           "completion_tokens": exchange.usage.completion_tokens}
-    if content is not None:
-        record["content"] = content
-    return record
+    return RequestRecord(
+        time=round(time.time() - elapsed, 6), request_id=exchange.request_id,
+        principal=exchange.principal, client_ip=exchange.client_ip,
+        action=exchange.operation.action, model=exchange.model, group=exchange.group,
+        deployment=exchange.deployment, model_digest=exchange.model_digest,
+        stream=exchange.stream, policy=exchange.policy, limits=exchange.limits,
+        usage=exchange.usage, cost_micros=exchange.cost_micros, status=status,
+        outcome=outcome, attempts=exchange.attempts, latency_ms=round(elapsed * 1000, 3),
+        request_sha256=exchange.body_sha256, response_sha256=response_sha256,
+        guard=tuple(exchange.guard), content=content)
 
 
 def build_event_record(request_id: str, principal: Principal, action: str,
-                       target: dict[str, Any], client_ip: str) -> dict[str, Any]:
-    """The record of a change to who may do what: a key created or revoked, a passport
-    issued (a delegation) or revoked."""
-    return {"v": RECORD_VERSION, "kind": "event", "time": round(time.time(), 6),
-            "request_id": request_id, "principal": principal.describe(),
-            "client_ip": client_ip, "action": action, "target": target, "outcome": "ok"}
+                       target: Mapping[str, Any], client_ip: str) -> EventRecord:
+    return EventRecord(round(time.time(), 6), request_id, principal, client_ip, action, target)
 
 
-def encode_record(record: dict[str, Any], seq: int) -> bytes:
+def encode_record(record: Mapping[str, Any], seq: int) -> bytes:
     """The canonical bytes of a record at ``seq``: sorted keys, no whitespace, UTF-8.
 
     Every record can be encoded: one whose values JSON cannot hold (an integer past 64 bits, a

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from ironhold.audit.log import AuditLog
-from ironhold.audit.record import build_record
+from ironhold.audit.record import AuditRecord, build_record
 from ironhold.audit.redact import redact, redact_text
 from ironhold.core.errors import AuditUnavailableError, IronholdError
 from ironhold.core.events import Event
@@ -98,12 +98,12 @@ class AuditStage:
         except AuditUnavailableError:
             log.error("audit_record_lost", extra={"request_id": exchange.request_id})
 
-    async def record_event(self, record: dict[str, Any]) -> None:
+    async def record_event(self, record: AuditRecord) -> None:
         """Record a change to who may do what (made already), durably, before answering."""
         try:
             await self.log.append(record)
         except AuditUnavailableError:
-            log.error("audit_record_lost", extra={"request_id": record.get("request_id")})
+            log.error("audit_record_lost", extra={"request_id": record.request_id})
             if self._closed:
                 raise AuditUnavailableError(
                     "The change was made but could not be recorded in the audit log; check "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from ironhold.audit.merkle import (
     leaf_hash,
     perfect_nodes_needed,
 )
-from ironhold.audit.record import encode_record
+from ironhold.audit.record import AuditRecord, encode_record
 from ironhold.store.sql import audit_checkpoints, audit_records
 
 __all__ = ["AuditStore", "StoredRecord"]
@@ -84,7 +84,7 @@ class AuditStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def prepare(self, records: Sequence[Mapping[str, Any]], now: float) -> Prepared | None:
+    def prepare(self, records: Sequence[AuditRecord], now: float) -> Prepared | None:
         """Number, encode and hash ``records`` after the tail this store last wrote: pure CPU,
         so the writer runs it on the event loop (a worker thread doing CPU work would hold the
         GIL against the loop: latency spikes). None if the tail is unknown yet."""
@@ -93,7 +93,7 @@ class AuditStore:
             return None
         return _prepare(records, tail.copy(), now)
 
-    def append(self, records: Sequence[Mapping[str, Any]], now: float,
+    def append(self, records: Sequence[AuditRecord], now: float,
                prepared: Prepared | None = None) -> list[StoredRecord]:
         """Append ``records`` in order, durably, as one transaction; returns them stored.
         ``prepared`` (from ``prepare``) is used if the log's tail is still where it was."""
@@ -139,7 +139,7 @@ class AuditStore:
         self._tail = prepared.frontier
         return True
 
-    def _append_once(self, records: Sequence[Mapping[str, Any]], now: float,
+    def _append_once(self, records: Sequence[AuditRecord], now: float,
                      prepared: Prepared | None) -> list[StoredRecord]:
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -254,16 +254,15 @@ class Prepared:
     frontier: Frontier
 
 
-def _prepare(records: Sequence[Mapping[str, Any]], frontier: Frontier,
-             now: float) -> Prepared:
+def _prepare(records: Sequence[AuditRecord], frontier: Frontier, now: float) -> Prepared:
     start = frontier.size
     rows: list[StoredRecord] = []
     for offset, record in enumerate(records):
-        data = encode_record(dict(record), start + offset)
+        data = encode_record(record.fields(), start + offset)
         leaf = leaf_hash(data)
         nodes = b"".join(frontier.append(leaf))
-        rows.append(StoredRecord(start + offset, str(record.get("request_id", "")), now, leaf,
-                                 nodes, data.decode()))
+        rows.append(StoredRecord(start + offset, record.request_id, now, leaf, nodes,
+                                 data.decode()))
     return Prepared(start, rows, frontier)
 
 

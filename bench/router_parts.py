@@ -16,8 +16,6 @@ import uvloop
 from ironhold.bootstrap import build_gateway
 from ironhold.config import parse_config
 from ironhold.core.exchange import Exchange, Operation
-from ironhold.upstream.http import _client_timeout
-from ironhold.upstream.transport import Deadlines
 
 BODY = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"bench","choices":'
         b'[{"index":0,"message":{"role":"assistant","content":"pong"},"finish_reason":"stop"}],'
@@ -59,8 +57,6 @@ def main() -> None:
     timed("retry budget on_request", group.budget.on_request)
     timed("release a deployment", release)
     timed("attempt metric", lambda: gateway.metrics.upstream_attempt("bench", d.name, "200"))
-    timed("client timeout, cache miss", lambda: _client_timeout(
-        Deadlines(5.0, 60.0, round(600 - time.monotonic() % 1, 2)), False))
 
     async def trivial() -> None:
         return None

@@ -91,7 +91,9 @@ def test_the_retry_budget_stops_an_outage_from_being_multiplied(
 def test_a_brownout_gets_fast_429s_without_hammering_the_model_servers(
         make_gateway: Callable[..., GatewayServer],
         make_simulator: Callable[..., SimulatorServer]) -> None:
-    limited = [{"kind": "status", "status": 429, "rate": 1.0, "retry_after": 2}]
+    # A Retry-After far longer than the 30 requests take, even on a loaded machine: the test
+    # is about who gets called inside the window, not about its length.
+    limited = [{"kind": "status", "status": 429, "rate": 1.0, "retry_after": 60}]
     sims = [make_simulator(faults=limited) for _ in range(3)]
     gw = make_gateway([group("chat", *(s.url for s in sims))])
     key = gw.create_key()
@@ -99,7 +101,7 @@ def test_a_brownout_gets_fast_429s_without_hammering_the_model_servers(
         response = post(gw, key, CHAT)
         error = assert_openai_error(response, 429)
         assert error["code"] == "rate_limit_exceeded"
-        assert response.headers["retry-after"] in ("1", "2")
+        assert 50 <= int(response.headers["retry-after"]) <= 60
     # Each deployment said 429 once, then was left alone until its Retry-After.
     assert sum(served(*sims)) == 3
 

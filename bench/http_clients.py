@@ -1,8 +1,9 @@
-"""Which HTTP client for the upstream hop: aiohttp or httpx, measured, not assumed.
+"""Which HTTP client for the upstream hop: Ironhold's own transport, aiohttp or httpx, measured,
+not assumed.
 
 Each client sends N requests with C in flight over pooled keep-alive connections to the same
-fixed-response upstream (its own process), and we report requests/s and latency. The client runs
-on CPU 0, the upstream on CPU 1.
+fixed-response upstream (its own process), and we report requests/s, latency and the client's
+CPU per request. The client runs on CPU 0, the upstream on CPU 1.
 
     python bench/http_clients.py [--requests 20000] [--concurrency 32]
 """
@@ -22,6 +23,9 @@ import httpx
 import uvloop
 from overhead import free_port, pinned, wait_http  # this script's folder is on sys.path
 
+from ironhold.upstream.http import HttpTransport
+from ironhold.upstream.transport import Deadlines, UpstreamRequest
+
 BODY = b'{"model":"bench","messages":[{"role":"user","content":"ping"}]}'
 
 
@@ -36,6 +40,22 @@ async def with_aiohttp(url: str, n: int, c: int) -> list[float]:
                     await r.read()
                 latencies.append(time.perf_counter() - t)
         await asyncio.gather(*(worker(n // c) for _ in range(c)))
+    return latencies
+
+
+async def with_ironhold(url: str, n: int, c: int) -> list[float]:
+    latencies: list[float] = []
+    transport = HttpTransport(url.removesuffix("/chat/completions"), max_connections=c)
+    request = UpstreamRequest("/chat/completions", BODY, False, Deadlines(5, 30, 30))
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            t = time.perf_counter()
+            response = await transport.send(request)
+            await response.read()
+            latencies.append(time.perf_counter() - t)
+    await asyncio.gather(*(worker(n // c) for _ in range(c)))
+    await transport.close()
     return latencies
 
 
@@ -68,16 +88,19 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         wait_http(url.replace("/chat/completions", "/models"))
-        print(f"{'client':8} {'version':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-        for name, fn, version in (("aiohttp", with_aiohttp, aiohttp.__version__),
+        print(f"{'client':8} {'version':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'CPU µs/req':>10}")
+        for name, fn, version in (("ironhold", with_ironhold, "own"),
+                                  ("aiohttp", with_aiohttp, aiohttp.__version__),
                                   ("httpx", with_httpx, httpx.__version__)):
             uvloop.run(fn(url, 2000, args.concurrency))  # warm-up
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             latencies = sorted(uvloop.run(fn(url, args.requests, args.concurrency)))
+            used = (time.process_time() - cpu) / len(latencies) * 1e6
             rps = len(latencies) / (time.perf_counter() - start)
             p50 = latencies[len(latencies) // 2] * 1000
             p99 = latencies[int(len(latencies) * 0.99)] * 1000
-            print(f"{name:8} {version:>8} {rps:9.0f} {p50:8.2f} {p99:8.2f}")
+            print(f"{name:8} {version:>8} {rps:9.0f} {p50:8.2f} {p99:8.2f} {used:10.0f}")
     finally:
         upstream.terminate()
         upstream.wait()

@@ -98,6 +98,12 @@ class HttpResponse:
 
     async def read(self) -> bytes:
         try:
+            if self._mode == "length" and self._conn is not None and not self._done:
+                # The common case, without the generator.
+                async with asyncio.timeout_at(self._limit()):
+                    data = await self._conn.reader.readexactly(self._length)
+                self._done = True
+                return data
             parts = [part async for part in self._body(whole=True)]
         except TimeoutError as exc:
             raise UpstreamTimeoutError("the model server did not finish in time") from exc
@@ -125,14 +131,8 @@ class HttpResponse:
         if conn is None or self._done:
             return
         reader = conn.reader
-        if self._mode == "length":
+        if self._mode == "length":  # a stream's (a whole answer's is read by ``read``)
             left = self._length
-            if whole:
-                async with asyncio.timeout_at(self._limit()):
-                    data = await reader.readexactly(left)
-                self._done = True
-                yield data
-                return
             while left:
                 async with asyncio.timeout_at(self._limit()):
                     data = await reader.read(min(left, _READ))
@@ -274,7 +274,10 @@ class HttpTransport:
     async def _exchange(self, data: bytes, deadlines: Deadlines, stream: bool) -> HttpResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadlines.total
-        async with asyncio.timeout_at(deadline):
+        if self._slots.locked():  # every connection is busy: wait, within the deadline
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        else:
             await self._slots.acquire()
         conn: _Connection | None = None
         try:

@@ -197,6 +197,9 @@ def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None 
              where: str = "") -> list[Finding]:
     """Personal data in ``text``, in order, without overlaps (the first kind to claim a span
     wins: a card number is not also reported as a phone number)."""
+    digits = _DIGIT.search(text) is not None  # every kind but e-mail and IPv6 needs one
+    if not digits and "@" not in text and ":" not in text:
+        return []  # the common short text: nothing any kind could match
     wanted = set(kinds)
     found: list[Finding] = []
     # One byte a character, set where a find lies: an overlap check costs the length of the
@@ -207,7 +210,6 @@ def scan_pii(text: str, *, kinds: Iterable[str] = PII_KINDS, region: str | None 
         if taken.claim(start, end):
             found.append(Finding("pii", kind, "LLM02", 1.0, start, end, where, kind))
 
-    digits = _DIGIT.search(text) is not None  # every kind but e-mail and IPv6 needs one
     # Up to 3 characters before a run ("+(" and the character a look-behind reads) and 2 after
     # (a DNI's "-Z" and the character a look-ahead reads).
     runs = [m.span() for m in _DIGIT_RUN.finditer(text)] if digits else []

@@ -15,7 +15,6 @@ Results go to stdout and bench/results/before_after.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from overhead import free_port, load, machine, pinned, progress, stop, wait_http
+from overhead import free_port, load, machine, pinned, progress, save, serve_ironhold, stop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -38,28 +37,10 @@ CONFIGS = {
 
 def start(src: Path, workdir: Path, upstream: str, sections: str
           ) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    config = workdir / "ironhold.yaml"
-    config.write_text(f"""
-server: {{host: 127.0.0.1, port: {port}}}
-state: {{url: "sqlite:///./state.db"}}
-logging: {{level: warning, access: false}}
-{sections}
-models:
-  - name: bench
-    deployments: [{{url: "{upstream}"}}]
-""")
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    key = json.loads(subprocess.run(
-        [PY, "-m", "ironhold", "keys", "create", "-c", str(config), "--name", "bench", "--json",
-         "--rpm", "10000000", "--tpm", "1000000000", "--concurrency", "100000"],
-        capture_output=True, text=True, check=True, env=env).stdout)["key"]
-    log = (workdir / "ironhold.log").open("wb")
-    process = subprocess.Popen([*pinned(0), PY, "-m", "ironhold", "serve", "-c", str(config)],
-                               stdout=log, stderr=log, env=env)
-    wait_http(f"http://127.0.0.1:{port}/readyz")
-    return process, f"http://127.0.0.1:{port}/v1/chat/completions", key
+    return serve_ironhold(
+        workdir, upstream, "logging: {level: warning, access: false}\n" + sections,
+        env={**os.environ, "PYTHONPATH": str(src)},
+        key_args=("--rpm", "10000000", "--tpm", "1000000000", "--concurrency", "100000"))
 
 
 def main() -> None:
@@ -127,9 +108,7 @@ def main() -> None:
             for side in trees:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                                 str(work / side)], capture_output=True)
-    out = HERE / "results" / "before_after.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = save(results, "before_after")
     print(f"\nMachine: {results['machine']}")
     kind = "streamed" if args.stream else "whole"
     print(f"Maximum requests/s ({kind} answers), {base_rev} (base) against {head_rev} (head), "

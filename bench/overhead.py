@@ -78,27 +78,54 @@ def progress(text: str) -> None:
     print(f"• {text}", file=sys.stderr, flush=True)
 
 
-def start_ironhold(workdir: Path, upstream: str, audit: bool = True, fsync: bool = True,
-                   guard: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
+def serve_ironhold(workdir: Path, upstream: str, sections: str = "",
+                   env: dict[str, str] | None = None, key_args: tuple[str, ...] = ()
+                   ) -> tuple[subprocess.Popen[bytes], str, str]:
+    """An Ironhold process pinned to CPU 0, in front of ``upstream``, its config the defaults
+    plus ``sections`` (YAML), with a fresh key; returns it, its chat URL and the key."""
     port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "ironhold.yaml"
     config.write_text(f"""
 server: {{host: 127.0.0.1, port: {port}}}
 state: {{url: "sqlite:///./state.db"}}
-audit: {{enabled: {str(audit).lower()}, fsync: {str(fsync).lower()}}}
-guard: {{enabled: {str(guard).lower()}}}
+{sections}
 models:
   - name: bench
     deployments: [{{url: "{upstream}"}}]
 """)
     key = json.loads(subprocess.run(
-        [PY, "-m", "ironhold", "keys", "create", "-c", str(config), "--name", "bench", "--json"],
-        capture_output=True, text=True, check=True).stdout)["key"]
+        [PY, "-m", "ironhold", "keys", "create", "-c", str(config), "--name", "bench", "--json",
+         *key_args], capture_output=True, text=True, check=True, cwd=workdir, env=env
+    ).stdout)["key"]
     log = (workdir / "ironhold.log").open("wb")
     process = subprocess.Popen([*pinned(0), PY, "-m", "ironhold", "serve", "-c", str(config)],
-                               stdout=log, stderr=log)
+                               stdout=log, stderr=log, cwd=workdir, env=env)
     wait_http(f"http://127.0.0.1:{port}/readyz")
     return process, f"http://127.0.0.1:{port}/v1/chat/completions", key
+
+
+def start_ironhold(workdir: Path, upstream: str, audit: bool = True, fsync: bool = True,
+                   guard: bool = True) -> tuple[subprocess.Popen[bytes], str, str]:
+    return serve_ironhold(workdir, upstream, f"""
+audit: {{enabled: {str(audit).lower()}, fsync: {str(fsync).lower()}}}
+guard: {{enabled: {str(guard).lower()}}}
+""")
+
+
+def start_upstream() -> tuple[subprocess.Popen[bytes], str]:
+    """The fixed-response upstream pinned to CPU 1; returns it and its base URL (``.../v1``)."""
+    port = free_port()
+    process = subprocess.Popen([*pinned(1), PY, str(HERE / "fixed_upstream.py"), str(port)])
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+def save(results: dict[str, Any], name: str) -> Path:
+    """Write ``results`` to bench/results/NAME.json; returns the path."""
+    out = HERE / "results" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    return out
 
 
 def start_litellm(binary: str, workdir: Path, upstream: str) -> tuple[subprocess.Popen[bytes],
@@ -162,10 +189,7 @@ def main() -> None:
                                "seconds": args.seconds, "repeats": args.repeats}
     with tempfile.TemporaryDirectory(prefix="ironhold-bench-") as tmp:
         workdir = Path(tmp)
-        up_port = free_port()
-        upstream_process = subprocess.Popen([*pinned(1), PY, str(HERE / "fixed_upstream.py"),
-                                             str(up_port)])
-        upstream = f"http://127.0.0.1:{up_port}/v1"
+        upstream_process, upstream = start_upstream()
         direct = upstream + "/chat/completions"
         processes = [upstream_process]
         try:
@@ -224,9 +248,7 @@ def main() -> None:
         finally:
             for process in processes:
                 stop(process)
-    out = HERE / "results" / "overhead.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = save(results, "overhead")
     report(results)
     print(f"\nfull results: {out}")
 

@@ -43,7 +43,10 @@ from overhead import (
     machine,
     pinned,
     progress,
+    save,
+    serve_ironhold,
     start_litellm,
+    start_upstream,
     stop,
     wait_http,
 )
@@ -81,29 +84,6 @@ def fsync_ms(directory: Path, samples: int = 200) -> dict[str, float]:
             "p90_ms": round(times[int(len(times) * 0.9)], 3)}
 
 
-def start_ironhold(workdir: Path, upstream: str, sections: str
-                   ) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    workdir.mkdir(parents=True)
-    config = workdir / "ironhold.yaml"
-    config.write_text(f"""
-server: {{host: 127.0.0.1, port: {port}}}
-state: {{url: "sqlite:///./state.db"}}
-{sections}
-models:
-  - name: bench
-    deployments: [{{url: "{upstream}"}}]
-""")
-    key = json.loads(subprocess.run(
-        [PY, "-m", "ironhold", "keys", "create", "-c", str(config), "--name", "bench", "--json"],
-        capture_output=True, text=True, check=True, cwd=workdir).stdout)["key"]
-    log = (workdir / "ironhold.log").open("wb")
-    process = subprocess.Popen([*pinned(0), PY, "-m", "ironhold", "serve", "-c", str(config)],
-                               stdout=log, stderr=log, cwd=workdir)
-    wait_http(f"http://127.0.0.1:{port}/readyz")
-    return process, f"http://127.0.0.1:{port}/v1/chat/completions", key
-
-
 def start_portkey(start_server: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = (workdir / "portkey.log").open("wb")
@@ -112,6 +92,17 @@ def start_portkey(start_server: str, workdir: Path) -> tuple[subprocess.Popen[by
                                env={**os.environ, "NODE_ENV": "production"})
     wait_http(f"http://127.0.0.1:{port}/", seconds=60)
     return process, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def measure_peer(url: str, key: str, headers: dict[str, str],
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """A peer gateway's turn: warm-up, then the same three measurements as Ironhold's."""
+    load(url, key, concurrency=args.concurrency, seconds=3, headers=headers)
+    busy = load(url, key, concurrency=args.concurrency, seconds=args.seconds, headers=headers)
+    some = load(url, key, concurrency=args.few, seconds=args.seconds / 2, headers=headers)
+    alone = load(url, key, concurrency=1, seconds=args.seconds / 2, headers=headers)
+    return {"rps": busy["rps"], "few_rps": some["rps"], "lone_p50_ms": alone["p50_ms"],
+            "errors": busy["errors"] + some["errors"] + alone["errors"]}
 
 
 def package_version(start_server: str) -> str:
@@ -140,10 +131,7 @@ def main() -> None:
                                "few": args.few}
     with tempfile.TemporaryDirectory(prefix="ironhold-bench-") as tmp:
         workdir = Path(tmp)
-        up_port = free_port()
-        upstream_process = subprocess.Popen([*pinned(1), PY, str(HERE / "fixed_upstream.py"),
-                                             str(up_port)])
-        upstream = f"http://127.0.0.1:{up_port}/v1"
+        upstream_process, upstream = start_upstream()
         processes = [upstream_process]
         try:
             progress("measuring the disk's fsync time where the audit logs live")
@@ -151,7 +139,7 @@ def main() -> None:
             gateways: dict[str, tuple[str, str]] = {}
             for number, (name, sections) in enumerate(CONFIGS.items()):
                 progress(f"starting Ironhold '{name}' (pinned to CPU 0)")
-                process, url, key = start_ironhold(workdir / f"ironhold-{number}", upstream,
+                process, url, key = serve_ironhold(workdir / f"ironhold-{number}", upstream,
                                                    sections)
                 processes.append(process)
                 gateways[name] = (url, key)
@@ -197,19 +185,13 @@ def main() -> None:
                 progress("starting LiteLLM's proxy (one worker, pinned to CPU 0)")
                 process, url, key = start_litellm(args.litellm, workdir, upstream)
                 processes.append(process)
-                load(url, key, concurrency=args.concurrency, seconds=3)
                 progress("LiteLLM")
-                busy = load(url, key, concurrency=args.concurrency, seconds=args.seconds)
-                some = load(url, key, concurrency=args.few, seconds=args.seconds / 2)
-                alone = load(url, key, concurrency=1, seconds=args.seconds / 2)
+                row = measure_peer(url, key, {}, args)
                 version = subprocess.run(
                     [str(Path(args.litellm).parent / "python"), "-c",
                      "import importlib.metadata as m; print(m.version('litellm'))"],
                     capture_output=True, text=True).stdout.strip()
-                table[f"LiteLLM {version}"] = {
-                    "rps": busy["rps"], "few_rps": some["rps"], "lone_p50_ms": alone["p50_ms"],
-                    "errors": busy["errors"] + some["errors"] + alone["errors"],
-                    "peer": "litellm"}
+                table[f"LiteLLM {version}"] = {**row, "peer": "litellm"}
                 stop(process)
                 processes.remove(process)
             if args.portkey:
@@ -217,27 +199,16 @@ def main() -> None:
                 process, url = start_portkey(args.portkey, workdir)
                 processes.append(process)
                 routing = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream}
-                load(url, "none", concurrency=args.concurrency, seconds=3, headers=routing)
                 progress("Portkey")
-                busy = load(url, "none", concurrency=args.concurrency, seconds=args.seconds,
-                            headers=routing)
-                some = load(url, "none", concurrency=args.few, seconds=args.seconds / 2,
-                            headers=routing)
-                alone = load(url, "none", concurrency=1, seconds=args.seconds / 2,
-                             headers=routing)
-                table[f"Portkey {package_version(args.portkey)}"] = {
-                    "rps": busy["rps"], "few_rps": some["rps"], "lone_p50_ms": alone["p50_ms"],
-                    "errors": busy["errors"] + some["errors"] + alone["errors"],
-                    "peer": "portkey"}
+                row = measure_peer(url, "none", routing, args)
+                table[f"Portkey {package_version(args.portkey)}"] = {**row, "peer": "portkey"}
                 stop(process)
                 processes.remove(process)
             results["table"] = table
         finally:
             for process in processes:
                 stop(process)
-    out = HERE / "results" / "trust_stack.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = save(results, "trust_stack")
     report(results)
     print(f"\nfull results: {out}")
 

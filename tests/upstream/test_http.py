@@ -290,3 +290,30 @@ async def test_health_checks_want_a_2xx(serve: Callable[[Handler], Awaitable[Ser
     assert not await transport.check("/models", 1.0)
     assert server.requests[0].startswith(b"GET /v1/models HTTP/1.1\r\n")
     await transport.close()
+
+
+async def test_a_chunked_answer_is_read_whole_and_a_length_framed_stream_in_pieces(
+        serve: Callable[[Handler], Awaitable[Server]]) -> None:
+    answers = iter([
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\n" + BODY[:5] + b"\r\n" + f"{len(BODY) - 5:x}".encode() + b"\r\n" + BODY[5:]
+        + b"\r\n0\r\nX-Trailer: ignored\r\n\r\n",
+        ok(),
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ])
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      server: Server) -> None:
+        while await read_request(reader, server) is not None:
+            writer.write(next(answers))
+            await writer.drain()
+
+    server = await serve(handler)
+    transport = HttpTransport(server.url)
+    assert await (await transport.send(request())).read() == BODY
+    streamed = await transport.send(request(stream=True))
+    assert b"".join([chunk async for chunk in streamed.chunks()]) == BODY
+    empty = await transport.send(request())
+    assert empty.status == 204 and await empty.read() == b""
+    assert server.connections == 1  # every answer was read to its end: one connection
+    await transport.close()

@@ -162,3 +162,19 @@ def test_a_failed_write_is_not_acknowledged(tmp_path: Path,
 
     asyncio.run(scenario())
     store.close()
+
+
+def test_a_caller_that_stops_waiting_does_not_take_its_record_out_of_the_batch(
+        audit_store: AuditStore, signing_key: Ed25519PrivateKey) -> None:
+    async def scenario() -> None:
+        log = make_log(audit_store, signing_key)
+        await log.start()
+        waiting = asyncio.create_task(log.append(Entry("left-early")))
+        await asyncio.sleep(0)  # queued, not yet committed
+        waiting.cancel()
+        await log.append(Entry("stayed"))
+        await log.close()
+        assert waiting.cancelled()
+
+    asyncio.run(scenario())
+    assert [row.request_id for row in audit_store.records()] == ["left-early", "stayed"]

@@ -112,8 +112,9 @@ class AuditLog:
 
     async def append(self, record: AuditRecord) -> StoredRecord:
         """Queue ``record``; returns it stored (with its sequence number) once durable."""
-        # Shielded: a client that disconnects must not cancel its record out of the batch.
-        return await asyncio.shield(self.enqueue(record))
+        # A caller cancelled while it waits (its client left) cancels only its own future:
+        # the record stays in the batch and is written all the same.
+        return await self.enqueue(record)
 
     def enqueue(self, record: AuditRecord) -> asyncio.Future[StoredRecord]:
         """Queue ``record`` without waiting: the future resolves once it is durable. For a

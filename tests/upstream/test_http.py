@@ -88,6 +88,18 @@ def keep_alive(answer: bytes, times: int = 100) -> Handler:
     return handler
 
 
+def in_turn(answers: list[bytes]) -> Handler:
+    """Answers the requests, on whatever connection they come, with ``answers`` in turn."""
+    queue = iter(answers)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      server: Server) -> None:
+        while await read_request(reader, server) is not None:
+            writer.write(next(queue))
+            await writer.drain()
+    return handler
+
+
 def ok(body: bytes = BODY, extra: bytes = b"") -> bytes:
     return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
             + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
@@ -276,15 +288,7 @@ async def test_header_values_cannot_split_the_request(
 
 
 async def test_health_checks_want_a_2xx(serve: Callable[[Handler], Awaitable[Server]]) -> None:
-    answers = iter([ok(b"[]"), b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"])
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      server: Server) -> None:
-        while await read_request(reader, server) is not None:
-            writer.write(next(answers))
-            await writer.drain()
-
-    server = await serve(handler)
+    server = await serve(in_turn([ok(b"[]"), b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"]))
     transport = HttpTransport(server.url)
     assert await transport.check("/models", 1.0)
     assert not await transport.check("/models", 1.0)
@@ -294,21 +298,13 @@ async def test_health_checks_want_a_2xx(serve: Callable[[Handler], Awaitable[Ser
 
 async def test_a_chunked_answer_is_read_whole_and_a_length_framed_stream_in_pieces(
         serve: Callable[[Handler], Awaitable[Server]]) -> None:
-    answers = iter([
+    server = await serve(in_turn([
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"5\r\n" + BODY[:5] + b"\r\n" + f"{len(BODY) - 5:x}".encode() + b"\r\n" + BODY[5:]
         + b"\r\n0\r\nX-Trailer: ignored\r\n\r\n",
         ok(),
         b"HTTP/1.1 204 No Content\r\n\r\n",
-    ])
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      server: Server) -> None:
-        while await read_request(reader, server) is not None:
-            writer.write(next(answers))
-            await writer.drain()
-
-    server = await serve(handler)
+    ]))
     transport = HttpTransport(server.url)
     assert await (await transport.send(request())).read() == BODY
     streamed = await transport.send(request(stream=True))

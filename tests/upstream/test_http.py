@@ -187,7 +187,12 @@ async def test_an_idle_connection_the_server_closed_is_not_reused(
     transport = HttpTransport(server.url)
     for _ in range(3):
         assert await (await transport.send(request())).read() == BODY
-        await asyncio.sleep(0.05)  # the server's FIN arrives while the connection is idle
+        # Wait (however long a loaded machine takes) until the server's FIN has reached the
+        # pooled connection while it sits idle.
+        for _ in range(2000):  # 10 s at most
+            if not server.open_now and not any(c.usable() for c in transport._idle):
+                break
+            await asyncio.sleep(0.005)
     assert server.connections == 3
     await transport.close()
 

@@ -119,8 +119,7 @@ class AuditStore:
         try:
             cursor = conn.cursor()
             try:
-                cursor.executemany(_INSERT, [(r.seq, r.request_id, r.recorded_at, r.leaf_hash,
-                                              r.nodes, r.record) for r in prepared.rows])
+                cursor.executemany(_INSERT, prepared.values())
             finally:
                 cursor.close()
             conn.commit()
@@ -152,9 +151,7 @@ class AuditStore:
                 prepared = _prepare(records, frontier, now)
             # The driver's executemany: no per-row Python work beyond building the tuples.
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            conn.exec_driver_sql(_INSERT.replace("?", mark), [
-                (r.seq, r.request_id, r.recorded_at, r.leaf_hash, r.nodes, r.record)
-                for r in prepared.rows])
+            conn.exec_driver_sql(_INSERT.replace("?", mark), prepared.values())
         self._tail = prepared.frontier
         return prepared.rows
 
@@ -252,6 +249,11 @@ class Prepared:
     start: int
     rows: list[StoredRecord]
     frontier: Frontier
+
+    def values(self) -> list[tuple[int, str, float, bytes, bytes, str]]:
+        """The rows as ``_INSERT`` takes them."""
+        return [(r.seq, r.request_id, r.recorded_at, r.leaf_hash, r.nodes, r.record)
+                for r in self.rows]
 
 
 def _prepare(records: Sequence[AuditRecord], frontier: Frontier, now: float) -> Prepared:

@@ -52,9 +52,9 @@ class Plan:
 
     input: dict[str, ScannerConfig]
     output: dict[str, ScannerConfig]
-    #: The scanners that are not off, by name, in the config's order.
-    input_scanners: tuple[tuple[str, Scanner], ...]
-    output_scanners: tuple[tuple[str, Scanner], ...]
+    #: The scanners that are not off, in the config's order.
+    input_scanners: tuple[Scanner, ...]
+    output_scanners: tuple[Scanner, ...]
     on_error: str
     canary: bool
     stream_hold: int
@@ -118,8 +118,8 @@ class Guard:
         return Plan(inputs, outputs, self._arm(inputs), self._arm(outputs),
                     self.config.on_error, self.config.canary, self.config.stream_hold)
 
-    def _arm(self, options: dict[str, ScannerConfig]) -> tuple[tuple[str, Scanner], ...]:
-        return tuple((name, build_scanner(name, o, self._shared))
+    def _arm(self, options: dict[str, ScannerConfig]) -> tuple[Scanner, ...]:
+        return tuple(build_scanner(name, o, self._shared)
                      for name, o in options.items() if o.action != "off")
 
     # -- input ---------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class Guard:
     def _input_findings(self, plan: Plan, seg: Segment) -> list[Finding]:
         # Every role: the model reads a client-written assistant turn as its own words.
         found: list[Finding] = []
-        for _, scanner in plan.input_scanners:
+        for scanner in plan.input_scanners:
             found += scanner.scan(seg.text, seg.where)
         return found
 
@@ -189,7 +189,7 @@ class Guard:
         """What the output scanners find in ``text``; ``refusal``: also look for a refusal
         (which only makes sense at the start of an answer)."""
         found: list[Finding] = []
-        for _, scanner in plan.output_scanners:
+        for scanner in plan.output_scanners:
             found += scanner.scan(text, where, state)
         if refusal:
             found += scan_refusal(text, where)

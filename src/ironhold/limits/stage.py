@@ -28,7 +28,6 @@ class LimitsStage:
     def __init__(self, quotas: Quotas, pricer: Pricer):
         self.quotas = quotas
         self.pricer = pricer
-        self._config = quotas.config
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
         principal = exchange.principal
@@ -47,7 +46,7 @@ class LimitsStage:
         store = self.quotas.store
         try:
             admission: Admission | None = await store.admit(
-                charges, Ask(lease, tokens, cost, now, self._config.lease_ttl))
+                charges, Ask(lease, tokens, cost, now, self.quotas.config.lease_ttl))
         except Exception as exc:
             exchange.limits = LimitOutcome(False, counters, "store_unavailable")
             self.quotas.store_failed(exc)  # returns only when the policy admits
@@ -82,7 +81,7 @@ class LimitsStage:
         if exchange.operation is Operation.EMBEDDING:
             return 0
         body = exchange.body
-        per_choice = self._config.default_completion_tokens
+        per_choice = self.quotas.config.default_completion_tokens
         for name in ("max_completion_tokens", "max_tokens"):
             value = body.get(name)
             if isinstance(value, int) and value > 0:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ironhold.audit.auditor import Auditor
 from ironhold.audit.log import AuditLog
 from ironhold.audit.stage import AuditStage
 from ironhold.audit.store import AuditStore
@@ -83,7 +84,7 @@ class Gateway:
     pricer: Pricer
     router: Router
     handle: Handler
-    audit: AuditStage | None = None
+    audit: Auditor | None = None
     audit_stream: NatsAuditStream | None = None
     local_servers: list[LocalModelServer] = field(default_factory=list)
     health_checkers: list[HealthChecker] = field(default_factory=list)
@@ -167,13 +168,13 @@ def audit_signing_key_path(config: Config) -> Path:
 
 
 def build_audit(config: Config, store: SqlStore,
-                pricer: Pricer) -> tuple[AuditStage, NatsAuditStream | None]:
+                pricer: Pricer) -> tuple[Auditor, NatsAuditStream | None]:
     audit = config.audit
     key = load_or_create_ed25519(audit_signing_key_path(config), "audit.signing_key")
     stream = NatsAuditStream(audit.nats, audit.origin) if audit.nats is not None else None
     log_ = AuditLog(open_audit_store(config, store), key, audit.origin,
                     audit.checkpoint_interval, audit.max_batch, stream)
-    return AuditStage(log_, audit.on_store_error, audit.content, pricer.answer), stream
+    return Auditor(log_, audit.on_store_error, audit.content, pricer.answer), stream
 
 
 def build_guard(config: Config) -> GuardStage:
@@ -236,7 +237,7 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if audit is not None:
         resources.push_async_callback(_quietly, asyncio.to_thread, audit.log.store.close)
         resources.push_async_callback(_quietly, audit.log.close)
-        stages.append(audit)
+        stages.append(AuditStage(audit))
     stages.append(IdentityStage(authenticator))
     if authorizer is not None:
         stages.append(PolicyStage(authorizer))

@@ -1,0 +1,91 @@
+"""The auditor: the one service that puts records in the audit log and decides what a lost
+record means. The audit stage uses it for requests, the admin and token routes for changes to
+who may do what; neither calls the other."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import orjson
+
+from ironhold.audit.log import AuditLog
+from ironhold.audit.record import AuditRecord, build_record
+from ironhold.audit.redact import redact, redact_text
+from ironhold.core.errors import AuditUnavailableError
+from ironhold.core.exchange import Exchange
+
+__all__ = ["Auditor", "Pricer"]
+
+log = logging.getLogger("ironhold.audit")
+
+#: Prices the answer (micro-dollars) from ``exchange.usage`` when nothing has yet.
+Pricer = Callable[[Exchange], int | None]
+
+
+class Auditor:
+    def __init__(self, audit: AuditLog, on_store_error: Literal["open", "closed"] = "closed",
+                 content: bool = False, pricer: Pricer | None = None):
+        self.log = audit
+        self._closed = on_store_error == "closed"
+        #: ``audit.content``: records keep the redacted request and response.
+        self.keep_content = content
+        self._pricer = pricer
+
+    async def record(self, exchange: Exchange, status: int | None, outcome: str,
+                     response_sha256: str | None, response: bytes | None,
+                     refused: bool = False) -> None:
+        """Append the request's record and wait until it is durable. Raises
+        ``AuditUnavailableError`` if it is lost and an answer must not go out unrecorded."""
+        self._price(exchange)
+        # Redaction scans every string of both bodies: off the loop.
+        content = (await asyncio.to_thread(self._content_of, exchange, response)
+                   if self.keep_content else None)
+        try:
+            await self.log.append(build_record(exchange, status, outcome, response_sha256,
+                                               content))
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": exchange.request_id})
+            # A refusal gave the client nothing: it goes out as it is. An answer does not
+            # go out unrecorded (unless ``on_store_error: open``).
+            if self._closed and not refused:
+                raise AuditUnavailableError(
+                    "The request could not be recorded in the audit log, so it is not "
+                    f"answered (request id {exchange.request_id}); try again shortly."
+                ) from None
+
+    def record_cancelled(self, exchange: Exchange) -> None:
+        """Queue the record of a request whose client left, without waiting (the task is
+        being cancelled and can wait for nothing)."""
+        self._price(exchange)
+        try:
+            self.log.enqueue(build_record(exchange, None, "client_closed", None, None))
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": exchange.request_id})
+
+    async def record_event(self, record: AuditRecord) -> None:
+        """Record a change to who may do what (made already), durably, before answering."""
+        try:
+            await self.log.append(record)
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": record.request_id})
+            if self._closed:
+                raise AuditUnavailableError(
+                    "The change was made but could not be recorded in the audit log; check "
+                    "the log's storage."
+                ) from None
+
+    def _price(self, exchange: Exchange) -> None:
+        if exchange.cost_micros is None and exchange.usage is not None and self._pricer:
+            exchange.cost_micros = self._pricer(exchange)
+
+    def _content_of(self, exchange: Exchange, response: bytes | None) -> dict[str, Any]:
+        content: dict[str, Any] = {"request": redact(exchange.body)}
+        if response:
+            try:
+                content["response"] = redact(orjson.loads(response))
+            except orjson.JSONDecodeError:
+                content["response"] = redact_text(response.decode("utf-8", "replace"))
+        return content

@@ -11,6 +11,7 @@ import pytest
 
 from ironhold.core.errors import ArtifactIntegrityError
 from ironhold.guard import InjectionModel, InjectionScanner
+from ironhold.guard import secrets as secrets_module
 from ironhold.guard.classifier import BUNDLED_MODEL
 from ironhold.guard.features import tokens
 from ironhold.guard.leaks import SystemPromptLeak, new_canary, scan_leaks, scan_refusal
@@ -183,6 +184,21 @@ def test_rule_anchors_never_hide_a_match() -> None:
                 assert any(a in m.group() for a in rule.anchors), (rule.name, m.group())
                 matched += 1
     assert matched > 500
+
+
+def test_the_secrets_check_first_never_hides_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short texts are first checked for a long word, a keyword or a key header: every text
+    # must come out as the full scan alone finds it.
+    texts = [orjson.loads(line)["text"]
+             for line in (ROOT / "data/guard/train.jsonl").read_bytes().splitlines()]
+    texts += ["pwd='x'", "PASSWORD: hunter22", "-----begin rsa private key-----", "ok", "",
+              "a\tAKIAIOSFODNN7EXAMPLE", "token=ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+              "Contraseña = 'abc12345xyz'"]
+    checked = [scan_secrets(t) for t in texts]
+    assert sum(map(len, checked)) >= 10
+    assert sum(not secrets_module._may_hold_secret(t) for t in texts) > 1000  # it does skip
+    monkeypatch.setattr(secrets_module, "_CHECK_FIRST", -1)
+    assert [scan_secrets(t) for t in texts] == checked
 
 
 def test_email_and_phone_edges() -> None:

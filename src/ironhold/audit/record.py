@@ -43,7 +43,7 @@ class AuditRecord(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestRecord:
     """What one request did: who, what, which policy and limits decided, where it went, what
     it cost, how it ended."""

@@ -159,9 +159,11 @@ class Guard:
 
     # -- output --------------------------------------------------------------------------
 
-    def scan_output(self, state: RequestGuard, segments: Iterable[Segment]) -> None:
-        """Scan and act on the answer's texts, in place (raises ``GuardBlockedError``)."""
+    def scan_output(self, state: RequestGuard, segments: Iterable[Segment]) -> bool:
+        """Scan and act on the answer's texts, in place (raises ``GuardBlockedError``); True if
+        any text was redacted or restored."""
         plan = state.plan
+        changed = False
         for seg in segments:
             findings = self.guarded(
                 partial(self.output_findings, plan, state, seg.text, seg.where, seg.prose), state,
@@ -183,6 +185,8 @@ class Guard:
                 text = state.redactor.restore(text, state.own)
             if text != seg.text:
                 seg.replace(text)
+                changed = True
+        return changed
 
     def output_findings(self, plan: Plan, state: RequestGuard, text: str, where: str,
                         refusal: bool = True) -> list[Finding]:

@@ -137,8 +137,26 @@ class SecretsScanner:
         return scan_secrets(text, entropy=self._entropy, where=where)
 
 
+#: Texts up to this long are first checked for anything a finding needs (on longer ones the
+#: check would cost about what it saves).
+_CHECK_FIRST = 1024
+
+
+def _may_hold_secret(text: str) -> bool:
+    """Whether ``text`` has what every finding needs: a word of 12 characters or more (every
+    plugin's token and the entropy check's), a keyword, or a private key's header. Most chat
+    turns have none; these tests cost a microsecond where the scan costs several."""
+    if max(map(len, text.split()), default=0) >= 12:
+        return True
+    lowered = text.lower()
+    return any(map(lowered.__contains__, _KEYWORDS)) or "-----begin" in lowered \
+        or "putty-user-key-file" in lowered
+
+
 def scan_secrets(text: str, *, entropy: bool = True, where: str = "") -> list[Finding]:
     found: list[Finding] = []
+    if len(text) <= _CHECK_FIRST and not _may_hold_secret(text):
+        return found
     taken: list[tuple[int, int]] = []
 
     def add(category: str, start: int, end: int, score: float, detail: str) -> None:

@@ -106,7 +106,5 @@ class GuardStage:
 
     def _scan_answer(self, state: RequestGuard, answer: dict[str, Any]) -> bool:
         """Scan a whole answer; True if anything in it was redacted or restored."""
-        segments = list(output_segments(answer))
-        texts = [seg.text for seg in segments]
-        self.guard.scan_output(state, segments)
-        return [seg.text for seg in segments] != texts
+        # Listed first: a redaction writes into the answer the walk is reading.
+        return self.guard.scan_output(state, list(output_segments(answer)))

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from functools import cached_property, partial
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from ironhold.config.guard import GuardConfig, GuardOverride, ScannerConfig
 from ironhold.core.errors import GuardBlockedError, GuardUnavailableError
@@ -73,19 +74,35 @@ class Plan:
         return self.restores or bool(self.output_scanners)
 
 
-@dataclass
 class RequestGuard:
     """One request's guard state."""
 
-    plan: Plan
-    redactor: Redactor = field(default_factory=Redactor)
-    canary: str | None = None
-    system: SystemPromptLeak | None = None
-    #: Placeholders standing for the caller's own personal data (restorable).
-    own: set[str] = field(default_factory=set)
-    records: list[GuardNote] = field(default_factory=list)
-    #: Scanner errors recorded so far, by place and error type (a stream fails once per window).
-    failures: dict[tuple[str, str], GuardNote] = field(default_factory=dict)
+    __slots__ = ("_failures", "_redactor", "canary", "own", "plan", "records", "system")
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.canary: str | None = None
+        self.system: SystemPromptLeak | None = None
+        #: Placeholders standing for the caller's own personal data (restorable).
+        self.own: set[str] = set()
+        self.records: list[GuardNote] = []
+        # Made on first use: most requests redact nothing and no scanner fails.
+        self._redactor: Redactor | None = None
+        self._failures: dict[tuple[str, str], GuardNote] | None = None
+
+    @property
+    def redactor(self) -> Redactor:
+        if self._redactor is None:
+            self._redactor = Redactor()
+        return self._redactor
+
+    @property
+    def failures(self) -> dict[tuple[str, str], GuardNote]:
+        """Scanner errors recorded so far, by place and error type (a stream fails once per
+        window)."""
+        if self._failures is None:
+            self._failures = {}
+        return self._failures
 
     def note(self, finding: Finding, action: str) -> None:
         self.records.append(finding.note(action))
@@ -130,8 +147,7 @@ class Guard:
         plan = state.plan
         reroute: str | None = None
         for seg in segments:
-            findings = self.guarded(partial(self._input_findings, plan, seg), state,
-                                     seg.where)
+            findings = self.guarded(state, seg.where, self._input_findings, plan, seg)
             if not findings:
                 continue
             worst = max(findings, key=lambda f: _RANK[plan.input[f.scanner].action])
@@ -165,9 +181,8 @@ class Guard:
         plan = state.plan
         changed = False
         for seg in segments:
-            findings = self.guarded(
-                partial(self.output_findings, plan, state, seg.text, seg.where, seg.prose), state,
-                seg.where)
+            findings = self.guarded(state, seg.where, self.output_findings, plan, state, seg.text,
+                                    seg.where, seg.prose)
             text = seg.text
             if findings:
                 acted = [f for f in findings if f.category != "refusal"]
@@ -201,10 +216,12 @@ class Guard:
 
     # -- errors --------------------------------------------------------------------------
 
-    def guarded(self, scan: Callable[[], list[Finding]], state: RequestGuard,
-                 where: str) -> list[Finding]:
+    def guarded(self, state: RequestGuard, where: str, scan: Callable[..., list[Finding]],
+                *args: Any) -> list[Finding]:
+        """``scan(*args)``; a scanner's error is recorded once per place and error, and fails
+        the request closed or lets it through open (``guard.on_error``)."""
         try:
-            return scan()
+            return scan(*args)
         except GuardBlockedError:
             raise
         except Exception as exc:

@@ -235,9 +235,8 @@ class GuardedStream:
                 cut = len(text) - self._hold
         state, plan = self._state, self._state.plan
         base, scan = len(st.tail), st.tail + text
-        found = self._guard.guarded(
-            partial(self._guard.output_findings, plan, state, scan, st.where, refusal=False),
-            state, st.where)
+        found = self._guard.guarded(state, st.where, self._guard.output_findings, plan, state,
+                                    scan, st.where, False)
         found = [f for f in found if f.end > base]  # the rest was acted on when released
 
         def whole(f: Finding) -> bool:

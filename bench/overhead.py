@@ -54,7 +54,7 @@ def wait_http(url: str, seconds: float = 60, headers: dict[str, str] | None = No
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"not ready in {seconds:.0f}s: {url}")
+    raise TimeoutError(f"not ready in {seconds:.0f}s: {url}")
 
 
 def load(url: str, key: str, *, rate: float = 0, concurrency: int = 64,

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,17 @@ def fsync_ms(directory: Path, samples: int = 200) -> dict[str, float]:
 def start_portkey(start_server: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = (workdir / "portkey.log").open("wb")
-    process = subprocess.Popen([*pinned(0), "node", start_server, f"--port={port}",
+    # Absolute: it runs in the work folder (``make bench`` passes a path relative to here).
+    process = subprocess.Popen([*pinned(0), "node", str(Path(start_server).resolve()),
+                                f"--port={port}",
                                 "--headless"], stdout=log, stderr=log, cwd=workdir,
                                env={**os.environ, "NODE_ENV": "production"})
-    wait_http(f"http://127.0.0.1:{port}/", seconds=60)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", seconds=60)
+    except TimeoutError as exc:
+        stop(process)
+        tail = (workdir / "portkey.log").read_text(errors="replace")[-300:].strip()
+        raise RuntimeError(f"{exc} (exit code {process.returncode}; log: {tail!r})") from None
     return process, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
@@ -103,6 +111,43 @@ def measure_peer(url: str, key: str, headers: dict[str, str],
     alone = load(url, key, concurrency=1, seconds=args.seconds / 2, headers=headers)
     return {"rps": busy["rps"], "few_rps": some["rps"], "lone_p50_ms": alone["p50_ms"],
             "errors": busy["errors"] + some["errors"] + alone["errors"]}
+
+
+def measure_litellm(args: argparse.Namespace, workdir: Path, upstream: str) -> dict[str, Any]:
+    progress("starting LiteLLM's proxy (one worker, pinned to CPU 0)")
+    process, url, key = start_litellm(args.litellm, workdir, upstream)
+    try:
+        progress("LiteLLM")
+        return measure_peer(url, key, {}, args)
+    finally:
+        stop(process)
+
+
+def measure_portkey(args: argparse.Namespace, workdir: Path, upstream: str) -> dict[str, Any]:
+    progress("starting Portkey's gateway (pinned to CPU 0)")
+    process, url = start_portkey(args.portkey, workdir)
+    try:
+        progress("Portkey")
+        routing = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream}
+        return measure_peer(url, "none", routing, args)
+    finally:
+        stop(process)
+
+
+def measure_or_explain(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A peer's row; if it cannot be measured (it would not start, say), a row saying why, so
+    the rest of the run is still reported."""
+    try:
+        return measure()
+    except Exception as exc:
+        progress(f"{name} could not be measured: {exc}")
+        return {"failed": f"{type(exc).__name__}: {exc}"}
+
+
+def litellm_version(binary: str) -> str:
+    return subprocess.run([str(Path(binary).parent / "python"), "-c",
+                           "import importlib.metadata as m; print(m.version('litellm'))"],
+                          capture_output=True, text=True).stdout.strip() or "unknown"
 
 
 def package_version(start_server: str) -> str:
@@ -182,28 +227,13 @@ def main() -> None:
                 for name in gateways}
             results["direct_lone_p50_ms"] = direct["p50_ms"]
             if args.litellm:
-                progress("starting LiteLLM's proxy (one worker, pinned to CPU 0)")
-                process, url, key = start_litellm(args.litellm, workdir, upstream)
-                processes.append(process)
-                progress("LiteLLM")
-                row = measure_peer(url, key, {}, args)
-                version = subprocess.run(
-                    [str(Path(args.litellm).parent / "python"), "-c",
-                     "import importlib.metadata as m; print(m.version('litellm'))"],
-                    capture_output=True, text=True).stdout.strip()
-                table[f"LiteLLM {version}"] = {**row, "peer": "litellm"}
-                stop(process)
-                processes.remove(process)
+                row = measure_or_explain("LiteLLM", lambda: measure_litellm(args, workdir,
+                                                                            upstream))
+                table[f"LiteLLM {litellm_version(args.litellm)}"] = {**row, "peer": "litellm"}
             if args.portkey:
-                progress("starting Portkey's gateway (pinned to CPU 0)")
-                process, url = start_portkey(args.portkey, workdir)
-                processes.append(process)
-                routing = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream}
-                progress("Portkey")
-                row = measure_peer(url, "none", routing, args)
+                row = measure_or_explain("Portkey", lambda: measure_portkey(args, workdir,
+                                                                            upstream))
                 table[f"Portkey {package_version(args.portkey)}"] = {**row, "peer": "portkey"}
-                stop(process)
-                processes.remove(process)
             results["table"] = table
         finally:
             for process in processes:
@@ -230,6 +260,9 @@ def report(results: dict[str, Any]) -> None:
     print(f"  {'':22} {'requests/s':>11} {'of bare':>8} {'at ' + str(results['few']):>9} "
           f"{'of bare':>8} {'lone p50':>9} {'added':>8} {'errors':>7}")
     for name, row in table.items():
+        if "failed" in row:
+            print(f"  {name:22} not measured: {row['failed']}")
+            continue
         share = row["rps"] / bare["rps"] * 100
         few_share = row["few_rps"] / bare["few_rps"] * 100
         added = row["lone_p50_ms"] - bare["lone_p50_ms"]
@@ -248,7 +281,7 @@ def report(results: dict[str, Any]) -> None:
           f"({verdict(added_no_fsync <= 1)})")
     for peer, target in (("litellm", 20), ("portkey", 3)):
         row = next((r for r in table.values() if r.get("peer") == peer), None)
-        if row is not None:
+        if row is not None and "failed" not in row:
             ratio = default["rps"] / max(row["rps"], 0.1)
             print(f"  default >= {target}x {peer}'s requests/s: {ratio:.1f}x "
                   f"({verdict(ratio >= target)})")

@@ -1,11 +1,23 @@
-"""JSON log lines (one object a line), carrying the request id; never prompt or completion text."""
+"""JSON log lines (one object a line), carrying the request id; never prompt or completion text.
+
+A server process writes its lines through one ``LineSink``: lines are buffered and written with
+one ``write`` per turn of the event loop (a busy gateway logs a line per request, and a write and
+flush each cost a system call). The access line skips ``logging``'s machinery (a record, the
+handler's lock, the formatter: ~25 µs of a ~350 µs request at saturation) and goes to the sink
+directly, as the same JSON the formatter writes; without a sink (text format, or a library
+user's own logging set-up) it is an ordinary log record.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
+import threading
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any
 
 import orjson
 
@@ -17,11 +29,14 @@ class JsonFormatter(logging.Formatter):
     _second_text = ""
 
     def _timestamp(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+        return self.timestamp(record.created)
+
+    def timestamp(self, created: float) -> str:
+        second = int(created)
         if second != self._second:  # strftime once a second, not once a line
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -40,6 +55,76 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class LineSink:
+    """Buffers whole lines and writes them to ``stream`` once per turn of the running event loop
+    (at once where no loop runs, and at exit), in the order they came."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self._lines: list[str] = []
+        self._scheduled = False
+        #: Worker threads log too (the audit log's commits, scans off the loop).
+        self._lock = threading.Lock()
+        atexit.register(self.flush)
+
+    def write(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+            if self._scheduled:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop in this thread: now
+                loop = None
+            else:
+                self._scheduled = True
+        if loop is None:
+            self.flush()
+        else:
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._scheduled = False
+            if not self._lines:
+                return
+            text = "\n".join(self._lines) + "\n"
+            self._lines.clear()
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: logging must not fail a request
+            pass
+
+
+class _SinkHandler(logging.Handler):
+    def __init__(self, sink: LineSink):
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+_access = logging.getLogger("ironhold.access")
+#: Set by ``configure_logging`` for JSON lines: where access lines go without a log record.
+_json_sink: tuple[LineSink, JsonFormatter] | None = None
+
+
+def access_line(fields: Mapping[str, Any]) -> None:
+    """One finished request's access line (msg "request"), at level info."""
+    if _json_sink is None or not _access.isEnabledFor(logging.INFO):
+        _access.info("request", extra=fields)
+        return
+    sink, formatter = _json_sink
+    entry = {"ts": formatter.timestamp(time.time()), "level": "info", "logger": _access.name,
+             "msg": "request", **fields}
+    sink.write(orjson.dumps(entry, default=str).decode())
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Set up Ironhold's loggers for a server process (called by the CLI, never on import)."""
     # The logging HOWTO's "Optimization" settings: no caller lookup (a stack walk per record),
@@ -48,11 +133,16 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    global _json_sink
+    sink = LineSink(sys.stderr)
+    handler = _SinkHandler(sink)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        formatter = JsonFormatter()
+        handler.setFormatter(formatter)
+        _json_sink = (sink, formatter)
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        _json_sink = None
     root = logging.getLogger("ironhold")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

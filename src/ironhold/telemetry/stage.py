@@ -3,17 +3,14 @@ reply is complete (for streams: when the stream ends or is cut)."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from ironhold.core.errors import IronholdError
 from ironhold.core.events import Event
 from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.pipeline import Handler
+from ironhold.telemetry.logs import access_line
 from ironhold.telemetry.metrics import Metrics
-
-log = logging.getLogger("ironhold.access")
-
 
 #: The model label of a request for a name the gateway does not serve.
 OTHER_MODEL = "_other"
@@ -61,21 +58,18 @@ class TelemetryStage:
                                  exchange.usage.completion_tokens)
         exchange.outcome = error_type or "ok"
         if self._access_log:
-            log.info(
-                "request",
-                extra={
-                    "request_id": exchange.request_id,
-                    "operation": op,
-                    "model": exchange.model,
-                    "deployment": exchange.deployment,
-                    "key_id": exchange.principal.key_id if exchange.principal else None,
-                    "stream": exchange.stream,
-                    "status": status,
-                    "outcome": exchange.outcome,
-                    "attempts": exchange.attempts,
-                    "latency_ms": round((now - exchange.started) * 1000, 3),
-                },
-            )
+            access_line({
+                "request_id": exchange.request_id,
+                "operation": op,
+                "model": exchange.model,
+                "deployment": exchange.deployment,
+                "key_id": exchange.principal.key_id if exchange.principal else None,
+                "stream": exchange.stream,
+                "status": status,
+                "outcome": exchange.outcome,
+                "attempts": exchange.attempts,
+                "latency_ms": round((now - exchange.started) * 1000, 3),
+            })
 
 
 class _Observed:

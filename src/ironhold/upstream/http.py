@@ -72,11 +72,13 @@ class HttpResponse:
     ``close`` (which closes it if the body was not read to the end)."""
 
     __slots__ = ("_conn", "_deadline", "_done", "_keep", "_length", "_mode", "_pause",
-                 "_transport", "headers", "status")
+                 "_read_ahead", "_transport", "headers", "status")
 
     def __init__(self, transport: HttpTransport, conn: _Connection, head: _Head,
-                 deadline: float, pause: float | None):
+                 deadline: float, pause: float | None, body: bytes | None = None):
         self._transport = transport
+        #: The body, when it was read with the head (a whole answer with a Content-Length).
+        self._read_ahead = body
         self._conn: _Connection | None = conn
         self.status = head.status
         #: Header names in lower case.
@@ -89,7 +91,7 @@ class HttpResponse:
         self._deadline = deadline
         #: The longest silence allowed between reads (streams), or None.
         self._pause = pause
-        self._done = head.mode == "none"
+        self._done = head.mode == "none" or body is not None
 
     def _limit(self) -> float:
         loop_now = asyncio.get_running_loop().time()
@@ -97,6 +99,9 @@ class HttpResponse:
                                                                loop_now + self._pause)
 
     async def read(self) -> bytes:
+        if self._read_ahead is not None:
+            self.close()
+            return self._read_ahead
         try:
             if self._mode == "length" and self._conn is not None and not self._done:
                 # The common case, without the generator.
@@ -115,6 +120,11 @@ class HttpResponse:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
+        if self._read_ahead is not None:
+            self.close()
+            if self._read_ahead:
+                yield self._read_ahead
+            return
         try:
             async for part in self._body(whole=False):
                 yield part
@@ -288,14 +298,21 @@ class HttpTransport:
                     await conn.writer.drain()
             pause = deadlines.first_token if stream else None
             limit = deadline if pause is None else min(deadline, loop.time() + pause)
+            body = None
             async with asyncio.timeout_at(limit):
                 head = await _read_head(conn.reader)
+                if not stream and head.mode == "length":
+                    # A whole answer's body under the same deadline: one timer, not two.
+                    try:
+                        body = await conn.reader.readexactly(head.length)
+                    except (OSError, asyncio.IncompleteReadError) as exc:
+                        raise _Broken(f"it broke off its response: {_why(exc)}") from exc
         except BaseException:
             if conn is not None:
                 conn.close()
             self._slots.release()
             raise
-        return HttpResponse(self, conn, head, deadline, pause)
+        return HttpResponse(self, conn, head, deadline, pause, body)
 
     async def _connection(self, deadline: float, connect: float) -> _Connection:
         while self._idle:

@@ -11,7 +11,6 @@ a revoked key keeps working on a running gateway; expiry is checked on every cal
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import os
 import secrets
@@ -123,7 +122,7 @@ class KeyService:
         self._cache: dict[str, tuple[ApiKey, float]] = {}
 
     def _hash(self, secret_key: str) -> str:
-        return hmac.new(self._secret, secret_key.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._secret, secret_key.encode(), "sha256").hex()
 
     # -- administration (synchronous; the CLI calls these directly) --------------------------
 

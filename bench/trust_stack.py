@@ -19,6 +19,10 @@ Three measurements per configuration and round:
 * a lone client (one request in flight): its p50, from which the added latency over the bare
   gateway is taken.
 
+Then each peer runs alone on CPU 0 against the same upstream: 15 s of warm-up (Node's JIT
+keeps speeding Portkey up for several seconds), then the same three measurements, medians of
+``--rounds`` runs.
+
 The disk's fsync time is measured in the same run, in the directory the audit databases live
 in: the lone-client target for the default config is one fsync plus 1 ms over bare.
 Results go to stdout and to bench/results/trust_stack.json.
@@ -102,15 +106,28 @@ def start_portkey(start_server: str, workdir: Path) -> tuple[subprocess.Popen[by
     return process, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
+#: A peer's warm-up before it is measured: Node's JIT (Portkey) keeps getting faster for
+#: several seconds, as Ironhold does in its warm-up and earlier rounds.
+PEER_WARMUP_SECONDS = 15
+
+
 def measure_peer(url: str, key: str, headers: dict[str, str],
                  args: argparse.Namespace) -> dict[str, Any]:
-    """A peer gateway's turn: warm-up, then the same three measurements as Ironhold's."""
-    load(url, key, concurrency=args.concurrency, seconds=3, headers=headers)
-    busy = load(url, key, concurrency=args.concurrency, seconds=args.seconds, headers=headers)
-    some = load(url, key, concurrency=args.few, seconds=args.seconds / 2, headers=headers)
-    alone = load(url, key, concurrency=1, seconds=args.seconds / 2, headers=headers)
-    return {"rps": busy["rps"], "few_rps": some["rps"], "lone_p50_ms": alone["p50_ms"],
-            "errors": busy["errors"] + some["errors"] + alone["errors"]}
+    """A peer's turn: a warm-up, then the same three measurements as Ironhold's, each the
+    median of ``--rounds`` runs (a peer runs alone, so its rounds follow each other)."""
+    load(url, key, concurrency=args.concurrency, seconds=PEER_WARMUP_SECONDS, headers=headers)
+    busy, some, alone = [], [], []
+    for _ in range(args.rounds):
+        busy.append(load(url, key, concurrency=args.concurrency, seconds=args.seconds,
+                         headers=headers))
+        some.append(load(url, key, concurrency=args.few, seconds=args.seconds / 2,
+                         headers=headers))
+        alone.append(load(url, key, concurrency=1, seconds=args.seconds / 2, headers=headers))
+    return {"rps": statistics.median(r["rps"] for r in busy),
+            "rps_runs": [r["rps"] for r in busy],
+            "few_rps": statistics.median(r["rps"] for r in some),
+            "lone_p50_ms": statistics.median(r["p50_ms"] for r in alone),
+            "errors": sum(r["errors"] for r in busy + some + alone)}
 
 
 def measure_litellm(args: argparse.Namespace, workdir: Path, upstream: str) -> dict[str, Any]:
@@ -256,7 +273,7 @@ def report(results: dict[str, Any]) -> None:
           f"{results['direct_lone_p50_ms']:.3f} ms")
     print(f"\nMost requests/s with {results['concurrency']} in flight, requests/s with "
           f"{results['few']} in flight, p50 of one client; median of {results['rounds']} "
-          f"rounds of {results['seconds']:.0f} s (peers: one run):\n")
+          f"rounds of {results['seconds']:.0f} s (peers: alone, after a warm-up):\n")
     print(f"  {'':22} {'requests/s':>11} {'of bare':>8} {'at ' + str(results['few']):>9} "
           f"{'of bare':>8} {'lone p50':>9} {'added':>8} {'errors':>7}")
     for name, row in table.items():

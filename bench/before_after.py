@@ -108,7 +108,7 @@ def main() -> None:
             for side in trees:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                                 str(work / side)], capture_output=True)
-    out = save(results, "before_after")
+    saved = save(results, "before_after")
     print(f"\nMachine: {results['machine']}")
     kind = "streamed" if args.stream else "whole"
     print(f"Maximum requests/s ({kind} answers), {base_rev} (base) against {head_rev} (head), "
@@ -116,6 +116,7 @@ def main() -> None:
     for name, row in results["configs"].items():
         print(f"  {name:10} base {row['base_rps']:8.1f}   head {row['head_rps']:8.1f}   "
               f"change {row['change_percent']:+.1f}%   runs {row['runs']}")
+    print(f"\nfull results: {saved}")
 
 
 if __name__ == "__main__":

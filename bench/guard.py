@@ -34,6 +34,7 @@ from ironhold.guard import InjectionModel
 from ironhold.guard.content import Segment, input_segments, output_segments
 from ironhold.guard.engine import Guard, RequestGuard
 from ironhold.guard.features import tokens
+from ironhold.guard.injection import InjectionScanner
 from ironhold.guard.pii import PII_KINDS, scan_pii
 from ironhold.guard.secrets import scan_secrets
 from ironhold.guard.stream import GuardedStream
@@ -81,7 +82,7 @@ def report(name: str, samples_ns: list[int]) -> dict[str, float]:
 
 def bench_input(guard: Guard, texts: list[str], rounds: int) -> None:
     plan = guard.plan("chat")
-    assert plan.injection is not None
+    injection = next(s for s in plan.input_scanners if isinstance(s, InjectionScanner))
     total: list[int] = []
     parts: dict[str, list[int]] = {"injection": [], "pii": [], "secrets": []}
     for _ in range(rounds):
@@ -91,7 +92,7 @@ def bench_input(guard: Guard, texts: list[str], rounds: int) -> None:
             guard.scan_input(RequestGuard(plan), [seg])
             total.append(time.perf_counter_ns() - t0)
             t0 = time.perf_counter_ns()
-            plan.injection.scan(text, "m")
+            injection.scan(text, "m")
             t1 = time.perf_counter_ns()
             scan_pii(text, kinds=PII_KINDS, region=None, where="m")
             t2 = time.perf_counter_ns()

@@ -71,7 +71,7 @@ def load(url: str, key: str, *, rate: float = 0, concurrency: int = 64,
 
 
 def median_of(runs: list[dict[str, Any]], field: str) -> float:
-    return round(statistics.median(r[field] for r in runs), 3)
+    return round(float(statistics.median(r[field] for r in runs)), 3)
 
 
 def progress(text: str) -> None:

@@ -15,6 +15,7 @@ import statistics
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Literal
 
 from ironhold.core.principal import Principal, Scopes
 from ironhold.policy.engine import PolicyEngine
@@ -27,7 +28,7 @@ def principals(n: int) -> list[Principal]:
     out: list[Principal] = []
     for i in range(n):
         tenant = random.choice(["acme", "research", None])
-        kind = ("key", "user", "agent")[i % 3]
+        kind: Literal["key", "user", "agent"] = ("key", "user", "agent")[i % 3]
         if kind == "agent":
             out.append(Principal(id=f"agent:a{i}", kind="agent", name=f"a{i}", tenant=tenant,
                                  chain=(f"key_{i}", f"agent:a{i}"),
@@ -61,7 +62,7 @@ def main() -> None:
     allowed = 0
     for i in range(args.n):
         principal, action, model, context = requests[i % len(requests)]
-        kind = "Gateway" if action == "manage_keys" else "Model"
+        kind: Literal["Gateway", "Model"] = "Gateway" if action == "manage_keys" else "Model"
         t = time.perf_counter()
         decision = engine.decide(principal, action, kind, model, context)
         samples.append(time.perf_counter() - t)

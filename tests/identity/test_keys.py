@@ -43,6 +43,8 @@ async def test_create_then_verify(keys: KeyService) -> None:
     assert verified.id == key.id and verified.models == ("chat", "embed")
     principal = verified.principal()
     assert principal.may_use("chat") and not principal.may_use("other")
+    # Made once per key; the key's own equality and repr do not see it.
+    assert verified.principal() is principal and verified == key and "_principal" not in repr(key)
     _, admin_secret = keys.create("ops", admin=True)
     assert (await keys.verify(admin_secret)).principal().admin
     assert (await keys.verify(admin_secret)).principal().may_use("anything")

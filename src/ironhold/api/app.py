@@ -15,7 +15,7 @@ from ironhold.api.admin import add_admin_routes
 from ironhold.api.context import REQUEST_ID, request_id_of
 from ironhold.api.errors import error_response, plain_error
 from ironhold.api.oauth import add_oauth_routes
-from ironhold.api.requests import parse_timeout_header, read_json_body
+from ironhold.api.requests import parse_json_object, parse_timeout_header, read_body
 from ironhold.api.responses import json_response
 from ironhold.bootstrap import Gateway
 from ironhold.chaos.stage import HEADER as FAULT_HEADER
@@ -48,7 +48,7 @@ _HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(gateway: Gateway) -> web.Application:
     app = web.Application(
         middlewares=[_edge],
-        # Reading is bounded in read_json_body; this is aiohttp's own backstop.
+        # Reading is bounded in read_body; this is aiohttp's own backstop.
         client_max_size=gateway.config.server.max_body_bytes + 1,
     )
     app[GATEWAY] = gateway
@@ -127,7 +127,8 @@ def _operation(operation: Operation) -> _HttpHandler:
     async def handle(request: web.Request) -> web.StreamResponse:
         gateway = request.app[GATEWAY]
         server = gateway.config.server
-        body = await read_json_body(request, server.max_body_bytes, server.body_timeout)
+        raw = await read_body(request, server.max_body_bytes, server.body_timeout)
+        body = parse_json_object(raw)
         model, stream = check_request(operation, body)
         headers = request.headers
         exchange = Exchange(
@@ -146,7 +147,7 @@ def _operation(operation: Operation) -> _HttpHandler:
                 _FIRST_TOKEN_TIMEOUT, headers[_FIRST_TOKEN_TIMEOUT])
         exchange.fault_header = headers.get(FAULT_HEADER)
         if gateway.audit is not None:
-            exchange.body_sha256 = hashlib.sha256(await request.read()).hexdigest()
+            exchange.body_sha256 = hashlib.sha256(raw).hexdigest()
         reply = await gateway.handle(exchange)
         reply.headers.setdefault("x-ironhold-model", model)
         if reply.events is None:

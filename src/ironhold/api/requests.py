@@ -35,7 +35,11 @@ async def read_body(request: web.Request, limit: int, within: float) -> bytes:
 
 
 async def read_json_body(request: web.Request, limit: int, within: float) -> dict[str, Any]:
-    raw = await read_body(request, limit, within)
+    return parse_json_object(await read_body(request, limit, within))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """``raw`` as one JSON object that every stage can write again (400 otherwise)."""
     if not raw:
         raise InvalidRequestError("The request body is empty; send a JSON object.")
     try:

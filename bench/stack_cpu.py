@@ -27,6 +27,7 @@ import uvloop
 from ironhold.bootstrap import build_gateway
 from ironhold.config.loader import parse_config
 from ironhold.core.exchange import Exchange, Operation
+from ironhold.core.ids import new_request_id
 from ironhold.upstream.mock import MockTransport, chat_answer
 from ironhold.upstream.transport import Transport
 
@@ -59,16 +60,12 @@ async def cpu_per_request(sections: dict[str, Any], requests: int, concurrency: 
     try:
         _, secret = gateway.keys.create("bench")
         body_sha256 = hashlib.sha256(BODY).hexdigest() if gateway.audit is not None else None
-        sent = 0
-
         async def client(count: int) -> None:
-            nonlocal sent
             for _ in range(count):
-                sent += 1
-                exchange = Exchange(request_id=f"req-{sent}", operation=Operation.CHAT,
+                exchange = Exchange(request_id=new_request_id(), operation=Operation.CHAT,
                                     model="bench", body=orjson.loads(BODY), stream=False,
                                     credential=f"Bearer {secret}")
-                exchange.body_sha256 = body_sha256  # as the edge sets it with audit on
+                exchange.body_sha256 = body_sha256  # as the edge sets them (ids: its own)
                 reply = await gateway.handle(exchange)
                 if reply.status != 200:
                     raise RuntimeError(f"status {reply.status}: {reply.payload()!r}")

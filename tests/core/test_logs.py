@@ -48,7 +48,7 @@ async def test_lines_are_written_once_per_loop_turn_in_order() -> None:
     await asyncio.sleep(0)
     assert stream.getvalue().splitlines() == [f"line {i}" for i in range(5)]
     assert stream.writes == 1
-    sink.write("outside")  # from a thread without a loop: at once
+    sink.write("outside")  # the next turn's batch, which a worker thread's line joins
     await asyncio.to_thread(sink.write, "from a worker thread")
     await asyncio.sleep(0)
     assert stream.getvalue().splitlines()[5:] == ["outside", "from a worker thread"]

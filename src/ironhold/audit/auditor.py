@@ -17,17 +17,18 @@ from ironhold.audit.redact import redact, redact_text
 from ironhold.core.errors import AuditUnavailableError
 from ironhold.core.exchange import Exchange
 
-__all__ = ["Auditor", "Pricer"]
+__all__ = ["AnswerPrice", "Auditor"]
 
 log = logging.getLogger("ironhold.audit")
 
-#: Prices the answer (micro-dollars) from ``exchange.usage`` when nothing has yet.
-Pricer = Callable[[Exchange], int | None]
+#: Prices the answer (micro-dollars) from ``exchange.usage`` when nothing has yet
+#: (bootstrap passes ``limits.quotas.Pricer.answer``).
+AnswerPrice = Callable[[Exchange], int | None]
 
 
 class Auditor:
     def __init__(self, audit: AuditLog, on_store_error: Literal["open", "closed"] = "closed",
-                 content: bool = False, pricer: Pricer | None = None):
+                 content: bool = False, pricer: AnswerPrice | None = None):
         self.log = audit
         self._closed = on_store_error == "closed"
         #: ``audit.content``: records keep the redacted request and response.

@@ -25,6 +25,7 @@ __all__ = ["AuditStage"]
 #: Streamed content kept for a record (``audit.content``) at most.
 _CONTENT_CAP = 64 * 1024
 
+
 class AuditStage:
     def __init__(self, auditor: Auditor):
         self.auditor = auditor
@@ -74,9 +75,9 @@ class _AuditedStream:
         if outcome == "ok":
             # Raising replaces [DONE] with this error: the answer is not complete unrecorded.
             await self._auditor.record(self._exchange, 200, outcome, self._hash.hexdigest(),
-                                     content)
+                                       content)
             return
         # The stream is over either way; a lost record is logged.
         with contextlib.suppress(AuditUnavailableError):
             await self._auditor.record(self._exchange, 200, outcome, self._hash.hexdigest(),
-                                     content)
+                                       content)

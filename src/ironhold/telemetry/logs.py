@@ -28,9 +28,6 @@ class JsonFormatter(logging.Formatter):
     _second = -1
     _second_text = ""
 
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        return self.timestamp(record.created)
-
     def timestamp(self, created: float) -> str:
         second = int(created)
         if second != self._second:  # strftime once a second, not once a line
@@ -40,7 +37,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self._timestamp(record),
+            "ts": self.timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -103,12 +103,7 @@ class HttpResponse:
             self.close()
             return self._read_ahead
         try:
-            if self._mode == "length" and self._conn is not None and not self._done:
-                # The common case, without the generator.
-                async with asyncio.timeout_at(self._limit()):
-                    data = await self._conn.reader.readexactly(self._length)
-                self._done = True
-                return data
+            # (A whole answer with a Content-Length was read with its head: above.)
             parts = [part async for part in self._body(whole=True)]
         except TimeoutError as exc:
             raise UpstreamTimeoutError("the model server did not finish in time") from exc

@@ -11,6 +11,7 @@ import pytest
 
 from ironhold.core.errors import ArtifactIntegrityError
 from ironhold.guard import InjectionModel, InjectionScanner
+from ironhold.guard import rules as rules_module
 from ironhold.guard import secrets as secrets_module
 from ironhold.guard.classifier import BUNDLED_MODEL
 from ironhold.guard.features import tokens
@@ -184,6 +185,20 @@ def test_rule_anchors_never_hide_a_match() -> None:
                 assert any(a in m.group() for a in rule.anchors), (rule.name, m.group())
                 matched += 1
     assert matched > 500
+
+
+def test_the_one_pattern_anchor_check_agrees_with_asking_anchor_by_anchor() -> None:
+    # Short texts are searched with ``re``, longer ones with RE2: both must say what asking
+    # for each anchor would, on either side of the switch.
+    texts = [normalize(orjson.loads(line)["text"]).text
+             for line in (ROOT / "data/guard/train.jsonl").read_bytes().splitlines()]
+    texts += [anchor.rjust(n, "x") for anchor in rules_module._ANCHORS
+              for n in (0, rules_module._SHORT, rules_module._SHORT + 1)]
+    texts += [text[:n] for text in texts[:500] for n in (rules_module._SHORT,
+                                                            rules_module._SHORT + 1)]
+    said = [rules_module._has_anchor(t) for t in texts]
+    assert said == [any(a in t for a in rules_module._ANCHORS) for t in texts]
+    assert said.count(True) > 1000 and said.count(False) > 1000
 
 
 def test_the_secrets_check_first_never_hides_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,8 +10,8 @@ from pydantic import Field
 from ironhold.config.guard import ScannerConfig
 from ironhold.guard.classifier import InjectionModel
 from ironhold.guard.findings import Finding
-from ironhold.guard.normalize import normalize
-from ironhold.guard.rules import strongest_rule
+from ironhold.guard.normalize import Normalized, normalize
+from ironhold.guard.rules import Rule, strongest_rule
 
 if TYPE_CHECKING:
     from ironhold.guard.scanners import ScanContext
@@ -46,8 +46,23 @@ class InjectionScanner:
     def score(self, text: str) -> InjectionScore:
         """The attack score of ``text``: the stronger of the rules and the classifier."""
         norm = normalize(text)
+        return self._named(norm, strongest_rule(norm.text), self.model.score(norm))
+
+    def scan(self, text: str, where: str = "", context: ScanContext | None = None
+             ) -> list[Finding]:
+        norm = normalize(text)
         rule = strongest_rule(norm.text)
         learned = self.model.score(norm)
+        if rule is None and learned < self.threshold:
+            return []  # most texts: nothing to name
+        result = self._named(norm, rule, learned)
+        if result.score < self.threshold:
+            return []
+        return [Finding("injection", result.category, "LLM01", result.score, 0, len(text),
+                        where, result.detail)]
+
+    @staticmethod
+    def _named(norm: Normalized, rule: Rule | None, learned: float) -> InjectionScore:
         if rule is not None:
             # A matching rule names the attack, whichever of the two scores is higher.
             category = "jailbreak" if rule.name in JAILBREAK_RULES else "prompt_injection"
@@ -55,11 +70,3 @@ class InjectionScanner:
         signals = ",".join(sorted(norm.signals))
         detail = "classifier" + (f" ({signals})" if signals else "")
         return InjectionScore(learned, "prompt_injection", detail)
-
-    def scan(self, text: str, where: str = "", context: ScanContext | None = None
-             ) -> list[Finding]:
-        result = self.score(text)
-        if result.score < self.threshold:
-            return []
-        return [Finding("injection", result.category, "LLM01", result.score, 0, len(text),
-                        where, result.detail)]

@@ -146,7 +146,7 @@ def _may_hold_secret(text: str) -> bool:
     """Whether ``text`` has what every finding needs: a word of 12 characters or more (every
     plugin's token and the entropy check's), a keyword, or a private key's header. Most chat
     turns have none; these tests cost a microsecond where the scan costs several."""
-    if max(map(len, text.split()), default=0) >= 12:
+    if len(text) >= 12 and max(map(len, text.split()), default=0) >= 12:
         return True
     lowered = text.lower()
     return any(map(lowered.__contains__, _KEYWORDS)) or "-----begin" in lowered \

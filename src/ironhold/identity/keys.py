@@ -16,6 +16,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -57,25 +58,26 @@ class ApiKey:
         return "expired" if self.expired() else "active"
 
     def principal(self) -> Principal:
-        """Who calls with this key. Both are immutable, so it is made once per key and shared
-        by every request the key's cache entry serves."""
-        made: Principal | None = self.__dict__.get("_principal")
-        if made is None:
-            made = Principal(
-                id=self.id,
-                kind="key",
-                name=self.name,
-                scopes=Scopes(
-                    models=None if self.models is None else frozenset(self.models),
-                    tools=None if self.tools is None else frozenset(self.tools),
-                    admin=self.admin,
-                ),
-                quota=self.quota,
-                tenant=self.tenant,
-                expires_at=self.expires_at,
-            )
-            object.__setattr__(self, "_principal", made)  # not a field: not in eq or repr
-        return made
+        """Who calls with this key."""
+        return self._principal
+
+    @cached_property
+    def _principal(self) -> Principal:
+        # Both are immutable: made once per key and shared by every request the key's cache
+        # entry serves (not a field, so not in the key's equality or repr).
+        return Principal(
+            id=self.id,
+            kind="key",
+            name=self.name,
+            scopes=Scopes(
+                models=None if self.models is None else frozenset(self.models),
+                tools=None if self.tools is None else frozenset(self.tools),
+                admin=self.admin,
+            ),
+            quota=self.quota,
+            tenant=self.tenant,
+            expires_at=self.expires_at,
+        )
 
     def as_dict(self) -> dict[str, object]:
         q = self.quota

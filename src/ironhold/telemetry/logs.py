@@ -35,13 +35,13 @@ class JsonFormatter(logging.Formatter):
             self._second = second
         return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
+    def entry(self, created: float, level: str, logger: str, msg: str) -> dict[str, Any]:
+        """A line's leading fields, in order; the record's own fields follow them."""
+        return {"ts": self.timestamp(created), "level": level, "logger": logger, "msg": msg}
+
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        entry = self.entry(record.created, record.levelname.lower(), record.name,
+                           record.getMessage())
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -117,8 +117,8 @@ def access_line(fields: Mapping[str, Any]) -> None:
         _access.info("request", extra=fields)
         return
     sink, formatter = _json_sink
-    entry = {"ts": formatter.timestamp(time.time()), "level": "info", "logger": _access.name,
-             "msg": "request", **fields}
+    entry = formatter.entry(time.time(), "info", _access.name, "request")
+    entry.update(fields)
     sink.write(orjson.dumps(entry, default=str).decode())
 
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ironhold import __version__
 from ironhold.audit.auditor import Auditor
 from ironhold.audit.log import AuditLog
 from ironhold.audit.stage import AuditStage
@@ -24,6 +25,7 @@ from ironhold.audit.store import AuditStore
 from ironhold.audit.stream import NatsAuditStream
 from ironhold.chaos import ChaosStage, FaultTransport
 from ironhold.config.schema import Config, DeploymentConfig, ModelGroupConfig
+from ironhold.config.version import config_version
 from ironhold.core.keyfiles import load_or_create_ed25519
 from ironhold.core.pipeline import Handler, Stage, build_pipeline
 from ironhold.guard import Guard, GuardStage, InjectionModel
@@ -48,6 +50,7 @@ from ironhold.routing.stats import Clock
 from ironhold.store.sql import SqlStore, open_durable_engine, open_sql_store, state_dir_for
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.stage import TelemetryStage
+from ironhold.telemetry.traces import TracedStage, Tracer, routing
 from ironhold.upstream.http import HttpTransport
 from ironhold.upstream.local import LocalModelServer
 from ironhold.upstream.transport import Transport
@@ -86,6 +89,7 @@ class Gateway:
     handle: Handler
     audit: Auditor | None = None
     audit_stream: NatsAuditStream | None = None
+    tracer: Tracer | None = None
     local_servers: list[LocalModelServer] = field(default_factory=list)
     health_checkers: list[HealthChecker] = field(default_factory=list)
     #: Closes everything the gateway opened, last opened first.
@@ -177,6 +181,13 @@ def build_audit(config: Config, store: SqlStore,
     return Auditor(log_, audit.on_store_error, audit.content, pricer.answer), stream
 
 
+def build_tracer(config: Config) -> Tracer | None:
+    traces = config.telemetry.traces
+    if not traces.enabled:
+        return None
+    return Tracer(traces, config_version(config), __version__)
+
+
 def build_guard(config: Config) -> GuardStage:
     overrides = {g.name: g.guard for g in config.models if g.guard is not None}
     return GuardStage(Guard(config.guard, overrides, InjectionModel.load()))
@@ -228,8 +239,11 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if config.policy is not None:
         authorizer = Authorizer(PolicyEngine.load(config.policy.files, config.base_dir),
                                 quotas.remaining_budget_cents)
+    tracer = build_tracer(config)
+    if tracer is not None:
+        resources.push_async_callback(_quietly, asyncio.to_thread, tracer.close)
     stages: list[Stage] = [TelemetryStage(metrics, frozenset(groups),
-                                          access_log=config.logging.access)]
+                                          access_log=config.logging.access, tracer=tracer)]
     audit, audit_stream = (build_audit(config, state, pricer) if config.audit.enabled
                            else (None, None))
     if audit_stream is not None:  # closed after the log, which may still publish to it
@@ -238,13 +252,19 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         resources.push_async_callback(_quietly, asyncio.to_thread, audit.log.store.close)
         resources.push_async_callback(_quietly, audit.log.close)
         stages.append(AuditStage(audit))
-    stages.append(IdentityStage(authenticator))
+    decisions: list[tuple[str, Stage]] = [("identity", IdentityStage(authenticator))]
     if authorizer is not None:
-        stages.append(PolicyStage(authorizer))
-    stages.append(LimitsStage(quotas, pricer))
+        decisions.append(("policy", PolicyStage(authorizer)))
+    decisions.append(("limits", LimitsStage(quotas, pricer)))
     if config.guard.enabled:
-        stages.append(build_guard(config))
-    stages.append(ChaosStage(config.chaos.header, config.chaos.keys, authorizer))
+        decisions.append(("guard", build_guard(config)))
+    decisions.append(("chaos", ChaosStage(config.chaos.header, config.chaos.keys, authorizer)))
+    if tracer is None:
+        stages.extend(stage for _, stage in decisions)
+    else:
+        # A traced request records where each decision, and routing, began.
+        stages.extend(TracedStage(name, stage) for name, stage in decisions)
+        stages.append(TracedStage("route", routing))
     return Gateway(
         config=config,
         store=state,
@@ -258,6 +278,7 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         handle=build_pipeline(stages, router),
         audit=audit,
         audit_stream=audit_stream,
+        tracer=tracer,
         local_servers=local_servers,
         health_checkers=checkers,
         resources=resources,

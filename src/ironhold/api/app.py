@@ -146,6 +146,9 @@ def _operation(operation: Operation) -> _HttpHandler:
             exchange.first_token_timeout = parse_timeout_header(
                 _FIRST_TOKEN_TIMEOUT, headers[_FIRST_TOKEN_TIMEOUT])
         exchange.fault_header = headers.get(FAULT_HEADER)
+        if gateway.tracer is not None:
+            exchange.traceparent = headers.get("traceparent")
+            exchange.tracestate = headers.get("tracestate")
         if gateway.audit is not None:
             exchange.body_sha256 = hashlib.sha256(raw).hexdigest()
         reply = await gateway.handle(exchange)
@@ -228,8 +231,9 @@ async def _metrics(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     await _may_see_internals(gateway, request, required=True)
     # Off the loop: a scrape writes every series, and /healthz must not wait for it.
-    body = await asyncio.to_thread(gateway.metrics.exposition)
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+    body, content_type = await asyncio.to_thread(gateway.metrics.exposition,
+                                                 request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def _may_see_internals(gateway: Gateway, request: web.Request, required: bool) -> bool:

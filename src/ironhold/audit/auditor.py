@@ -45,8 +45,9 @@ class Auditor:
         content = (await asyncio.to_thread(self._content_of, exchange, response)
                    if self.keep_content else None)
         try:
-            await self.log.append(build_record(exchange, status, outcome, response_sha256,
-                                               content))
+            stored = await self.log.append(build_record(exchange, status, outcome,
+                                                        response_sha256, content))
+            exchange.audit_seq = stored.seq
         except AuditUnavailableError:
             log.error("audit_record_lost", extra={"request_id": exchange.request_id})
             # A refusal gave the client nothing: it goes out as it is. An answer does not

@@ -18,6 +18,7 @@ from pydantic import (
 from ironhold.config.durations import Seconds
 from ironhold.config.guard import GuardConfig, GuardOverride
 from ironhold.config.security import AuditConfig, IdentityConfig, LimitsConfig, PolicyConfig
+from ironhold.config.telemetry import SloConfig, TelemetryConfig
 
 
 class _Strict(BaseModel):
@@ -275,6 +276,8 @@ class ModelGroupConfig(_Strict):
     owned_by: str = "ironhold"
     #: This group's guard scanners, replacing the global ones they name.
     guard: GuardOverride | None = None
+    #: Service-level objectives: burn-rate alerts and ``ironhold slo rules``.
+    slo: SloConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -310,6 +313,7 @@ class Config(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     models: list[ModelGroupConfig] = Field(default_factory=list)
     chaos: ChaosConfig = Field(default_factory=ChaosConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     #: The directory relative paths are resolved against (the config file's); set by the loader.
     base_dir: Path = Path(".")
 

@@ -11,6 +11,7 @@ import orjson
 
 from ironhold.core.events import EventStream, Observer
 from ironhold.core.principal import Principal
+from ironhold.core.trace import TraceContext
 
 __all__ = ["Exchange", "GuardNote", "LimitOutcome", "Operation", "PolicyDecision",
            "Principal", "Reply", "Usage"]
@@ -171,6 +172,14 @@ class Exchange:
     outcome: str = "pending"
     #: What the guard found and did, for the audit log.
     guard: list[GuardNote] = field(default_factory=list)
+    #: The client's W3C ``traceparent`` and ``tracestate`` headers, as sent (read only when
+    #: tracing is on); the telemetry stage turns them into ``trace``.
+    traceparent: str | None = None
+    tracestate: str | None = None
+    #: This request's trace (None: tracing is off).
+    trace: TraceContext | None = None
+    #: The audit log's sequence number (leaf index) of this request's record, once durable.
+    audit_seq: int | None = None
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ironhold.core.errors import IronholdError, UpstreamError, UpstreamThrottledError
+from ironhold.core.trace import AttemptRecord
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.stats import Clock
 
@@ -36,16 +37,19 @@ DEFAULT_RETRY_AFTER = 1.0
 
 
 class Attempt:
-    __slots__ = ("_clock", "_released", "_reported", "deployment", "group", "hedge", "shared",
-                 "started")
+    __slots__ = ("_clock", "_released", "_reported", "deployment", "group", "hedge", "record",
+                 "shared", "started")
 
     def __init__(self, group: ModelGroup, deployment: Deployment, *, shared: bool = True,
-                 clock: Clock = time.monotonic, hedge: bool = False):
+                 clock: Clock = time.monotonic, hedge: bool = False,
+                 record: AttemptRecord | None = None):
         self.group = group
         self.deployment = deployment
         self.shared = shared
         #: A copy sent while another attempt of the same request was still waiting.
         self.hedge = hedge
+        #: The attempt's trace record (None: the request is not traced).
+        self.record = record
         self._clock = clock
         self.started = clock()
         self._reported = False
@@ -59,6 +63,9 @@ class Attempt:
         if self._reported:
             return
         self._reported = True
+        if self.record is not None:
+            self.record.outcome = str(status)
+            self.record.answered_at = time.perf_counter()
         group, d = self.group, self.deployment
         if not self.shared:
             group.outlier.abandoned(d)
@@ -75,6 +82,8 @@ class Attempt:
         if self._reported:
             return
         self._reported = True
+        if self.record is not None:
+            self.record.end(exc.code)
         group, d = self.group, self.deployment
         now = self._clock()
         if isinstance(exc, UpstreamThrottledError):
@@ -99,11 +108,15 @@ class Attempt:
         if self._reported:
             return
         self._reported = True
+        if self.record is not None:
+            self.record.end("cancelled")
         self.group.outlier.abandoned(self.deployment)
 
     def broke(self, exc: IronholdError) -> None:
         """A stream broke after its commit point: a failure of the deployment all the same."""
         group, d = self.group, self.deployment
+        if self.record is not None:
+            self.record.outcome = f"stream_{exc.code}"
         if self.shared:
             group.outlier.failure(d, exc.code)
         group.metrics.upstream_attempt(group.name, d.name, f"stream_{exc.code}")
@@ -120,6 +133,8 @@ class Attempt:
         self._released = True
         if not self._reported:
             self.abandoned()
+        if self.record is not None:
+            self.record.end()
         self.group.released(self.deployment)
 
     @property

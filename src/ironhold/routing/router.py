@@ -41,6 +41,7 @@ from ironhold.core.errors import (
 )
 from ironhold.core.events import Event
 from ironhold.core.exchange import Exchange, Operation, Reply
+from ironhold.core.trace import AttemptRecord
 from ironhold.core.usage import StreamUsage
 from ironhold.routing.answers import (
     as_openai_body,
@@ -161,8 +162,7 @@ class Router:
                 raise _exhausted(last_error, attempts, group)
             attempts += 1
             tried.append(d)
-            exchange.attempts += 1
-            attempt = Attempt(group, d, shared=not exchange.faults, clock=self._clock)
+            attempt = self._new_attempt(exchange, group, d)
             # Each attempt's transport deadlines are the time left (see ``_request``), so no
             # extra timer is needed here.
             try:
@@ -288,8 +288,7 @@ class Router:
     def _launch(self, exchange: Exchange, group: ModelGroup, d: Deployment, deadline: float,
                 running: Running, hedge: bool = False) -> None:
         """Start an attempt on ``d`` as a task of its own, added to ``running``."""
-        exchange.attempts += 1
-        attempt = Attempt(group, d, shared=not exchange.faults, clock=self._clock, hedge=hedge)
+        attempt = self._new_attempt(exchange, group, d, hedge)
         task = asyncio.get_running_loop().create_task(self._attempt(exchange, attempt, deadline))
         # A task cancelled before it starts never runs the attempt's own clean-up.
         task.add_done_callback(lambda t: attempt.release() if t.cancelled() else None)
@@ -338,13 +337,23 @@ class Router:
 
     # -- one attempt ----------------------------------------------------------------------------
 
+    def _new_attempt(self, exchange: Exchange, group: ModelGroup, d: Deployment,
+                     hedge: bool = False) -> Attempt:
+        exchange.attempts += 1
+        trace = exchange.trace
+        record = (trace.attempt(d.name, exchange.attempts, hedge) if trace is not None
+                  else None)
+        return Attempt(group, d, shared=not exchange.faults, clock=self._clock, hedge=hedge,
+                       record=record)
+
     async def _attempt(self, exchange: Exchange, attempt: Attempt, deadline: float) -> Reply:
         """One try, up to the commit point. Raises ``UpstreamError`` for anything worth trying
         elsewhere. A streamed reply owns the attempt from here (its ``Relay`` releases it);
         otherwise the attempt is released before this returns, whatever happened."""
         group, d = attempt.group, attempt.deployment
         try:
-            request = self._request(exchange, group, d, deadline, attempt.started)
+            request = self._request(exchange, group, d, deadline, attempt.started,
+                                    attempt.record)
             reply = await self._send(exchange, attempt, request)
         except UpstreamError as exc:
             attempt.failed(exc, exchange.request_id, exchange.attempts)
@@ -359,7 +368,7 @@ class Router:
         return reply
 
     def _request(self, exchange: Exchange, group: ModelGroup, d: Deployment, deadline: float,
-                 now: float) -> UpstreamRequest:
+                 now: float, record: AttemptRecord | None = None) -> UpstreamRequest:
         body = dict(exchange.body)
         body["model"] = d.upstream_model
         if d.default_max_tokens is not None and exchange.operation is not Operation.EMBEDDING \
@@ -385,12 +394,19 @@ class Router:
                 first_token = min(first_token, exchange.first_token_timeout)
             deadlines = Deadlines(connect=min(configured.connect, remaining),
                                   first_token=min(first_token, remaining), total=remaining)
+        headers = {"X-Request-Id": exchange.request_id}
+        trace = exchange.trace
+        if trace is not None and record is not None:
+            # W3C trace context: the model server's spans become this attempt's children.
+            headers["traceparent"] = trace.traceparent(record.span_id)
+            if trace.tracestate:
+                headers["tracestate"] = trace.tracestate
         return UpstreamRequest(
             path=exchange.operation.upstream_path,
             body=orjson.dumps(body),
             stream=exchange.stream,
             deadlines=deadlines,
-            headers={"X-Request-Id": exchange.request_id},
+            headers=headers,
             faults=exchange.faults,
         )
 

@@ -7,7 +7,7 @@ process, as they do in tests. Labelled children are cached: ``.labels()`` is the
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import generate_latest
+from prometheus_client.exposition import choose_encoder
 
 # Bucket boundaries recommended by the OpenTelemetry GenAI semantic conventions.
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -117,11 +117,16 @@ class Metrics:
     def upstream_attempt(self, model: str, deployment: str, outcome: str) -> None:
         self._counter(self.upstream_attempts, model, deployment, outcome).inc()
 
-    def operation(self, operation: str, model: str, seconds: float, error_type: str) -> None:
-        self._histogram(self.operation_duration, operation, model, error_type).observe(seconds)
+    def operation(self, operation: str, model: str, seconds: float, error_type: str,
+                  trace_id: str | None = None) -> None:
+        """``trace_id``: the request's kept trace, shown as the bucket's exemplar."""
+        self._histogram(self.operation_duration, operation, model, error_type).observe(
+            seconds, {"trace_id": trace_id} if trace_id else None)
 
-    def first_token(self, operation: str, model: str, seconds: float) -> None:
-        self._histogram(self.time_to_first_token, operation, model).observe(seconds)
+    def first_token(self, operation: str, model: str, seconds: float,
+                    trace_id: str | None = None) -> None:
+        self._histogram(self.time_to_first_token, operation, model).observe(
+            seconds, {"trace_id": trace_id} if trace_id else None)
 
     def tokens(self, operation: str, model: str, prompt: int, completion: int) -> None:
         self._histogram(self.token_usage, operation, model, "input").observe(prompt)
@@ -155,5 +160,8 @@ class Metrics:
     def fault(self, deployment: str, kind: str) -> None:
         self._counter(self.faults, deployment, kind).inc()
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The metrics and their content type: OpenMetrics (with exemplars, the trace ids of
+        kept traces) when the scraper accepts it, Prometheus' text format otherwise."""
+        encode, content_type = choose_encoder(accept)
+        return encode(self.registry), content_type

@@ -1,0 +1,114 @@
+"""A real OTLP/HTTP trace receiver on loopback: it decodes what the SDK's exporter sends
+(protobuf ``ExportTraceServiceRequest``, gzip or not) into plain spans the tests can read."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+
+from tests.servers import LoopThread
+
+
+def _value(v: dict[str, Any]) -> Any:
+    if "arrayValue" in v:
+        return [_value(x) for x in v["arrayValue"].get("values", [])]
+    if "intValue" in v:
+        return int(v["intValue"])
+    for key in ("stringValue", "boolValue", "doubleValue"):
+        if key in v:
+            return v[key]
+    return None
+
+
+def _attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {a["key"]: _value(a["value"]) for a in items}
+
+
+@dataclass
+class ReceivedSpan:
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    status: str
+    status_message: str
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
+
+
+class OtlpReceiver:
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self.posts = 0
+        self._lock = threading.Lock()
+        self._thread = LoopThread()
+        app = web.Application()
+        app.router.add_post("/v1/traces", self._traces)
+        self._runner = web.AppRunner(app, access_log=None)
+        self.port = self._thread.call(self._start())
+
+    async def _start(self) -> int:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        return int(self._runner.addresses[0][1])
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        assert request.content_type == "application/x-protobuf", request.content_type
+        raw = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(raw)
+        spans = []
+        for rs in message.resource_spans:
+            resource = _attributes(MessageToDict(rs.resource).get("attributes", []))
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    d = MessageToDict(s)
+                    spans.append(ReceivedSpan(
+                        name=s.name, trace_id=s.trace_id.hex(), span_id=s.span_id.hex(),
+                        parent_id=s.parent_span_id.hex(),
+                        kind=SpanProto.SpanKind.Name(s.kind),
+                        start_ns=s.start_time_unix_nano, end_ns=s.end_time_unix_nano,
+                        attributes=_attributes(d.get("attributes", [])),
+                        status=d.get("status", {}).get("code", "STATUS_CODE_UNSET"),
+                        status_message=s.status.message,
+                        events=[(e["name"], _attributes(e.get("attributes", [])))
+                                for e in d.get("events", [])],
+                        resource=resource))
+        with self._lock:
+            self.spans.extend(spans)
+            self.posts += 1
+        return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
+                            content_type="application/x-protobuf")
+
+    def of_trace(self, trace_id: str) -> list[ReceivedSpan]:
+        with self._lock:
+            return [s for s in self.spans if s.trace_id == trace_id]
+
+    def servers(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return [s for s in self.spans if s.kind == "SPAN_KIND_SERVER"]
+
+    def close(self) -> None:
+        self._thread.call(self._runner.cleanup())
+        self._thread.stop()

@@ -5,33 +5,31 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from tests.servers import LoopThread
 
 
-def _value(v: dict[str, Any]) -> Any:
-    if "arrayValue" in v:
-        return [_value(x) for x in v["arrayValue"].get("values", [])]
-    if "intValue" in v:
-        return int(v["intValue"])
-    for key in ("stringValue", "boolValue", "doubleValue"):
-        if key in v:
-            return v[key]
-    return None
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
 
 
-def _attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {a["key"]: _value(a["value"]) for a in items}
+def _attributes(items: Iterable[KeyValue]) -> dict[str, Any]:
+    return {a.key: _value(a.value) for a in items}
 
 
 @dataclass
@@ -80,20 +78,18 @@ class OtlpReceiver:
         message.ParseFromString(raw)
         spans = []
         for rs in message.resource_spans:
-            resource = _attributes(MessageToDict(rs.resource).get("attributes", []))
+            resource = _attributes(rs.resource.attributes)
             for ss in rs.scope_spans:
                 for s in ss.spans:
-                    d = MessageToDict(s)
                     spans.append(ReceivedSpan(
                         name=s.name, trace_id=s.trace_id.hex(), span_id=s.span_id.hex(),
                         parent_id=s.parent_span_id.hex(),
                         kind=SpanProto.SpanKind.Name(s.kind),
                         start_ns=s.start_time_unix_nano, end_ns=s.end_time_unix_nano,
-                        attributes=_attributes(d.get("attributes", [])),
-                        status=d.get("status", {}).get("code", "STATUS_CODE_UNSET"),
+                        attributes=_attributes(s.attributes),
+                        status=Status.StatusCode.Name(s.status.code),
                         status_message=s.status.message,
-                        events=[(e["name"], _attributes(e.get("attributes", [])))
-                                for e in d.get("events", [])],
+                        events=[(e.name, _attributes(e.attributes)) for e in s.events],
                         resource=resource))
         with self._lock:
             self.spans.extend(spans)

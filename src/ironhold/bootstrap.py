@@ -48,9 +48,12 @@ from ironhold.routing.health import HealthChecker
 from ironhold.routing.router import Router
 from ironhold.routing.stats import Clock
 from ironhold.store.sql import SqlStore, open_durable_engine, open_sql_store, state_dir_for
+from ironhold.telemetry.insight import Insight
 from ironhold.telemetry.metrics import Metrics
+from ironhold.telemetry.signals import SignalBoard
 from ironhold.telemetry.stage import TelemetryStage
 from ironhold.telemetry.traces import TracedStage, Tracer, routing
+from ironhold.telemetry.webhook import SignalWebhook
 from ironhold.upstream.http import HttpTransport
 from ironhold.upstream.local import LocalModelServer
 from ironhold.upstream.transport import Transport
@@ -90,6 +93,9 @@ class Gateway:
     audit: Auditor | None = None
     audit_stream: NatsAuditStream | None = None
     tracer: Tracer | None = None
+    signals: SignalBoard | None = None
+    insight: Insight | None = None
+    webhook: SignalWebhook | None = None
     local_servers: list[LocalModelServer] = field(default_factory=list)
     health_checkers: list[HealthChecker] = field(default_factory=list)
     #: Closes everything the gateway opened, last opened first.
@@ -113,6 +119,10 @@ class Gateway:
             await self.audit_stream.start()
         for checker in self.health_checkers:
             checker.start()
+        if self.insight is not None:
+            self.insight.start()
+        if self.webhook is not None:
+            self.webhook.start()
         self.started = True
 
     async def close(self) -> None:
@@ -188,6 +198,27 @@ def build_tracer(config: Config) -> Tracer | None:
     return Tracer(traces, config_version(config), __version__)
 
 
+def build_insight(config: Config, metrics: Metrics, audit: Auditor | None,
+                  resources: contextlib.AsyncExitStack,
+                  ) -> tuple[SignalBoard, Insight | None, SignalWebhook | None]:
+    """The signal board, the detectors that raise signals on it, and where signals go (the
+    audit log, a webhook). Stopped before the audit log closes."""
+    signals = config.telemetry.signals
+    board = SignalBoard(metrics, signals.keep_ended)
+    if not signals.enabled:
+        return board, None, None
+    insight = Insight(config, metrics, board)
+    resources.push_async_callback(_quietly, insight.stop)
+    if audit is not None:
+        board.on_change(lambda signal: audit.record_signal(signal.as_json()))
+    webhook = None
+    if signals.webhook is not None:
+        webhook = SignalWebhook(signals.webhook)
+        board.on_change(webhook)
+        resources.push_async_callback(_quietly, webhook.stop)
+    return board, insight, webhook
+
+
 def build_guard(config: Config) -> GuardStage:
     overrides = {g.name: g.guard for g in config.models if g.guard is not None}
     return GuardStage(Guard(config.guard, overrides, InjectionModel.load()))
@@ -242,8 +273,6 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     tracer = build_tracer(config)
     if tracer is not None:
         resources.push_async_callback(_quietly, asyncio.to_thread, tracer.close)
-    stages: list[Stage] = [TelemetryStage(metrics, frozenset(groups),
-                                          access_log=config.logging.access, tracer=tracer)]
     audit, audit_stream = (build_audit(config, state, pricer) if config.audit.enabled
                            else (None, None))
     if audit_stream is not None:  # closed after the log, which may still publish to it
@@ -251,6 +280,11 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if audit is not None:
         resources.push_async_callback(_quietly, asyncio.to_thread, audit.log.store.close)
         resources.push_async_callback(_quietly, audit.log.close)
+    board, insight, webhook = build_insight(config, metrics, audit, resources)
+    stages: list[Stage] = [TelemetryStage(metrics, frozenset(groups),
+                                          access_log=config.logging.access, tracer=tracer,
+                                          insight=insight)]
+    if audit is not None:
         stages.append(AuditStage(audit))
     decisions: list[tuple[str, Stage]] = [("identity", IdentityStage(authenticator))]
     if authorizer is not None:
@@ -279,6 +313,9 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         audit=audit,
         audit_stream=audit_stream,
         tracer=tracer,
+        signals=board,
+        insight=insight,
+        webhook=webhook,
         local_servers=local_servers,
         health_checkers=checkers,
         resources=resources,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ironhold.api.audit import ADMIN, add_audit_routes, record_event
-from ironhold.api.requests import read_json_body
+from ironhold.api.insight import add_insight_routes
+from ironhold.api.requests import parse_body, read_json_body
 from ironhold.api.responses import json_response
-from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from ironhold.core.errors import NotFoundError, PermissionDeniedError
 from ironhold.core.principal import Quota
 
 if TYPE_CHECKING:
@@ -38,19 +39,6 @@ class NewKey(BaseModel):
     budget_usd_monthly: float | None = Field(None, gt=0)
     #: Seconds until the key expires.
     expires_in: float | None = Field(None, gt=0)
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def parse_body(model: type[_M], body: dict[str, Any]) -> _M:
-    """Validate an admin request body; the first problem becomes an OpenAI-shaped 400."""
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or None
-        raise InvalidRequestError(f"'{where}': {first['msg']}", param=where) from None
 
 
 def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
@@ -134,3 +122,4 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     app.router.add_post("/admin/keys", create_key)
     app.router.add_delete("/admin/keys/{key_id}", revoke_key)
     add_audit_routes(app, require_admin)
+    add_insight_routes(app, require_admin)

@@ -5,10 +5,11 @@ stage can write again. What the fields must hold is the codec's to check
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from ironhold.config.durations import parse_duration
 from ironhold.core.errors import InvalidRequestError, PayloadTooLargeError, RequestTimeoutError
@@ -77,3 +78,16 @@ def parse_timeout_header(name: str, value: str) -> float:
             f"The {name} header must be a positive duration such as 500ms, 30s or 2m "
             f"(got {value[:40]!r}).", param=name)
     return float(seconds)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def parse_body(model: type[_M], body: dict[str, Any]) -> _M:
+    """Validate an admin request body; the first problem becomes an OpenAI-shaped 400."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequestError(f"'{where}': {first['msg']}", param=where) from None

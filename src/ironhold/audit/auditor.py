@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
 
 from ironhold.audit.log import AuditLog
-from ironhold.audit.record import AuditRecord, build_record
+from ironhold.audit.record import AuditRecord, SignalRecord, build_record
 from ironhold.audit.redact import redact, redact_text
 from ironhold.core.errors import AuditUnavailableError
 from ironhold.core.exchange import Exchange
+from ironhold.core.ids import new_request_id
 
 __all__ = ["AnswerPrice", "Auditor"]
 
@@ -67,6 +69,16 @@ class Auditor:
         except AuditUnavailableError:
             log.error("audit_record_lost", extra={"request_id": exchange.request_id})
 
+    def record_signal(self, signal: dict[str, Any]) -> None:
+        """Queue a signal's start or end without waiting (a lost one is logged)."""
+        record = SignalRecord(round(time.time(), 6), f"signal-{new_request_id()}", signal)
+        try:
+            future = self.log.enqueue(record)
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": record.request_id})
+            return
+        future.add_done_callback(_logged_if_lost)
+
     async def record_event(self, record: AuditRecord) -> None:
         """Record a change to who may do what (made already), durably, before answering."""
         try:
@@ -91,3 +103,8 @@ class Auditor:
             except orjson.JSONDecodeError:
                 content["response"] = redact_text(response.decode("utf-8", "replace"))
         return content
+
+
+def _logged_if_lost(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("audit_record_lost", extra={"request_id": "signal"})

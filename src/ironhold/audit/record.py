@@ -26,7 +26,7 @@ from ironhold.core.exchange import (
     Usage,
 )
 
-__all__ = ["RECORD_VERSION", "AuditRecord", "EventRecord", "RequestRecord",
+__all__ = ["RECORD_VERSION", "AuditRecord", "EventRecord", "RequestRecord", "SignalRecord",
            "build_event_record", "build_record", "encode_record"]
 
 RECORD_VERSION = 1
@@ -130,6 +130,20 @@ class EventRecord:
                 "request_id": self.request_id, "principal": self.principal.describe(),
                 "client_ip": self.client_ip, "action": self.action,
                 "target": dict(self.target), "outcome": "ok"}
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """A signal raised or ended by the gateway's own detectors (no caller: the gateway)."""
+
+    time: float
+    request_id: str
+    #: The signal as ``GET /admin/signals`` lists it.
+    signal: Mapping[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        return {"v": RECORD_VERSION, "kind": "signal", "time": self.time,
+                "request_id": self.request_id, "signal": dict(self.signal)}
 
 
 def build_record(exchange: Exchange, status: int | None, outcome: str, response_sha256: str | None,

@@ -94,6 +94,25 @@ class Metrics:
             "ironhold_injected_faults", "Faults injected at the upstream seam.",
             ["deployment", "kind"], registry=r,
         )
+        self.signals_active = Gauge(
+            "ironhold_signal_active",
+            "1 while a signal of this kind is active for the model group (and deployment).",
+            ["kind", "model", "deployment"], registry=r,
+        )
+        self.signals_raised = Counter(
+            "ironhold_signals", "Signals raised by the gateway's detectors.",
+            ["kind", "model"], registry=r,
+        )
+        self.slo_events = Counter(
+            "ironhold_slo_events",
+            "Requests counted by a model group's SLIs, good or bad (the SLO rules read these).",
+            ["model", "sli", "result"], registry=r,
+        )
+        self.slo_budget_left = Gauge(
+            "ironhold_slo_error_budget_remaining",
+            "Share of the SLO window's error budget not yet spent (negative: overspent).",
+            ["model", "sli"], registry=r,
+        )
         self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
 
@@ -159,6 +178,18 @@ class Metrics:
 
     def fault(self, deployment: str, kind: str) -> None:
         self._counter(self.faults, deployment, kind).inc()
+
+    def signal(self, kind: str, model: str, deployment: str, active: bool) -> None:
+        self.signals_active.labels(kind, model, deployment).set(1 if active else 0)
+        if active:
+            self._counter(self.signals_raised, kind, model).inc()
+
+    def slo_event(self, model: str, sli: str, good: bool) -> None:
+        self._counter(self.slo_events, model, sli, "good" if good else "bad").inc()
+
+    def slo_budget(self, model: str, sli: str, left: float | None) -> None:
+        if left is not None:
+            self.slo_budget_left.labels(model, sli).set(left)
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The metrics and their content type: OpenMetrics (with exemplars, the trace ids of

@@ -11,8 +11,10 @@ from ironhold.core.events import Chunk, Event
 from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.pipeline import Handler
 from ironhold.telemetry.answers import AnswerFacts
+from ironhold.telemetry.insight import Insight
 from ironhold.telemetry.logs import access_line
 from ironhold.telemetry.metrics import Metrics
+from ironhold.telemetry.outcome import CallOutcome
 from ironhold.telemetry.traces import Tracer
 
 #: The model label of a request for a name the gateway does not serve.
@@ -25,13 +27,14 @@ class TelemetryStage:
     ``_other``, so no client (authenticated or not) can add a series to ``/metrics``."""
 
     def __init__(self, metrics: Metrics, models: frozenset[str], access_log: bool = True,
-                 tracer: Tracer | None = None):
+                 tracer: Tracer | None = None, insight: Insight | None = None):
         self._metrics = metrics
         self._models = models
         self._access_log = access_log
         self._tracer = tracer
+        self._insight = insight
         #: Whether anything reads what the answers were (finish reasons, length...).
-        self._facts = tracer is not None
+        self._facts = tracer is not None or insight is not None
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
         self._metrics.in_flight.inc()
@@ -40,10 +43,10 @@ class TelemetryStage:
         try:
             reply = await next_(exchange)
         except IronholdError as exc:
-            self.finish(exchange, error_type=exc.code, status=None)
+            self.finish(exchange, error_type=exc.code, status=None, exc=exc)
             raise
-        except BaseException:
-            self.finish(exchange, error_type="internal_error", status=None)
+        except BaseException as exc:
+            self.finish(exchange, error_type="internal_error", status=None, exc=exc)
             raise
         if reply.events is not None:
             reply.observers.append(_Observed(exchange, self, self._facts))
@@ -55,7 +58,7 @@ class TelemetryStage:
         return reply
 
     def finish(self, exchange: Exchange, error_type: str, status: int | None,
-               facts: AnswerFacts | None = None) -> None:
+               facts: AnswerFacts | None = None, exc: BaseException | None = None) -> None:
         """Record a request that has ended: exactly once per request."""
         self._metrics.in_flight.dec()
         now = time.perf_counter()
@@ -64,13 +67,19 @@ class TelemetryStage:
                     if self._tracer is not None else None)
         op = exchange.operation.gen_ai_name
         model = exchange.model if exchange.model in self._models else OTHER_MODEL
-        self._metrics.operation(op, model, now - exchange.started, error_type, trace_id)
+        latency = now - exchange.started
+        self._metrics.operation(op, model, latency, error_type, trace_id)
         if exchange.first_token_at is not None and not error_type:
             ttft = exchange.first_token_at - exchange.started
             self._metrics.first_token(op, model, ttft, trace_id)
         if exchange.usage is not None:
             self._metrics.tokens(op, model, exchange.usage.prompt_tokens,
                                  exchange.usage.completion_tokens)
+        if self._insight is not None:
+            # The group that answered (a fallback's) is the one whose health this tells.
+            watched = exchange.group or model
+            self._insight.observe(CallOutcome.of(exchange, watched, status, error_type, exc,
+                                                 latency, facts, trace_id))
         if self._access_log:
             access_line({
                 "request_id": exchange.request_id,

@@ -1,0 +1,198 @@
+"""Insight: every ended request, watched. One object per gateway holds the detectors per model
+group and deployment, the SLO trackers, drift, the recent requests the console lists, and the
+signal board; the telemetry stage hands it each ``CallOutcome`` (cheap: counters and sketch
+updates), and its own task judges everything every ``_TICK`` seconds, off the request path.
+
+    latency_spike   ttft / latency of one deployment      SpikeDetector
+    error_spike     server faults of a group or deployment RateDetector
+    prompt_failure  empty answers, refusals, truncations,  RateDetector per subject
+                    guard blocks, policy denials
+    drift           prompts and answers of a group         DriftDetector
+    slo_burn        availability / ttft / latency budgets  SloTracker
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ironhold.config.schema import Config
+from ironhold.config.telemetry import SignalsConfig
+from ironhold.telemetry.detectors import RateDetector, SpikeDetector, Verdict
+from ironhold.telemetry.drift import DriftDetector, features_of
+from ironhold.telemetry.metrics import Metrics
+from ironhold.telemetry.outcome import CallOutcome, Fault
+from ironhold.telemetry.signals import SignalBoard, SignalKind
+from ironhold.telemetry.slo import SloTracker
+
+__all__ = ["Insight"]
+
+log = logging.getLogger("ironhold.signals")
+
+#: Seconds between judgements.
+_TICK = 2.0
+#: Requests the console's list keeps.
+_RECENT = 200
+#: What a prompt failure is, by subject.
+_FAILURES: dict[str, Callable[[CallOutcome], bool]] = {
+    "empty_answers": lambda o: o.facts is not None and o.facts.empty and not o.fault,
+    "refusals": lambda o: o.facts is not None and o.facts.refused,
+    "truncations": lambda o: o.facts is not None and o.facts.truncated,
+    "guard_blocks": lambda o: o.guard_blocked is not None,
+    "policy_denials": lambda o: o.policy_denied,
+}
+
+
+class _Group:
+    """A model group's detectors."""
+
+    def __init__(self, name: str, deployments: list[str], signals: SignalsConfig,
+                 tracker: SloTracker | None):
+        w, b, m = signals.spike_window, signals.baseline, signals.min_samples
+        self.name = name
+        self.errors = RateDetector(w, b, m, floor=0.01, cold_start=True)
+        self.failures = {subject: RateDetector(w, b, m, floor=0.02) for subject in _FAILURES}
+        self.deployments = {d: _Deployment(signals) for d in deployments}
+        self.drift = DriftDetector(signals.drift_reference, signals.drift_window,
+                                   signals.drift_p_value)
+        self.slo = tracker
+
+
+class _Deployment:
+    def __init__(self, signals: SignalsConfig):
+        w, b, m, f = (signals.spike_window, signals.baseline, signals.min_samples,
+                      signals.spike_factor)
+        self.ttft = SpikeDetector(w, b, f, m)
+        self.latency = SpikeDetector(w, b, f, m)
+        self.errors = RateDetector(w, b, m, floor=0.01, cold_start=True)
+
+
+class Insight:
+    def __init__(self, config: Config, metrics: Metrics, board: SignalBoard,
+                 clock: Callable[[], float] = time.time):
+        self.config = config.telemetry.signals
+        self.board = board
+        self._metrics = metrics
+        self._clock = clock
+        self.groups = {
+            g.name: _Group(g.name, [d.name or f"{g.name}-{i}" for i, d in
+                                    enumerate(g.deployments)], self.config,
+                           SloTracker(g.slo) if g.slo is not None else None)
+            for g in config.models}
+        self.recent: deque[CallOutcome] = deque(maxlen=_RECENT)
+        self._task: asyncio.Task[None] | None = None
+
+    # -- on the request path: counting only ---------------------------------------------------
+
+    def observe(self, o: CallOutcome) -> None:
+        self.recent.append(o)
+        group = self.groups.get(o.model)
+        if group is None:
+            return
+        now = o.at
+        server_fault = o.fault == Fault.SERVER
+        group.errors.add(server_fault, now)
+        for subject, test in _FAILURES.items():
+            group.failures[subject].add(test(o), now)
+        deployment = group.deployments.get(o.deployment) if o.deployment else None
+        if deployment is not None:
+            deployment.errors.add(server_fault, now)
+            if not o.fault:
+                deployment.latency.add(o.latency, now)
+                if o.ttft is not None:
+                    deployment.ttft.add(o.ttft, now)
+        if group.slo is not None and o.outcome != "client_closed" and o.fault != Fault.CLIENT:
+            self._slo_events(group.slo, group.name, o, server_fault, now)
+        features = features_of(o)
+        if features is not None:
+            group.drift.add(features)
+
+    def _slo_events(self, slo: SloTracker, name: str, o: CallOutcome, server_fault: bool,
+                    now: float) -> None:
+        slo.add("availability", server_fault, now)
+        self._metrics.slo_event(name, "availability", not server_fault)
+        if server_fault:
+            return
+        if o.ttft is not None:
+            threshold = slo.threshold("ttft") if "ttft" in slo.slis else None
+            if threshold is not None:
+                slo.add("ttft", o.ttft > threshold, now)
+                self._metrics.slo_event(name, "ttft", o.ttft <= threshold)
+        threshold = slo.threshold("latency") if "latency" in slo.slis else None
+        if threshold is not None:
+            slo.add("latency", o.latency > threshold, now)
+            self._metrics.slo_event(name, "latency", o.latency <= threshold)
+
+    # -- off it: judging ----------------------------------------------------------------------
+
+    def judge(self, now: float | None = None) -> None:
+        """Judge every detector once and raise or end signals."""
+        now = self._clock() if now is None else now
+        for group in self.groups.values():
+            self._settle("error_spike", group.name, None, "errors", group.errors.judge(now))
+            for subject, detector in group.failures.items():
+                self._settle("prompt_failure", group.name, None, subject, detector.judge(now))
+            for name, d in group.deployments.items():
+                self._settle("latency_spike", group.name, name, "ttft", d.ttft.judge(now))
+                self._settle("latency_spike", group.name, name, "latency",
+                             d.latency.judge(now))
+                self._settle("error_spike", group.name, name, "errors", d.errors.judge(now))
+            drift = group.drift.judge()
+            if drift is not None:
+                self._settle("drift", group.name, None, "prompts_and_answers",
+                             Verdict(drift.drifted, drift.evidence))
+            if group.slo is not None:
+                for burn in group.slo.burns(now):
+                    firing = burn.firing
+                    self._settle("slo_burn", group.name, None, burn.sli, Verdict(
+                        bool(firing), {
+                            "objective": burn.objective,
+                            "severity": firing[0].severity if firing else None,
+                            "alerts": [a.name for a in firing],
+                            "burn_rates": burn.burn,
+                            "budget_left": (round(burn.budget_left, 4)
+                                            if burn.budget_left is not None else None)}))
+                    self._metrics.slo_budget(group.name, burn.sli, burn.budget_left)
+
+    def _settle(self, kind: SignalKind, model: str, deployment: str | None, subject: str,
+                verdict: Verdict | None) -> None:
+        if verdict is None:
+            return
+        if verdict.firing:
+            self.board.raise_(kind, model, deployment, subject, verdict.evidence)
+        else:
+            self.board.clear(kind, model, deployment, subject)
+
+    def reset_drift(self, model: str, label: str | None = None, pin: bool = False) -> bool:
+        group = self.groups.get(model)
+        if group is None:
+            return False
+        group.drift.reset(label or f"reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
+                          pin)
+        self.board.clear("drift", model, None, "prompts_and_answers")
+        return True
+
+    # -- its task -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK)
+            try:
+                self.judge()
+            except Exception:
+                log.exception("judging the signals failed")

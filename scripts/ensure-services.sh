@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure the services the tests use are running: PostgreSQL on 127.0.0.1:5432 (trust auth).
+# Make sure the services the tests use are running (PostgreSQL on 127.0.0.1:5432, trust auth)
+# and the Debian packages they drive are installed.
 set -euo pipefail
 
 pg_up() { (command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432) ||
@@ -20,3 +21,21 @@ else
   for _ in $(seq 1 30); do pg_up && break; sleep 1; done
   pg_up || { echo "PostgreSQL is not running on 127.0.0.1:5432 and could not be started" >&2; exit 1; }
 fi
+
+# Debian packages the tests drive for real: Prometheus and promtool (the SLO rules), Chromium
+# (the console, through Playwright).
+missing=()
+command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "Installing Debian packages: ${missing[*]}"
+  as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+    "${as_root[@]}" apt-get update >/dev/null 2>&1
+    "${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  } || { echo "could not install ${missing[*]} (apt-get as root)" >&2; exit 1; }
+fi
+echo "Prometheus: $(prometheus --version 2>&1 | head -n 1)"
+echo "Chromium: $(chromium --version 2>/dev/null)"

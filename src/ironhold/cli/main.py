@@ -15,6 +15,7 @@ from ironhold.cli import guard as guard_cmd
 from ironhold.cli import keys as keys_cmd
 from ironhold.cli import policy as policy_cmd
 from ironhold.cli import redteam as redteam_cmd
+from ironhold.cli import slo as slo_cmd
 from ironhold.cli.common import ConfigOption, fail, load_or_exit
 from ironhold.core.errors import IronholdError
 
@@ -33,6 +34,7 @@ app.add_typer(chaos_cmd.app, name="chaos")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(guard_cmd.app, name="guard")
+app.add_typer(slo_cmd.app, name="slo")
 app.command("demo")(demo_cmd.demo)
 app.command("redteam")(redteam_cmd.redteam)
 

@@ -83,6 +83,11 @@ class Insight:
                                     enumerate(g.deployments)], self.config,
                            SloTracker(g.slo) if g.slo is not None else None)
             for g in config.models}
+        for group in self.groups.values():
+            if group.slo is not None:
+                for sli in group.slo.slis:  # both series from the start, for the rules' ratios
+                    metrics.slo_event(group.name, sli, True, count=0)
+                    metrics.slo_event(group.name, sli, False, count=0)
         self.recent: deque[CallOutcome] = deque(maxlen=_RECENT)
         self._task: asyncio.Task[None] | None = None
 

@@ -184,8 +184,8 @@ class Metrics:
         if active:
             self._counter(self.signals_raised, kind, model).inc()
 
-    def slo_event(self, model: str, sli: str, good: bool) -> None:
-        self._counter(self.slo_events, model, sli, "good" if good else "bad").inc()
+    def slo_event(self, model: str, sli: str, good: bool, count: int = 1) -> None:
+        self._counter(self.slo_events, model, sli, "good" if good else "bad").inc(count)
 
     def slo_budget(self, model: str, sli: str, left: float | None) -> None:
         if left is not None:

@@ -10,6 +10,7 @@ import yaml
 
 from ironhold.cli.common import ConfigOption, fail, load_or_exit
 
+
 class _Dumper(yaml.SafeDumper):
     """Multi-line expressions as literal blocks, the way rules are written by hand."""
 

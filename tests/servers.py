@@ -56,6 +56,7 @@ class SimulatorServer:
         self._runner = web.AppRunner(self.simulator.app(), access_log=None, shutdown_timeout=0.5,
                                      handler_cancellation=True)
         self.port = self._thread.call(self._start())
+        self._closed = False
 
     async def _start(self) -> int:
         await self._runner.setup()
@@ -71,6 +72,10 @@ class SimulatorServer:
         self.simulator.profile = profile
 
     def close(self) -> None:
+        """Stop serving (a test may kill a deployment before its fixture closes it)."""
+        if self._closed:
+            return
+        self._closed = True
         self._thread.call(self._runner.cleanup())
         self._thread.stop()
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from ironhold.api.audit import ADMIN, add_audit_routes, record_event
+from ironhold.api.console import add_console_routes
 from ironhold.api.insight import add_insight_routes
 from ironhold.api.requests import parse_body, read_json_body
 from ironhold.api.responses import json_response
@@ -123,3 +124,4 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     app.router.add_delete("/admin/keys/{key_id}", revoke_key)
     add_audit_routes(app, require_admin)
     add_insight_routes(app, require_admin)
+    add_console_routes(app, require_admin)

@@ -132,7 +132,9 @@ async def _proved(log: AuditLog, row: StoredRecord, request: web.Request) -> dic
         checkpoint = newest[0]
     proof = await asyncio.to_thread(log.store.inclusion_proof, row.seq, checkpoint.size)
     return {"seq": row.seq, "request_id": row.request_id, "leaf_hash": _b64(row.leaf_hash),
-            "record": orjson.loads(row.record), "checkpoint": checkpoint.as_dict(),
+            "record": orjson.loads(row.record),
+            # The exact bytes the leaf hash covers, so a client can check it itself.
+            "record_json": row.record, "checkpoint": checkpoint.as_dict(),
             "inclusion_proof": [_b64(p) for p in proof]}
 
 

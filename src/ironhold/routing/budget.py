@@ -28,6 +28,11 @@ class RetryBudget:
     def spend(self) -> None:
         self._extras.add()
 
+    def usage(self) -> tuple[int, float]:
+        """(retries and hedges spent, how many the window allows) now, for the console."""
+        return (int(self._extras.total()),
+                round(self._requests.total() * self._ratio + self._floor, 1))
+
     def try_spend(self) -> bool:
         if not self.available():
             return False

@@ -38,6 +38,10 @@ class Deployment:
     ejected: bool = False
     ejected_until: float = 0.0
     ejections: int = 0
+    #: Why it was last ejected (``consecutive_failures``, ``failure_rate``, ``probe_failed``)
+    #: and the last failure's error code, for the console.
+    ejection_reason: str = ""
+    last_error: str = ""
     admitted_at: float = 0.0
     #: Half-open: the one request allowed through after an ejection expired is in flight.
     probing: bool = False
@@ -52,6 +56,27 @@ class Deployment:
     def healthy(self) -> bool:
         """Up, not ejected and passing health checks (what /readyz reports)."""
         return self.available and not self.ejected and not self.check_failed
+
+    def state(self, now: float) -> tuple[str, dict[str, object]]:
+        """What the console shows: ``healthy``, ``starting`` (a managed server not up),
+        ``unhealthy`` (failing health checks), ``ejected`` (and why, and for how long),
+        ``half_open`` (its ejection is over and a probe decides), ``throttled`` (the server
+        asked for a pause) or ``bulkhead_full``; ``now`` on the router's clock."""
+        if not self.available:
+            return "starting", {}
+        if self.check_failed:
+            return "unhealthy", {"reason": "health_check"}
+        if self.ejected:
+            why = {"reason": self.ejection_reason, "last_error": self.last_error,
+                   "ejections": self.ejections}
+            if self.ejected_until <= now:
+                return "half_open", {**why, "probing": self.probing}
+            return "ejected", {**why, "seconds_left": round(self.ejected_until - now, 1)}
+        if self.throttled_until > now:
+            return "throttled", {"seconds_left": round(self.throttled_until - now, 1)}
+        if self.full:
+            return "bulkhead_full", {"max_concurrent": self.max_concurrent}
+        return "healthy", {}
 
     def cost(self, now: float) -> float:
         """Peak-EWMA cost: expected latency times the work queued ahead, per unit of weight."""

@@ -64,6 +64,7 @@ class OutlierDetector:
 
     def failure(self, d: Deployment, reason: str) -> None:
         d.consecutive_failures += 1
+        d.last_error = reason
         rate = self._config.failure_rate
         if rate is not None:
             d.attempts_window.add()
@@ -93,6 +94,7 @@ class OutlierDetector:
         d.ejections += 1
         seconds = min(self._config.base_ejection * d.ejections, self._config.max_ejection)
         d.ejected = True
+        d.ejection_reason = reason
         d.ejected_until = now + seconds
         d.probing = False
         d.consecutive_failures = 0

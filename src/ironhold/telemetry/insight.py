@@ -24,12 +24,13 @@ from ironhold.config.schema import Config
 from ironhold.config.telemetry import SignalsConfig
 from ironhold.telemetry.detectors import RateDetector, SpikeDetector, Verdict
 from ironhold.telemetry.drift import DriftDetector, features_of
+from ironhold.telemetry.live import LiveStats
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.outcome import CallOutcome, Fault
 from ironhold.telemetry.signals import SignalBoard, SignalKind
 from ironhold.telemetry.slo import SloTracker
 
-__all__ = ["Insight"]
+__all__ = ["Insight", "Tallies"]
 
 log = logging.getLogger("ironhold.signals")
 
@@ -47,6 +48,37 @@ _FAILURES: dict[str, Callable[[CallOutcome], bool]] = {
 }
 
 
+class Tallies:
+    """Counts since start for the console: guard blocks by category, policy denials, limit
+    refusals and spend by tenant. Tenants are admin-made names; past ``_MAX_KEYS`` of them the
+    rest are counted as ``_other``."""
+
+    _MAX_KEYS = 1000
+
+    def __init__(self) -> None:
+        self.guard_blocks: dict[str, int] = {}
+        self.policy_denials = 0
+        self.limit_refusals: dict[str, int] = {}
+        self.spend_micros: dict[str, int] = {}
+
+    def add(self, o: CallOutcome) -> None:
+        if o.guard_blocked is not None:
+            _bump(self.guard_blocks, o.guard_blocked, 1, self._MAX_KEYS)
+        if o.policy_denied:
+            self.policy_denials += 1
+        tenant = o.tenant or o.principal or "anonymous"
+        if o.limit_refused is not None:
+            _bump(self.limit_refusals, tenant, 1, self._MAX_KEYS)
+        if o.cost_micros:
+            _bump(self.spend_micros, tenant, o.cost_micros, self._MAX_KEYS)
+
+
+def _bump(counts: dict[str, int], key: str, by: int, cap: int) -> None:
+    if key not in counts and len(counts) >= cap:
+        key = "_other"
+    counts[key] = counts.get(key, 0) + by
+
+
 class _Group:
     """A model group's detectors."""
 
@@ -60,6 +92,8 @@ class _Group:
         self.drift = DriftDetector(signals.drift_reference, signals.drift_window,
                                    signals.drift_p_value)
         self.slo = tracker
+        #: The SLIs as last judged, for the console.
+        self.slo_view: list[dict[str, object]] | None = None
 
 
 class _Deployment:
@@ -89,17 +123,21 @@ class Insight:
                     metrics.slo_event(group.name, sli, True, count=0)
                     metrics.slo_event(group.name, sli, False, count=0)
         self.recent: deque[CallOutcome] = deque(maxlen=_RECENT)
+        self.live = LiveStats()
+        self.tallies = Tallies()
         self._task: asyncio.Task[None] | None = None
 
     # -- on the request path: counting only ---------------------------------------------------
 
     def observe(self, o: CallOutcome) -> None:
         self.recent.append(o)
+        self.tallies.add(o)
         group = self.groups.get(o.model)
         if group is None:
             return
         now = o.at
         server_fault = o.fault == Fault.SERVER
+        self.live.add(o.model, o.deployment, o.latency, o.ttft, server_fault, now)
         group.errors.add(server_fault, now)
         for subject, test in _FAILURES.items():
             group.failures[subject].add(test(o), now)
@@ -151,7 +189,12 @@ class Insight:
                 self._settle("drift", group.name, None, "prompts_and_answers",
                              Verdict(drift.drifted, drift.evidence))
             if group.slo is not None:
+                group.slo_view = []
                 for burn in group.slo.burns(now):
+                    group.slo_view.append({
+                        "sli": burn.sli, "objective": burn.objective,
+                        "budget_left": burn.budget_left, "burn_rates": burn.burn,
+                        "firing": [a.name for a in burn.firing]})
                     firing = burn.firing
                     self._settle("slo_burn", group.name, None, burn.sli, Verdict(
                         bool(firing), {

@@ -75,6 +75,7 @@ class CallOutcome:
     limit_refused: str | None
     audit_seq: int | None
     trace_id: str | None
+    cost_micros: int | None = None
 
     @classmethod
     def of(cls, exchange: Exchange, model: str, status: int | None, error_type: str,
@@ -101,7 +102,7 @@ class CallOutcome:
             policy=(None if policy is None else "allow" if policy.allowed else "deny"),
             limit_refused=(limits.refused_by or "limits"
                            if limits is not None and not limits.allowed else None),
-            audit_seq=exchange.audit_seq, trace_id=trace_id)
+            audit_seq=exchange.audit_seq, trace_id=trace_id, cost_micros=exchange.cost_micros)
 
     @property
     def policy_denied(self) -> bool:

@@ -31,7 +31,7 @@ services:
 	scripts/ensure-services.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench deploy
 	$(BIN)/mypy
 
 test: $(STAMP) services lint

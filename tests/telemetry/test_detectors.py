@@ -10,7 +10,7 @@ from scipy.stats import chi2
 
 from ironhold.config.telemetry import SloConfig
 from ironhold.telemetry.answers import AnswerFacts
-from ironhold.telemetry.detectors import RateDetector, SpikeDetector
+from ironhold.telemetry.detectors import RateBank, RateSubject, SpikeDetector
 from ironhold.telemetry.drift import DriftDetector, chi2_sf, features_of
 from ironhold.telemetry.outcome import CallOutcome, prompt_features, script_of
 from ironhold.telemetry.slo import SloTracker
@@ -73,24 +73,27 @@ def test_spike_memory_is_bounded_by_its_slots() -> None:
 
 def test_a_rise_in_errors_is_called_and_a_steady_rate_is_not() -> None:
     rng = random.Random(3)
-    detector = RateDetector(window=15, baseline=600, min_samples=20)
+    # Two properties of the same requests: errors rise, refusals stay as they were.
+    bank = RateBank([RateSubject("errors", floor=0.01), RateSubject("refusals")],
+                    window=15, baseline=600, min_samples=20)
     now = 0.0
-    while now < 600:  # 1% errors
-        detector.add(rng.random() < 0.01, now)
+    while now < 600:  # 1% errors, 5% refusals
+        bank.add(now, *[i for i, p in enumerate((0.01, 0.05)) if rng.random() < p])
         now += 0.1
         if round(now * 10) % 20 == 0:
-            verdict = detector.judge(now)
-            assert verdict is None or not verdict.firing, (now, verdict)
+            verdicts = bank.judge(now)
+            assert not any(v is not None and v.firing for v in verdicts), (now, verdicts)
     onset = now
-    verdict = None
+    verdict = refusals = None
     while now < onset + 30:  # 20% errors
-        detector.add(rng.random() < 0.2, now)
+        bank.add(now, *[i for i, p in enumerate((0.2, 0.05)) if rng.random() < p])
         now += 0.1
         if round(now * 10) % 20 == 0:
-            verdict = detector.judge(now)
+            verdict, refusals = bank.judge(now)
             if verdict is not None and verdict.firing:
                 break
     assert verdict is not None and verdict.firing and now - onset < 15
+    assert refusals is not None and not refusals.firing
     assert verdict.evidence["recent_rate"] >= 2 * max(verdict.evidence["baseline_rate"], 0.01)
 
 

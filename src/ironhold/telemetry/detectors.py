@@ -4,8 +4,8 @@
 slot (``fastdigest``: a bounded sketch, never a list of samples) and calls a spike when the
 recent median is ``factor`` times the baseline's median and above its 90th percentile: a
 heavy tail moves the upper quantiles, not the median of a window, so it is not a spike.
-``RateDetector`` counts one kind of event among requests (errors, empty answers, refusals...)
-and calls a rise when the recent rate is at least twice the baseline's and four standard
+``RateBank`` counts kinds of event among requests (errors, empty answers, refusals...) and
+calls a rise of one when the recent rate is at least twice the baseline's and four standard
 deviations above it. Slots seen while a detector fires are left out of its baseline, so a long
 incident does not become the normal it is judged against.
 
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastdigest import TDigest
 
-__all__ = ["RateDetector", "SpikeDetector", "Verdict"]
+__all__ = ["RateBank", "RateSubject", "SpikeDetector", "Verdict"]
 
 #: Slots a recent window is cut into.
 _RECENT_SLOTS = 3
@@ -104,57 +105,78 @@ class SpikeDetector(_Slotted):
         return len(self._slots)
 
 
-class RateDetector(_Slotted):
-    """The share of requests with some property, recent against baseline."""
+@dataclass(frozen=True, slots=True)
+class RateSubject:
+    name: str
+    #: The baseline rate is taken as at least this (a rare event's rise from 0 to 0.1% is no
+    #: signal).
+    floor: float = 0.02
+    #: Judge against ``floor`` alone before any baseline exists (errors: a new gateway failing
+    #: from its first minute is news).
+    cold_start: bool = False
 
-    def __init__(self, window: float, baseline: float, min_samples: int,
-                 floor: float = 0.01, cold_start: bool = False):
+
+class RateBank(_Slotted):
+    """Several properties of the same requests (errors, empty answers, refusals...), each a
+    share of requests judged recent against baseline. One slot list serves them all, so a
+    request costs one slot lookup and an addition per property it has."""
+
+    def __init__(self, subjects: Sequence[RateSubject], window: float, baseline: float,
+                 min_samples: int):
         super().__init__(window, baseline, min_samples)
-        #: The baseline rate is taken as at least this (a rare event's rise from 0 to 0.1%
-        #: is no signal).
-        self._floor = floor
-        #: Judge against ``floor`` alone before any baseline exists (errors: a new gateway
-        #: failing from its first minute is news).
-        self._cold_start = cold_start
-        #: ``[slot index, requests, events, seen while firing]``, oldest first.
-        self._slots: deque[list[Any]] = deque()
+        self.subjects = tuple(subjects)
+        self._firing = [False] * len(self.subjects)
+        #: ``[slot index, firing mask when opened, requests, events of subject 0, ...]``.
+        self._slots: deque[list[int]] = deque()
 
-    def add(self, event: bool, now: float) -> None:
-        index = self._index(now)
+    def add(self, now: float, *events: int) -> None:
+        """One request at ``now`` that had the properties numbered ``events``."""
+        index = int(now / self._width)
         slots = self._slots
         if not slots or slots[-1][0] != index:
-            slots.append([index, 0, 0, self.firing])
+            mask = sum(1 << i for i, firing in enumerate(self._firing) if firing)
+            slots.append([index, mask, 0, *(0 for _ in self.subjects)])
             while slots[0][0] <= index - self._keep:
                 slots.popleft()
         last = slots[-1]
-        last[1] += 1
-        last[2] += event
+        last[2] += 1
+        for event in events:
+            last[3 + event] += 1
 
-    def judge(self, now: float) -> Verdict | None:
+    def judge(self, now: float) -> list[Verdict | None]:
         first_recent = self._index(now) - _RECENT_SLOTS + 1
+        return [self._judge(i, subject, first_recent)
+                for i, subject in enumerate(self.subjects)]
+
+    def _judge(self, i: int, subject: RateSubject, first_recent: int) -> Verdict | None:
         n = k = bn = bk = 0
-        for index, requests, events, tainted in self._slots:
-            if index >= first_recent:
-                n += requests
-                k += events
-            elif not tainted:
-                bn += requests
-                bk += events
+        bit = 1 << i
+        for slot in self._slots:
+            if slot[0] >= first_recent:
+                n += slot[2]
+                k += slot[3 + i]
+            elif not slot[1] & bit:  # seen while this subject fired: not the baseline
+                bn += slot[2]
+                bk += slot[3 + i]
+        firing = self._firing[i]
         if n == 0:
-            return Verdict(False, {"reason": "no recent requests"}) if self.firing else None
-        if n < self._min or (bn < self._min and not self._cold_start):
+            if firing:
+                self._firing[i] = False
+                return Verdict(False, {"reason": "no recent requests"})
+            return None
+        if n < self._min or (bn < self._min and not subject.cold_start):
             return None
         base_rate = bk / bn if bn else 0.0
-        p0 = max(base_rate, self._floor)
+        p0 = max(base_rate, subject.floor)
         rate = k / n
         z = (k - n * p0) / math.sqrt(n * p0 * (1 - p0)) if p0 < 1 else 0.0
         evidence = {"recent_rate": round(rate, 4), "baseline_rate": round(base_rate, 4),
                     "recent_events": k, "recent_requests": n, "baseline_requests": bn,
                     "z": round(z, 2)}
         # Hysteresis: a rise ends once the rate is back under 1.5 times the baseline's.
-        holds = ((rate >= 1.5 * p0 and z >= 2) if self.firing
+        holds = ((rate >= 1.5 * p0 and z >= 2) if firing
                  else (k >= 5 and rate >= 2 * p0 and z >= 4))
-        self.firing = holds
+        self._firing[i] = holds
         return Verdict(holds, evidence)
 
     def __len__(self) -> int:

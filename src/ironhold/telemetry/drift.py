@@ -28,8 +28,13 @@ FEATURES = ("prompt_length", "answer_length", "finish_reason", "script", "refusa
 _MIN_EXPECTED = 5.0
 
 
-def _log_bin(value: float, base: float = 2.0, cap: int = 24) -> str:
-    return str(min(cap, int(math.log(value + 1, base))))
+#: Bin names for powers of two (lengths in characters, times in quarter milliseconds).
+_BINS = tuple(str(i) for i in range(25))
+
+
+def _log_bin(value: int) -> str:
+    """Powers-of-two bins: 0, 1, 2-3, 4-7, ... (capped)."""
+    return _BINS[min(24, value.bit_length())]
 
 
 def features_of(outcome: CallOutcome) -> tuple[str, ...] | None:
@@ -44,7 +49,7 @@ def features_of(outcome: CallOutcome) -> tuple[str, ...] | None:
         outcome.script,
         "yes" if facts.refused else "no",
         "yes" if facts.tool_calls else "no",
-        _log_bin(outcome.ttft * 1000, 1.5) if outcome.ttft is not None else "n/a",
+        _log_bin(int(outcome.ttft * 4000)) if outcome.ttft is not None else "n/a",
     )
 
 
@@ -66,8 +71,7 @@ class DriftDetector:
         self._p_value = p_value
         self._reference: list[dict[str, int]] = [{} for _ in FEATURES]
         self._reference_n = 0
-        self._window: deque[tuple[str, ...]] = deque()
-        self._current: list[dict[str, int]] = [{} for _ in FEATURES]
+        self._window: deque[tuple[str, ...]] = deque(maxlen=window)
         #: What the reference is (``first requests``, ``reset at ...``, a pinned label).
         self.reference_label = "the first requests"
         self.pinned = False
@@ -83,24 +87,14 @@ class DriftDetector:
                 counts[value] = counts.get(value, 0) + 1
             self._reference_n += 1
             return
+        # The window's counts are made when it is judged (every few seconds), not here.
         self._window.append(features)
-        for counts, value in zip(self._current, features, strict=True):
-            counts[value] = counts.get(value, 0) + 1
-        if len(self._window) > self._window_size:
-            old = self._window.popleft()
-            for counts, value in zip(self._current, old, strict=True):
-                left = counts[value] - 1
-                if left:
-                    counts[value] = left
-                else:
-                    del counts[value]
 
     def reset(self, label: str, pin: bool = False) -> None:
         """Start a new reference from the next requests."""
         self._reference = [{} for _ in FEATURES]
         self._reference_n = 0
         self._window.clear()
-        self._current = [{} for _ in FEATURES]
         self.reference_label = label
         self.pinned = pin
         self.firing = False
@@ -109,8 +103,12 @@ class DriftDetector:
         """None until the reference and the window are both full."""
         if not self.reference_full or len(self._window) < self._window_size:
             return None
+        current: list[dict[str, int]] = [{} for _ in FEATURES]
+        for features in self._window:
+            for counts, value in zip(current, features, strict=True):
+                counts[value] = counts.get(value, 0) + 1
         best: tuple[float, float, str] | None = None
-        for name, ref, cur in zip(FEATURES, self._reference, self._current, strict=True):
+        for name, ref, cur in zip(FEATURES, self._reference, current, strict=True):
             statistic, dof = _chi2_homogeneity(ref, cur)
             if dof == 0:
                 continue
@@ -128,12 +126,11 @@ class DriftDetector:
             "reference": self.reference_label, "reference_requests": self._reference_n,
             "window_requests": len(self._window),
             "reference_top": _top(self._reference[index], self._reference_n),
-            "current_top": _top(self._current[index], len(self._window))})
+            "current_top": _top(current[index], len(self._window))})
 
     def memory_items(self) -> int:
         """Counts and ring entries held: bounded by the bins and the window size."""
-        return (sum(len(c) for c in self._reference) + sum(len(c) for c in self._current)
-                + len(self._window))
+        return sum(len(c) for c in self._reference) + len(self._window)
 
 
 def _top(counts: dict[str, int], n: int) -> dict[str, float]:

@@ -4,8 +4,8 @@ signal board; the telemetry stage hands it each ``CallOutcome`` (cheap: counters
 updates), and its own task judges everything every ``_TICK`` seconds, off the request path.
 
     latency_spike   ttft / latency of one deployment      SpikeDetector
-    error_spike     server faults of a group or deployment RateDetector
-    prompt_failure  empty answers, refusals, truncations,  RateDetector per subject
+    error_spike     server faults of a group or deployment RateBank
+    prompt_failure  empty answers, refusals, truncations,  RateBank, one subject each
                     guard blocks, policy denials
     drift           prompts and answers of a group         DriftDetector
     slo_burn        availability / ttft / latency budgets  SloTracker
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from ironhold.config.schema import Config
 from ironhold.config.telemetry import SignalsConfig
-from ironhold.telemetry.detectors import RateDetector, SpikeDetector, Verdict
+from ironhold.telemetry.detectors import RateBank, RateSubject, SpikeDetector, Verdict
 from ironhold.telemetry.drift import DriftDetector, features_of
 from ironhold.telemetry.live import LiveStats
 from ironhold.telemetry.metrics import Metrics
@@ -38,14 +38,18 @@ log = logging.getLogger("ironhold.signals")
 _TICK = 2.0
 #: Requests the console's list keeps.
 _RECENT = 200
-#: What a prompt failure is, by subject.
-_FAILURES: dict[str, Callable[[CallOutcome], bool]] = {
-    "empty_answers": lambda o: o.facts is not None and o.facts.empty and not o.fault,
-    "refusals": lambda o: o.facts is not None and o.facts.refused,
-    "truncations": lambda o: o.facts is not None and o.facts.truncated,
-    "guard_blocks": lambda o: o.guard_blocked is not None,
-    "policy_denials": lambda o: o.policy_denied,
-}
+#: What the group's rate bank counts, in this order (``error_spike`` for the first, a
+#: ``prompt_failure`` for the rest).
+_ERRORS, _EMPTY, _REFUSALS, _TRUNCATIONS, _GUARD_BLOCKS, _POLICY_DENIALS = range(6)
+_GROUP_RATES = (
+    RateSubject("errors", floor=0.01, cold_start=True),
+    RateSubject("empty_answers"),
+    RateSubject("refusals"),
+    RateSubject("truncations"),
+    RateSubject("guard_blocks"),
+    RateSubject("policy_denials"),
+)
+_DEPLOYMENT_RATES = (RateSubject("errors", floor=0.01, cold_start=True),)
 
 
 class Tallies:
@@ -86,8 +90,7 @@ class _Group:
                  tracker: SloTracker | None):
         w, b, m = signals.spike_window, signals.baseline, signals.min_samples
         self.name = name
-        self.errors = RateDetector(w, b, m, floor=0.01, cold_start=True)
-        self.failures = {subject: RateDetector(w, b, m, floor=0.02) for subject in _FAILURES}
+        self.rates = RateBank(_GROUP_RATES, w, b, m)
         self.deployments = {d: _Deployment(signals) for d in deployments}
         self.drift = DriftDetector(signals.drift_reference, signals.drift_window,
                                    signals.drift_p_value)
@@ -102,7 +105,7 @@ class _Deployment:
                       signals.spike_factor)
         self.ttft = SpikeDetector(w, b, f, m)
         self.latency = SpikeDetector(w, b, f, m)
-        self.errors = RateDetector(w, b, m, floor=0.01, cold_start=True)
+        self.rates = RateBank(_DEPLOYMENT_RATES, w, b, m)
 
 
 class Insight:
@@ -117,11 +120,7 @@ class Insight:
                                     enumerate(g.deployments)], self.config,
                            SloTracker(g.slo) if g.slo is not None else None)
             for g in config.models}
-        for group in self.groups.values():
-            if group.slo is not None:
-                for sli in group.slo.slis:  # both series from the start, for the rules' ratios
-                    metrics.slo_event(group.name, sli, True, count=0)
-                    metrics.slo_event(group.name, sli, False, count=0)
+        metrics.watch_slos(self._slo_totals)
         self.recent: deque[CallOutcome] = deque(maxlen=_RECENT)
         self.live = LiveStats()
         self.tallies = Tallies()
@@ -138,37 +137,39 @@ class Insight:
         now = o.at
         server_fault = o.fault == Fault.SERVER
         self.live.add(o.model, o.deployment, o.latency, o.ttft, server_fault, now)
-        group.errors.add(server_fault, now)
-        for subject, test in _FAILURES.items():
-            group.failures[subject].add(test(o), now)
+        events = [_ERRORS] if server_fault else []
+        facts = o.facts
+        if facts is not None:
+            if facts.empty and not o.fault:
+                events.append(_EMPTY)
+            if facts.refused:
+                events.append(_REFUSALS)
+            if facts.truncated:
+                events.append(_TRUNCATIONS)
+        if o.guard_blocked is not None:
+            events.append(_GUARD_BLOCKS)
+        if o.policy_denied:
+            events.append(_POLICY_DENIALS)
+        group.rates.add(now, *events)
         deployment = group.deployments.get(o.deployment) if o.deployment else None
         if deployment is not None:
-            deployment.errors.add(server_fault, now)
-            if not o.fault:
-                deployment.latency.add(o.latency, now)
-                if o.ttft is not None:
-                    deployment.ttft.add(o.ttft, now)
+            if server_fault:
+                deployment.rates.add(now, _ERRORS)
+            else:
+                deployment.rates.add(now)
+                if not o.fault:
+                    deployment.latency.add(o.latency, now)
+                    if o.ttft is not None:
+                        deployment.ttft.add(o.ttft, now)
         if group.slo is not None and o.outcome != "client_closed" and o.fault != Fault.CLIENT:
-            self._slo_events(group.slo, group.name, o, server_fault, now)
+            group.slo.record(now, server_fault, o.ttft, o.latency)
         features = features_of(o)
         if features is not None:
             group.drift.add(features)
 
-    def _slo_events(self, slo: SloTracker, name: str, o: CallOutcome, server_fault: bool,
-                    now: float) -> None:
-        slo.add("availability", server_fault, now)
-        self._metrics.slo_event(name, "availability", not server_fault)
-        if server_fault:
-            return
-        if o.ttft is not None:
-            threshold = slo.threshold("ttft") if "ttft" in slo.slis else None
-            if threshold is not None:
-                slo.add("ttft", o.ttft > threshold, now)
-                self._metrics.slo_event(name, "ttft", o.ttft <= threshold)
-        threshold = slo.threshold("latency") if "latency" in slo.slis else None
-        if threshold is not None:
-            slo.add("latency", o.latency > threshold, now)
-            self._metrics.slo_event(name, "latency", o.latency <= threshold)
+    def _slo_totals(self) -> list[tuple[str, str, int, int]]:
+        return [(name, sli, good, bad) for name, group in self.groups.items()
+                if group.slo is not None for sli, (good, bad) in group.slo.totals.items()]
 
     # -- off it: judging ----------------------------------------------------------------------
 
@@ -176,14 +177,15 @@ class Insight:
         """Judge every detector once and raise or end signals."""
         now = self._clock() if now is None else now
         for group in self.groups.values():
-            self._settle("error_spike", group.name, None, "errors", group.errors.judge(now))
-            for subject, detector in group.failures.items():
-                self._settle("prompt_failure", group.name, None, subject, detector.judge(now))
+            for subject, verdict in zip(_GROUP_RATES, group.rates.judge(now), strict=True):
+                kind: SignalKind = "error_spike" if subject.name == "errors" else "prompt_failure"
+                self._settle(kind, group.name, None, subject.name, verdict)
             for name, d in group.deployments.items():
                 self._settle("latency_spike", group.name, name, "ttft", d.ttft.judge(now))
                 self._settle("latency_spike", group.name, name, "latency",
                              d.latency.judge(now))
-                self._settle("error_spike", group.name, name, "errors", d.errors.judge(now))
+                [errors] = d.rates.judge(now)
+                self._settle("error_spike", group.name, name, "errors", errors)
             drift = group.drift.judge()
             if drift is not None:
                 self._settle("drift", group.name, None, "prompts_and_answers",

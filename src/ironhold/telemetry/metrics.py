@@ -6,8 +6,12 @@ process, as they do in tests. Labelled children are cached: ``.labels()`` is the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 # Bucket boundaries recommended by the OpenTelemetry GenAI semantic conventions.
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
@@ -103,11 +107,6 @@ class Metrics:
             "ironhold_signals", "Signals raised by the gateway's detectors.",
             ["kind", "model"], registry=r,
         )
-        self.slo_events = Counter(
-            "ironhold_slo_events",
-            "Requests counted by a model group's SLIs, good or bad (the SLO rules read these).",
-            ["model", "sli", "result"], registry=r,
-        )
         self.slo_budget_left = Gauge(
             "ironhold_slo_error_budget_remaining",
             "Share of the SLO window's error budget not yet spent (negative: overspent).",
@@ -184,8 +183,10 @@ class Metrics:
         if active:
             self._counter(self.signals_raised, kind, model).inc()
 
-    def slo_event(self, model: str, sli: str, good: bool, count: int = 1) -> None:
-        self._counter(self.slo_events, model, sli, "good" if good else "bad").inc(count)
+    def watch_slos(self, totals: Callable[[], Iterable[tuple[str, str, int, int]]]) -> None:
+        """Expose ``ironhold_slo_events_total`` from the SLO trackers' own counts
+        (``(model, sli, good, bad)``), read at scrape time: nothing extra per request."""
+        self.registry.register(_SloEvents(totals))
 
     def slo_budget(self, model: str, sli: str, left: float | None) -> None:
         if left is not None:
@@ -196,3 +197,25 @@ class Metrics:
         kept traces) when the scraper accepts it, Prometheus' text format otherwise."""
         encode, content_type = choose_encoder(accept)
         return encode(self.registry), content_type
+
+
+class _SloEvents(Collector):
+    def __init__(self, totals: Callable[[], Iterable[tuple[str, str, int, int]]]):
+        self._totals = totals
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for model, sli, good, bad in self._totals():
+            family.add_metric([model, sli, "good"], good)
+            family.add_metric([model, sli, "bad"], bad)
+        yield family
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "ironhold_slo_events",
+            "Requests counted by a model group's SLIs, good or bad (the SLO rules read these).",
+            labels=["model", "sli", "result"])

@@ -73,7 +73,10 @@ class _Counts:
         self._index = array("q", [-1] * buckets)
 
     def add(self, bad: bool, now: float) -> None:
-        n = int(now // self._width)
+        self.add_at(bad, int(now // self._width))
+
+    def add_at(self, bad: bool, n: int) -> None:
+        """Count one event in absolute bucket ``n``."""
         slot = n % len(self._total)
         if self._index[slot] != n:
             self._index[slot] = n
@@ -117,6 +120,10 @@ class SloTracker:
         hours = max(1, int(slo.window // 3600))
         self._minutes = {sli: _Counts(_MINUTES, 60) for sli in self._objectives}
         self._hours = {sli: _Counts(hours, 3600) for sli in self._objectives}
+        #: Good and bad events since start, per SLI (``ironhold_slo_events_total``).
+        self.totals = {sli: [0, 0] for sli in self._objectives}
+        self._ttft = slo.ttft_p95
+        self._latency = slo.latency_p99
 
     @property
     def slis(self) -> tuple[str, ...]:
@@ -127,8 +134,25 @@ class SloTracker:
 
     def add(self, sli: str, bad: bool, now: float) -> None:
         if sli in self._minutes:
-            self._minutes[sli].add(bad, now)
-            self._hours[sli].add(bad, now)
+            self._tally(sli, bad, int(now // 60), int(now // 3600))
+
+    def record(self, now: float, server_fault: bool, ttft: float | None,
+               latency: float) -> None:
+        """One request that counts for the SLOs (not a client's own error): availability, and
+        for an answer its latency and (a stream's) time to first token."""
+        minute, hour = int(now // 60), int(now // 3600)
+        self._tally("availability", server_fault, minute, hour)
+        if server_fault:
+            return
+        if ttft is not None and self._ttft is not None:
+            self._tally("ttft", ttft > self._ttft, minute, hour)
+        if self._latency is not None:
+            self._tally("latency", latency > self._latency, minute, hour)
+
+    def _tally(self, sli: str, bad: bool, minute: int, hour: int) -> None:
+        self._minutes[sli].add_at(bad, minute)
+        self._hours[sli].add_at(bad, hour)
+        self.totals[sli][bad] += 1
 
     def burns(self, now: float) -> list[Burn]:
         out = []

@@ -79,10 +79,12 @@ def progress(text: str) -> None:
 
 
 def serve_ironhold(workdir: Path, upstream: str, sections: str = "",
-                   env: dict[str, str] | None = None, key_args: tuple[str, ...] = ()
+                   env: dict[str, str] | None = None, key_args: tuple[str, ...] = (),
+                   deployments: str | None = None
                    ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """An Ironhold process pinned to CPU 0, in front of ``upstream``, its config the defaults
-    plus ``sections`` (YAML), with a fresh key; returns it, its chat URL and the key."""
+    """An Ironhold process pinned to CPU 0, in front of ``upstream`` (or of ``deployments``,
+    the YAML of a deployment list's items), its config the defaults plus ``sections`` (YAML),
+    with a fresh key; returns it, its chat URL and the key."""
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "ironhold.yaml"
@@ -92,7 +94,7 @@ state: {{url: "sqlite:///./state.db"}}
 {sections}
 models:
   - name: bench
-    deployments: [{{url: "{upstream}"}}]
+    deployments: [{deployments or f'{{url: "{upstream}"}}'}]
 """)
     key = json.loads(subprocess.run(
         [PY, "-m", "ironhold", "keys", "create", "-c", str(config), "--name", "bench", "--json",

@@ -52,7 +52,7 @@ from ironhold.telemetry.insight import Insight
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.signals import SignalBoard
 from ironhold.telemetry.stage import TelemetryStage
-from ironhold.telemetry.traces import TracedStage, Tracer, routing
+from ironhold.telemetry.traces import SampledBranch, TracedStage, Tracer, routing
 from ironhold.telemetry.webhook import SignalWebhook
 from ironhold.upstream.http import HttpTransport
 from ironhold.upstream.local import LocalModelServer
@@ -293,12 +293,13 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if config.guard.enabled:
         decisions.append(("guard", build_guard(config)))
     decisions.append(("chaos", ChaosStage(config.chaos.header, config.chaos.keys, authorizer)))
-    if tracer is None:
-        stages.extend(stage for _, stage in decisions)
-    else:
-        # A traced request records where each decision, and routing, began.
-        stages.extend(TracedStage(name, stage) for name, stage in decisions)
-        stages.append(TracedStage("route", routing))
+    decided: Handler = build_pipeline([stage for _, stage in decisions], router)
+    if tracer is not None:
+        # A sampled request takes the same stages, each wrapped to record where it began (its
+        # span's events); the others take them bare, paying nothing for it.
+        marked = build_pipeline([*(TracedStage(name, stage) for name, stage in decisions),
+                                 TracedStage("route", routing)], router)
+        stages.append(SampledBranch(marked))
     return Gateway(
         config=config,
         store=state,
@@ -309,7 +310,7 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         quotas=quotas,
         pricer=pricer,
         router=router,
-        handle=build_pipeline(stages, router),
+        handle=build_pipeline(stages, decided),
         audit=audit,
         audit_stream=audit_stream,
         tracer=tracer,

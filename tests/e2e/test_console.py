@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from ironhold.simulator import SimulatorProfile
 from tests.helpers import CHAT, wait_until
 from tests.servers import GatewayServer, SimulatorServer
 
@@ -35,13 +36,13 @@ def browser() -> Iterator[Browser]:
 
 
 class Load:
-    """Requests from two threads (streams and whole answers) until stopped."""
+    """Requests from four threads (two of streams, two of whole answers) until stopped."""
 
     def __init__(self, gw: GatewayServer, key: str):
         self._stop = threading.Event()
         self.sent = 0
         self._threads = [threading.Thread(target=self._run, args=(gw, key, stream), daemon=True)
-                         for stream in (True, False)]
+                         for stream in (True, False, True, False)]
         for thread in self._threads:
             thread.start()
 
@@ -80,7 +81,8 @@ def test_the_console_shows_the_gateway_live(
           "routing": {"balancer": "round_robin",
                       "outlier": {"consecutive_failures": 3, "base_ejection": "60s"}},
           "deployments": [{"name": f"gpu-{i}", "url": s.url} for i, s in enumerate(sims)]}],
-        guard={"enabled": True})
+        guard={"enabled": True},
+        telemetry={"signals": {"spike_window": "4s", "baseline": "60s", "min_samples": 5}})
     admin = gw.create_key("ops", admin=True)
     user = gw.create_key("app")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -111,6 +113,13 @@ def test_the_console_shows_the_gateway_live(
         assert stat(page, "chat", "TTFT p50").endswith("ms")
         page.wait_for_selector('tr[data-deployment="gpu-0"][data-state="healthy"]')
         shoot(page, "console-live.png")
+
+        # One deployment's first tokens slow down six times: the signal shows on the page.
+        sims[1].set_profile(SimulatorProfile.model_validate(
+            {**FAST, "ttft": {"distribution": "lognormal", "median_ms": 90}}))
+        page.wait_for_selector('#signals tr[data-kind="latency_spike"]', timeout=30_000)
+        assert "gpu-1" in page.locator('#signals tr[data-kind="latency_spike"]').first.inner_text()
+        shoot(page, "console-signal.png")
 
         sims[2].close()  # a deployment dies
         page.wait_for_selector('tr[data-deployment="gpu-2"][data-state="ejected"]',

@@ -103,8 +103,10 @@ function renderSignals(signals) {
   $("no-signals").hidden = signals.length > 0;
   fill($("signals").tBodies[0], signals.map((s) => {
     const { subject, ...evidence } = s.detail;
+    const shown = Object.entries(evidence).filter(([, v]) => v !== null && typeof v !== "object")
+      .map(([k, v]) => `${k.replaceAll("_", " ")} ${v}`).join(" · ");
     const tr = row([s.kind, s.model, s.deployment, subject,
-                    new Date(s.since).toLocaleTimeString(), JSON.stringify(evidence)]);
+                    new Date(s.since).toLocaleTimeString(), shown]);
     tr.dataset.kind = s.kind;
     return tr;
   }));

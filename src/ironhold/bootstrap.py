@@ -48,6 +48,7 @@ from ironhold.routing.health import HealthChecker
 from ironhold.routing.router import Router
 from ironhold.routing.stats import Clock
 from ironhold.store.sql import SqlStore, open_durable_engine, open_sql_store, state_dir_for
+from ironhold.telemetry.embedding_drift import router_embedder
 from ironhold.telemetry.insight import Insight
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.signals import SignalBoard
@@ -199,7 +200,7 @@ def build_tracer(config: Config) -> Tracer | None:
 
 
 def build_insight(config: Config, metrics: Metrics, audit: Auditor | None,
-                  resources: contextlib.AsyncExitStack,
+                  resources: contextlib.AsyncExitStack, router: Router,
                   ) -> tuple[SignalBoard, Insight | None, SignalWebhook | None]:
     """The signal board, the detectors that raise signals on it, and where signals go (the
     audit log, a webhook). Stopped before the audit log closes."""
@@ -207,7 +208,9 @@ def build_insight(config: Config, metrics: Metrics, audit: Auditor | None,
     board = SignalBoard(metrics, signals.keep_ended)
     if not signals.enabled:
         return board, None, None
-    insight = Insight(config, metrics, board)
+    embedding = signals.embedding_drift
+    insight = Insight(config, metrics, board, embed=router_embedder(router, embedding.model)
+                      if embedding is not None else None)
     resources.push_async_callback(_quietly, insight.stop)
     if audit is not None:
         board.on_change(lambda signal: audit.record_signal(signal.as_json()))
@@ -280,7 +283,7 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if audit is not None:
         resources.push_async_callback(_quietly, asyncio.to_thread, audit.log.store.close)
         resources.push_async_callback(_quietly, audit.log.close)
-    board, insight, webhook = build_insight(config, metrics, audit, resources)
+    board, insight, webhook = build_insight(config, metrics, audit, resources, router)
     stages: list[Stage] = [TelemetryStage(metrics, frozenset(groups),
                                           access_log=config.logging.access, tracer=tracer,
                                           insight=insight)]

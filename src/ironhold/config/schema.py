@@ -331,6 +331,10 @@ class Config(_Strict):
                                      f"{fallback!r}, which is not defined")
                 if fallback == group.name:
                     raise ValueError(f"model group {group.name!r} falls back to itself")
+        embedding = self.telemetry.signals.embedding_drift
+        if embedding is not None and embedding.model not in seen:
+            raise ValueError(f"telemetry.signals.embedding_drift.model {embedding.model!r} is "
+                             "not a model group")
         sides = [("guard", self.guard)] + [(f"models[{g.name}].guard", g.guard)
                                            for g in self.models if g.guard is not None]
         for where, guard in sides:

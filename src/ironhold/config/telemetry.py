@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ironhold.config.durations import Seconds
 
-__all__ = ["SignalsConfig", "SloConfig", "TelemetryConfig", "TracesConfig", "WebhookConfig"]
+__all__ = ["EmbeddingDriftConfig", "SignalsConfig", "SloConfig", "TelemetryConfig",
+           "TracesConfig", "WebhookConfig"]
 
 
 class _Strict(BaseModel):
@@ -89,6 +90,31 @@ class WebhookConfig(_Strict):
         return checked
 
 
+class EmbeddingDriftConfig(_Strict):
+    """Drift in what prompts mean: a sample of prompts embedded by ``model`` (a model group
+    with an embeddings deployment; the managed local model can embed) and compared, reference
+    against window, with an MMD permutation test."""
+
+    model: str = Field(min_length=1)
+    #: Share of answered chat and completion requests whose prompt is embedded.
+    sample_ratio: float = Field(0.1, gt=0, le=1)
+    reference: int = Field(200, ge=20, le=5000)
+    window: int = Field(100, ge=20, le=5000)
+    permutations: int = Field(2000, ge=50, le=10_000)
+    p_value: float = Field(1e-3, gt=0, lt=0.5)
+    #: A prompt's last message is cut to this many characters before it is embedded.
+    max_chars: int = Field(2000, ge=16, le=100_000)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> EmbeddingDriftConfig:
+        # A permutation test's p-value is at least 1 / (permutations + 1).
+        if (self.permutations + 1) * self.p_value < 2:
+            raise ValueError(f"p_value {self.p_value:g} needs at least "
+                             f"{int(2 / self.p_value)} permutations (a permutation test's "
+                             "p-value is never below 1 / (permutations + 1))")
+        return self
+
+
 class SignalsConfig(_Strict):
     """Online detectors: latency and time-to-first-token spikes, rising errors and prompt
     failures, drift, and SLO burn."""
@@ -111,6 +137,7 @@ class SignalsConfig(_Strict):
     #: Signals that ended are listed at ``/admin/signals`` this long.
     keep_ended: Seconds = 86400.0
     webhook: WebhookConfig | None = None
+    embedding_drift: EmbeddingDriftConfig | None = None
 
 
 class TelemetryConfig(_Strict):

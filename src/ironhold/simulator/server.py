@@ -252,9 +252,17 @@ def _count_prompt(body: dict[str, Any]) -> int:
 
 
 def _vector(text: str, dims: int) -> list[float]:
-    seed = hashlib.sha256(text.encode()).digest()
-    rng = random.Random(seed)
-    return [round(rng.uniform(-1, 1), 6) for _ in range(dims)]
+    """A deterministic embedding that means something on the surface: the text's character
+    trigrams hashed into ``dims`` signed buckets, L2-normalised (a hashing vectoriser). Texts
+    that share their wording are near; prose and source code, or two languages, are apart."""
+    padded = f"  {text.lower()}  "
+    vector = [0.0] * dims
+    for i in range(len(padded) - 2):
+        digest = hashlib.blake2b(padded[i:i + 3].encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4]) % dims
+        vector[bucket] += 1.0 if digest[4] & 1 else -1.0
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [round(v / norm, 6) for v in vector]
 
 
 def _int(value: object, default: int) -> int:

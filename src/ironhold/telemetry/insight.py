@@ -7,7 +7,8 @@ updates), and its own task judges everything every ``_TICK`` seconds, off the re
     error_spike     server faults of a group or deployment RateBank
     prompt_failure  empty answers, refusals, truncations,  RateBank, one subject each
                     guard blocks, policy denials
-    drift           prompts and answers of a group         DriftDetector
+    drift           prompts and answers of a group         DriftDetector; with an
+                    (and what prompts mean)                embeddings group, EmbeddingDrift
     slo_burn        availability / ttft / latency budgets  SloTracker
 """
 
@@ -19,14 +20,18 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from ironhold.config.schema import Config
 from ironhold.config.telemetry import SignalsConfig
 from ironhold.telemetry.detectors import RateBank, RateSubject, SpikeDetector, Verdict
 from ironhold.telemetry.drift import DriftDetector, features_of
+from ironhold.telemetry.embedding_drift import Embed, Embedder, EmbeddingDrift, mmd_test, sample
 from ironhold.telemetry.live import LiveStats
 from ironhold.telemetry.metrics import Metrics
-from ironhold.telemetry.outcome import CallOutcome, Fault
+from ironhold.telemetry.outcome import CallOutcome, Fault, last_text
 from ironhold.telemetry.signals import SignalBoard, SignalKind
 from ironhold.telemetry.slo import SloTracker
 
@@ -110,7 +115,7 @@ class _Deployment:
 
 class Insight:
     def __init__(self, config: Config, metrics: Metrics, board: SignalBoard,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, embed: Embed | None = None):
         self.config = config.telemetry.signals
         self.board = board
         self._metrics = metrics
@@ -124,12 +129,31 @@ class Insight:
         self.recent: deque[CallOutcome] = deque(maxlen=_RECENT)
         self.live = LiveStats()
         self.tallies = Tallies()
+        #: Embedding drift per group (not the embedding group's own), when configured.
+        self.embedding: dict[str, EmbeddingDrift] = {}
+        self.embedder: Embedder | None = None
+        self._embedding_config = self.config.embedding_drift
+        self._testing: set[str] = set()
+        self._rng = np.random.default_rng()
+        if self._embedding_config is not None and embed is not None:
+            e = self._embedding_config
+            self.embedding = {name: EmbeddingDrift(e.reference, e.window)
+                              for name in self.groups if name != e.model}
+            self.embedder = Embedder(embed, self._embedded)
         self._task: asyncio.Task[None] | None = None
 
     # -- on the request path: counting only ---------------------------------------------------
 
-    def observe(self, o: CallOutcome) -> None:
+    def observe(self, o: CallOutcome, body: dict[str, Any] | None = None) -> None:
         self.recent.append(o)
+        if (self.embedder is not None and o.facts is not None and o.model in self.embedding
+                and body is not None):
+            e = self._embedding_config
+            assert e is not None
+            if sample(e.sample_ratio):
+                text = last_text(body)[:e.max_chars]
+                if text:
+                    self.embedder.offer(o.model, text)
         self.tallies.add(o)
         group = self.groups.get(o.model)
         if group is None:
@@ -217,10 +241,43 @@ class Insight:
         else:
             self.board.clear(kind, model, deployment, subject)
 
+    def _embedded(self, group: str, vector: list[float]) -> None:
+        drift = self.embedding.get(group)
+        if drift is not None:
+            drift.add(vector)
+
+    async def judge_embeddings(self) -> None:
+        """Test each group whose window has new vectors (in a worker thread, one at a time)."""
+        e = self._embedding_config
+        if e is None:
+            return
+        for name, drift in self.embedding.items():
+            if not drift.ready() or name in self._testing:
+                continue
+            drift.fresh = 0
+            reference, window = np.asarray(drift.reference), np.asarray(list(drift.window))
+            self._testing.add(name)
+            try:
+                result = await asyncio.to_thread(mmd_test, reference, window, e.permutations,
+                                                 self._rng)
+            finally:
+                self._testing.discard(name)
+            # Hysteresis: once drifting, it ends only when the test is far from significant.
+            holds = result.p_value < (e.p_value if not drift.firing else max(e.p_value, 0.05))
+            drift.firing = holds
+            self._settle("drift", name, None, "embeddings", Verdict(holds, {
+                "test": "mmd_permutation", "mmd2": round(result.mmd2, 6),
+                "p_value": float(f"{result.p_value:.3g}"), "permutations": e.permutations,
+                "reference_prompts": len(reference), "window_prompts": len(window),
+                "embedded_by": e.model}))
+
     def reset_drift(self, model: str, label: str | None = None, pin: bool = False) -> bool:
         group = self.groups.get(model)
         if group is None:
             return False
+        if model in self.embedding:
+            self.embedding[model].reset()
+            self.board.clear("drift", model, None, "embeddings")
         group.drift.reset(label or f"reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
                           pin)
         self.board.clear("drift", model, None, "prompts_and_answers")
@@ -231,8 +288,12 @@ class Insight:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.embedder is not None:
+            self.embedder.start()
 
     async def stop(self) -> None:
+        if self.embedder is not None:
+            await self.embedder.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -244,5 +305,6 @@ class Insight:
             await asyncio.sleep(_TICK)
             try:
                 self.judge()
+                await self.judge_embeddings()
             except Exception:
                 log.exception("judging the signals failed")

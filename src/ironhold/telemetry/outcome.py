@@ -20,7 +20,7 @@ from ironhold.core.errors import (
 from ironhold.core.exchange import Exchange
 from ironhold.telemetry.answers import AnswerFacts
 
-__all__ = ["CallOutcome", "Fault", "fault_of", "prompt_features"]
+__all__ = ["CallOutcome", "Fault", "fault_of", "last_text", "prompt_features"]
 
 #: Characters of the last message looked at to tell its script.
 _SCRIPT_SAMPLE = 96
@@ -138,6 +138,27 @@ def prompt_features(body: dict[str, Any]) -> tuple[int, str]:
             chars = sum(len(p) for p in texts)
             last = texts[-1] if texts else ""
     return chars, script_of(last[:_SCRIPT_SAMPLE])
+
+
+def last_text(body: dict[str, Any]) -> str:
+    """The last message's text (or the prompt), for embedding."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict):
+                content = message.get("content")
+                if isinstance(content, str):
+                    return content
+                if isinstance(content, list):
+                    texts = [p["text"] for p in content
+                             if isinstance(p, dict) and isinstance(p.get("text"), str)]
+                    if texts:
+                        return " ".join(texts)
+        return ""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        prompt = next((p for p in reversed(prompt) if isinstance(p, str)), "")
+    return prompt if isinstance(prompt, str) else ""
 
 
 def script_of(sample: str) -> str:

@@ -79,7 +79,7 @@ class TelemetryStage:
             # The group that answered (a fallback's) is the one whose health this tells.
             watched = exchange.group or model
             self._insight.observe(CallOutcome.of(exchange, watched, status, error_type, exc,
-                                                 latency, facts, trace_id))
+                                                 latency, facts, trace_id), exchange.body)
         if self._access_log:
             access_line({
                 "request_id": exchange.request_id,

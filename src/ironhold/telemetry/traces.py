@@ -12,6 +12,7 @@ costs its ids and a few small records, no SDK call. The ids the model server was
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -136,17 +137,25 @@ class Tracer:
 
     def finish(self, exchange: Exchange, status: int | None, error_type: str,
                ended: float, facts: AnswerFacts | None) -> str | None:
-        """Make the request's spans if it is kept; returns its trace id (hex) if so."""
+        """If the request is kept, its spans are made once the answer has gone out (the next
+        turn of the event loop, not on the request's time); returns its trace id (hex)."""
         trace = exchange.trace
         if trace is None or not self.kept(trace, ended - exchange.started, error_type):
             return None
+        try:
+            asyncio.get_running_loop().call_soon(self._make, exchange, trace, status,
+                                                 error_type, ended, facts)
+        except RuntimeError:  # no loop (a synchronous caller): now
+            self._make(exchange, trace, status, error_type, ended, facts)
+        return f"{trace.trace_id:032x}"
+
+    def _make(self, exchange: Exchange, trace: TraceContext, status: int | None,
+              error_type: str, ended: float, facts: AnswerFacts | None) -> None:
         try:
             self._spans(exchange, trace, status, error_type, ended, facts)
         except Exception:  # a trace is never worth a request
             log.exception("making a request's spans failed",
                           extra={"request_id": exchange.request_id})
-            return None
-        return f"{trace.trace_id:032x}"
 
     def _spans(self, exchange: Exchange, trace: TraceContext, status: int | None,
                error_type: str, ended: float, facts: AnswerFacts | None) -> None:

@@ -3,7 +3,7 @@ group and deployment, the SLO trackers, drift, the recent requests the console l
 signal board; the telemetry stage hands it each ``CallOutcome`` (cheap: counters and sketch
 updates), and its own task judges everything every ``_TICK`` seconds, off the request path.
 
-    latency_spike   ttft / latency of one deployment      SpikeDetector
+    latency_spike   ttft / latency of a group or deployment SpikeDetector
     error_spike     server faults of a group or deployment RateBank
     prompt_failure  empty answers, refusals, truncations,  RateBank, one subject each
                     guard blocks, policy denials
@@ -96,6 +96,9 @@ class _Group:
         w, b, m = signals.spike_window, signals.baseline, signals.min_samples
         self.name = name
         self.rates = RateBank(_GROUP_RATES, w, b, m)
+        #: The group as a whole (a spike on every deployment at once: the model, the prompts).
+        self.ttft = SpikeDetector(w, b, signals.spike_factor, m)
+        self.latency = SpikeDetector(w, b, signals.spike_factor, m)
         self.deployments = {d: _Deployment(signals) for d in deployments}
         self.drift = DriftDetector(signals.drift_reference, signals.drift_window,
                                    signals.drift_p_value)
@@ -175,6 +178,10 @@ class Insight:
         if o.policy_denied:
             events.append(_POLICY_DENIALS)
         group.rates.add(now, *events)
+        if not o.fault and o.deployment is not None:
+            group.latency.add(o.latency, now)
+            if o.ttft is not None:
+                group.ttft.add(o.ttft, now)
         deployment = group.deployments.get(o.deployment) if o.deployment else None
         if deployment is not None:
             if server_fault:
@@ -204,6 +211,8 @@ class Insight:
             for subject, verdict in zip(_GROUP_RATES, group.rates.judge(now), strict=True):
                 kind: SignalKind = "error_spike" if subject.name == "errors" else "prompt_failure"
                 self._settle(kind, group.name, None, subject.name, verdict)
+            self._settle("latency_spike", group.name, None, "ttft", group.ttft.judge(now))
+            self._settle("latency_spike", group.name, None, "latency", group.latency.judge(now))
             for name, d in group.deployments.items():
                 self._settle("latency_spike", group.name, name, "ttft", d.ttft.judge(now))
                 self._settle("latency_spike", group.name, name, "latency",

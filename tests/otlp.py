@@ -18,7 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from tests.servers import LoopThread
+from tests.servers import AppServer
 
 
 def _value(v: AnyValue) -> Any:
@@ -48,22 +48,14 @@ class ReceivedSpan:
     resource: dict[str, Any] = field(default_factory=dict)
 
 
-class OtlpReceiver:
+class OtlpReceiver(AppServer):
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.posts = 0
         self._lock = threading.Lock()
-        self._thread = LoopThread()
         app = web.Application()
         app.router.add_post("/v1/traces", self._traces)
-        self._runner = web.AppRunner(app, access_log=None)
-        self.port = self._thread.call(self._start())
-
-    async def _start(self) -> int:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        return int(self._runner.addresses[0][1])
+        super().__init__(app)
 
     @property
     def endpoint(self) -> str:
@@ -100,11 +92,3 @@ class OtlpReceiver:
     def of_trace(self, trace_id: str) -> list[ReceivedSpan]:
         with self._lock:
             return [s for s in self.spans if s.trace_id == trace_id]
-
-    def servers(self) -> list[ReceivedSpan]:
-        with self._lock:
-            return [s for s in self.spans if s.kind == "SPAN_KIND_SERVER"]
-
-    def close(self) -> None:
-        self._thread.call(self._runner.cleanup())
-        self._thread.stop()

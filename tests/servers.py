@@ -49,13 +49,14 @@ class LoopThread:
         self.loop.close()
 
 
-class SimulatorServer:
-    def __init__(self, profile: SimulatorProfile | None = None):
-        self.simulator = Simulator(profile)
+class AppServer:
+    """An aiohttp application served on a loopback port from its own loop thread."""
+
+    def __init__(self, app: web.Application):
         self._thread = LoopThread()
-        self._runner = web.AppRunner(self.simulator.app(), access_log=None, shutdown_timeout=0.5,
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5,
                                      handler_cancellation=True)
-        self.port = self._thread.call(self._start())
+        self.port: int = self._thread.call(self._start())
         self._closed = False
 
     async def _start(self) -> int:
@@ -64,20 +65,26 @@ class SimulatorServer:
         await site.start()
         return int(self._runner.addresses[0][1])
 
+    def close(self) -> None:
+        """Stop serving (idempotent: a test may kill a server before its fixture closes it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._thread.call(self._runner.cleanup())
+        self._thread.stop()
+
+
+class SimulatorServer(AppServer):
+    def __init__(self, profile: SimulatorProfile | None = None):
+        self.simulator = Simulator(profile)
+        super().__init__(self.simulator.app())
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def set_profile(self, profile: SimulatorProfile) -> None:
         self.simulator.profile = profile
-
-    def close(self) -> None:
-        """Stop serving (a test may kill a deployment before its fixture closes it)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._thread.call(self._runner.cleanup())
-        self._thread.stop()
 
 
 class GatewayServer:

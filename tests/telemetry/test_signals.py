@@ -15,34 +15,23 @@ from aiohttp import web
 
 from ironhold.simulator import SimulatorProfile
 from tests.helpers import CHAT, assert_openai_error, metric, post, wait_until
-from tests.servers import GatewayServer, LoopThread, SimulatorServer
+from tests.servers import AppServer, GatewayServer, SimulatorServer
 
 FAST = {"ttft": {"ms": 20}, "token_latency": {"ms": 0}, "completion_tokens": 3}
 
 
-class Webhook:
+class Webhook(AppServer):
     """A receiver that keeps every JSON body POSTed to it."""
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
-        self._thread = LoopThread()
         app = web.Application()
         app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        self.port = self._thread.call(self._start())
-
-    async def _start(self) -> int:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        return int(self._runner.addresses[0][1])
+        super().__init__(app)
 
     async def _hook(self, request: web.Request) -> web.Response:
         self.bodies.append(await request.json())
         return web.Response(status=204)
-
-    def close(self) -> None:
-        self._thread.call(self._runner.cleanup())
-        self._thread.stop()
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ idle) and confirm a restarted one before traffic returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from ironhold.config.schema import HealthCheckConfig
+from ironhold.core.tasks import Background
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 
@@ -26,16 +26,13 @@ class HealthChecker:
         self._config = config
         self._failed = {d.name: 0 for d in group.deployments}
         self._passed = {d.name: 0 for d in group.deployments}
-        self._task: asyncio.Task[None] | None = None
+        self._checks = Background(self._run, f"health:{group.name}")
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._checks.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._checks.stop()
 
     async def check_once(self) -> None:
         await asyncio.gather(*(self._check(d) for d in self._group.deployments))

@@ -22,6 +22,7 @@ import numpy as np
 from ironhold.core.exchange import Exchange, Operation
 from ironhold.core.ids import new_request_id
 from ironhold.core.pipeline import Handler
+from ironhold.core.tasks import Background
 
 __all__ = ["Embedder", "EmbeddingDrift", "MmdResult", "mmd_test", "router_embedder"]
 
@@ -112,7 +113,7 @@ class Embedder:
         self._sink = sink
         self._waiting: deque[tuple[str, str]] = deque(maxlen=_QUEUE)
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._worker = Background(self._run, "embed-prompts")
         self.embedded = 0
         self.failures = 0
 
@@ -122,15 +123,10 @@ class Embedder:
             self._wake.set()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._worker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._worker.stop()
 
     async def _run(self) -> None:
         while True:

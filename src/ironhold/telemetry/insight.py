@@ -15,7 +15,6 @@ updates), and its own task judges everything every ``_TICK`` seconds, off the re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -26,6 +25,7 @@ import numpy as np
 
 from ironhold.config.schema import Config
 from ironhold.config.telemetry import SignalsConfig
+from ironhold.core.tasks import Background
 from ironhold.telemetry.detectors import RateBank, RateSubject, SpikeDetector, Verdict
 from ironhold.telemetry.drift import DriftDetector, features_of
 from ironhold.telemetry.embedding_drift import Embed, Embedder, EmbeddingDrift, mmd_test, sample
@@ -143,7 +143,7 @@ class Insight:
             self.embedding = {name: EmbeddingDrift(e.reference, e.window)
                               for name in self.groups if name != e.model}
             self.embedder = Embedder(embed, self._embedded)
-        self._task: asyncio.Task[None] | None = None
+        self._judge = Background(self._run, "signals")
 
     # -- on the request path: counting only ---------------------------------------------------
 
@@ -295,19 +295,14 @@ class Insight:
     # -- its task -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._judge.start()
         if self.embedder is not None:
             self.embedder.start()
 
     async def stop(self) -> None:
         if self.embedder is not None:
             await self.embedder.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._judge.stop()
 
     async def _run(self) -> None:
         while True:

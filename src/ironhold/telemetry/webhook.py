@@ -5,7 +5,6 @@ and a timeout per POST. Never retried: the signal list stays the record."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -13,6 +12,7 @@ import aiohttp
 from yarl import URL
 
 from ironhold.config.telemetry import WebhookConfig
+from ironhold.core.tasks import Background
 from ironhold.telemetry.signals import Signal
 
 __all__ = ["SignalWebhook"]
@@ -26,7 +26,7 @@ class SignalWebhook:
     def __init__(self, config: WebhookConfig):
         self._config = config
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE)
-        self._task: asyncio.Task[None] | None = None
+        self._sender = Background(self._run, "signal-webhook")
         self.sent = 0
         self.failed = 0
 
@@ -40,15 +40,10 @@ class SignalWebhook:
                         extra={"signal": signal.kind, "model": signal.model})
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._sender.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._sender.stop()
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self._config.timeout)

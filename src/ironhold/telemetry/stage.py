@@ -4,6 +4,7 @@ cut). It gives the request its trace ids on the way in, so every stage after it 
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ironhold.core.errors import IronholdError
@@ -16,6 +17,8 @@ from ironhold.telemetry.logs import access_line
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.outcome import CallOutcome
 from ironhold.telemetry.traces import Tracer
+
+log = logging.getLogger("ironhold.telemetry")
 
 #: The model label of a request for a name the gateway does not serve.
 OTHER_MODEL = "_other"
@@ -78,8 +81,13 @@ class TelemetryStage:
         if self._insight is not None:
             # The group that answered (a fallback's) is the one whose health this tells.
             watched = exchange.group or model
-            self._insight.observe(CallOutcome.of(exchange, watched, status, error_type, exc,
-                                                 latency, facts, trace_id), exchange.body)
+            try:
+                self._insight.observe(CallOutcome.of(exchange, watched, status, error_type,
+                                                     exc, latency, facts, trace_id),
+                                      exchange.body)
+            except Exception:  # watching a request is never worth failing it
+                log.exception("observing a request failed",
+                              extra={"request_id": exchange.request_id})
         if self._access_log:
             access_line({
                 "request_id": exchange.request_id,

@@ -192,11 +192,12 @@ def build_audit(config: Config, store: SqlStore,
     return Auditor(log_, audit.on_store_error, audit.content, pricer.answer), stream
 
 
-def build_tracer(config: Config) -> Tracer | None:
+def build_tracer(config: Config, metrics: Metrics) -> Tracer | None:
     traces = config.telemetry.traces
     if not traces.enabled:
         return None
-    return Tracer(traces, config_version(config), __version__)
+    return Tracer(traces, config_version(config), __version__,
+                  dropped=metrics.traces_dropped.inc)
 
 
 def build_insight(config: Config, metrics: Metrics, audit: Auditor | None,
@@ -273,7 +274,7 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if config.policy is not None:
         authorizer = Authorizer(PolicyEngine.load(config.policy.files, config.base_dir),
                                 quotas.remaining_budget_cents)
-    tracer = build_tracer(config)
+    tracer = build_tracer(config, metrics)
     if tracer is not None:
         resources.push_async_callback(_quietly, asyncio.to_thread, tracer.close)
     audit, audit_stream = (build_audit(config, state, pricer) if config.audit.enabled

@@ -257,3 +257,30 @@ def test_the_ratio_decision_is_the_sdks() -> None:
     assert agreed == 4000
     assert 0.25 < kept / 4000 < 0.35
     assert new_trace_id() != new_trace_id()
+
+
+def test_kept_traces_are_capped_per_second() -> None:
+    """An error storm, or clients marking every request sampled, cannot spend the core on
+    spans: past ``max_per_second`` a kept trace is counted, not made."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from ironhold.config.telemetry import TracesConfig
+    from ironhold.core.exchange import Exchange, Operation
+    from ironhold.telemetry.traces import Tracer
+
+    memory = InMemorySpanExporter()
+    dropped: list[int] = []
+    tracer = Tracer(TracesConfig(otlp_endpoint="http://127.0.0.1:9", sample_ratio=1.0,
+                                 max_per_second=5), "v", "0", exporter=memory,
+                    dropped=lambda: dropped.append(1))
+    made = 0
+    try:
+        for i in range(50):
+            exchange = Exchange(f"r{i}", Operation.CHAT, "chat", {}, False)
+            tracer.begin(exchange)
+            exchange.outcome = "ok"
+            made += tracer.finish(exchange, 200, "", exchange.started + 0.01, None) is not None
+    finally:
+        tracer.close()
+    assert made == 5 and len(dropped) == 45
+    assert len([s for s in memory.get_finished_spans() if s.name == "chat chat"]) == 5

@@ -112,6 +112,11 @@ class Metrics:
             "Share of the SLO window's error budget not yet spent (negative: overspent).",
             ["model", "sli"], registry=r,
         )
+        self.traces_dropped = Counter(
+            "ironhold_traces_dropped",
+            "Kept traces not made because telemetry.traces.max_per_second was reached.",
+            registry=r,
+        )
         self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry.context import Context
@@ -95,8 +95,8 @@ class _PresetIds(IdGenerator):
 
 class Tracer:
     def __init__(self, config: TracesConfig, config_version: str, service_version: str,
-                 exporter: SpanExporter | None = None):
-        self._config = config
+                 exporter: SpanExporter | None = None,
+                 dropped: Callable[[], None] | None = None):
         self._bound = round(config.sample_ratio * (_LOW_64 + 1))
         self._slow = config.keep_slower_than
         self._keep_errors = config.keep_errors
@@ -105,7 +105,11 @@ class Tracer:
         resource = Resource.create({"service.name": config.service_name,
                                     "service.version": service_version})
         self._provider = TracerProvider(resource=resource, sampler=ALWAYS_ON,
-                                        id_generator=self._ids)
+                                        id_generator=self._ids, shutdown_on_exit=False)
+        self._cap = config.max_per_second
+        self._allowance = self._cap or 0.0
+        self._refilled = time.monotonic()
+        self._dropped = dropped
         self._provider.add_span_processor(BatchSpanProcessor(
             exporter or OTLPSpanExporter(endpoint=config.traces_url, timeout=10),
             max_queue_size=8192, max_export_batch_size=512, schedule_delay_millis=1000))
@@ -142,12 +146,28 @@ class Tracer:
         trace = exchange.trace
         if trace is None or not self.kept(trace, ended - exchange.started, error_type):
             return None
+        if not self._allowed():
+            if self._dropped is not None:
+                self._dropped()
+            return None
         try:
             asyncio.get_running_loop().call_soon(self._make, exchange, trace, status,
                                                  error_type, ended, facts)
         except RuntimeError:  # no loop (a synchronous caller): now
             self._make(exchange, trace, status, error_type, ended, facts)
         return f"{trace.trace_id:032x}"
+
+    def _allowed(self) -> bool:
+        """A token bucket of ``max_per_second`` kept traces (a second's worth of burst)."""
+        if self._cap is None:
+            return True
+        now = time.monotonic()
+        self._allowance = min(self._cap, self._allowance + (now - self._refilled) * self._cap)
+        self._refilled = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
 
     def _make(self, exchange: Exchange, trace: TraceContext, status: int | None,
               error_type: str, ended: float, facts: AnswerFacts | None) -> None:

@@ -44,6 +44,8 @@ def test_a_5x_ttft_spike_is_called_within_30_seconds_and_ends() -> None:
                 break
     assert called is not None and called - onset <= 30, called
     assert verdict is not None and verdict.evidence["ratio"] >= 3
+    # The onset it reports is the slot in which the slowdown began (5-second slots).
+    assert verdict.onset is not None and onset - 5 <= verdict.onset <= onset + 5
     while now < called + 60:  # back to normal
         detector.add(heavy_tailed(rng, 0.2), now)
         now += 0.1
@@ -93,6 +95,7 @@ def test_a_rise_in_errors_is_called_and_a_steady_rate_is_not() -> None:
             if verdict is not None and verdict.firing:
                 break
     assert verdict is not None and verdict.firing and now - onset < 15
+    assert verdict.onset is not None and onset - 5 <= verdict.onset <= onset + 5
     assert refusals is not None and not refusals.firing
     assert verdict.evidence["recent_rate"] >= 2 * max(verdict.evidence["baseline_rate"], 0.01)
 

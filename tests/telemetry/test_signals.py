@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -88,6 +89,7 @@ def test_a_ttft_spike_on_one_of_three_deployments_is_signalled_everywhere(
         assert not [s for s in signals(gw, admin) if s["kind"] == "latency_spike"]
         sims[1].set_profile(SimulatorProfile.model_validate({**FAST, "ttft": {"ms": 100}}))
         slowed = time.monotonic()
+        slowed_at = time.time()
 
         def spiking() -> list[dict[str, Any]]:
             return [s for s in signals(gw, admin) if s["kind"] == "latency_spike"
@@ -101,6 +103,10 @@ def test_a_ttft_spike_on_one_of_three_deployments_is_signalled_everywhere(
     assert spike["model"] == "chat" and spike["deployment"] == "d1"
     assert spike["detail"]["ratio"] >= 3
     assert spike["since"].endswith("Z")
+    # "since" is when it began (the first 1-second slot in which it held), not when it was
+    # noticed.
+    began = datetime.fromisoformat(spike["since"].replace("Z", "+00:00")).timestamp()
+    assert slowed_at - 1.5 <= began <= slowed_at + 3, (began, slowed_at)
     assert metric(gw, "ironhold_signal_active", kind="latency_spike", deployment="d1") == 1
     assert metric(gw, "ironhold_signal_active", kind="latency_spike", deployment="d0") == 0
     assert wait_until(lambda: any(b["signal"]["kind"] == "latency_spike"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,9 @@ class Verdict:
 
     firing: bool
     evidence: dict[str, Any] = field(default_factory=dict)
+    #: When a condition that just began first showed: the start of the first recent slot in
+    #: which it held (Unix seconds); None when it did not just begin.
+    onset: float | None = None
 
 
 class _Slotted:
@@ -92,14 +95,18 @@ class SpikeDetector(_Slotted):
                     "ratio": round(median / base_median, 2) if base_median > 0 else None,
                     "recent_samples": int(current.n_values),
                     "baseline_samples": int(baseline.n_values)}
+        onset = None
         if self.firing:
             # Hysteresis: it ends once the median is back within half the factor.
             holds = median >= (1 + (self._factor - 1) / 2) * base_median
         else:
             holds = (median >= self._factor * base_median and median >= base_p90
                      and median - base_median >= self._floor)
+            if holds:
+                onset = _onset(self._slots, self._width, lambda s: s[1].quantile(0.5)
+                               >= self._factor * base_median)
         self.firing = holds
-        return Verdict(holds, evidence)
+        return Verdict(holds, evidence, onset)
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -176,11 +183,26 @@ class RateBank(_Slotted):
         # Hysteresis: a rise ends once the rate is back under 1.5 times the baseline's.
         holds = ((rate >= 1.5 * p0 and z >= 2) if firing
                  else (k >= 5 and rate >= 2 * p0 and z >= 4))
+        onset = None
+        if holds and not firing:
+            onset = _onset(self._slots, self._width,
+                           lambda slot: bool(slot[2]) and slot[3 + i] >= 2 * p0 * slot[2])
         self._firing[i] = holds
-        return Verdict(holds, evidence)
+        return Verdict(holds, evidence, onset)
 
     def __len__(self) -> int:
         return len(self._slots)
+
+
+def _onset(slots: deque[Any], width: float, holds: Callable[[Any], bool]) -> float:
+    """The start of the earliest slot of the run of slots, ending with the newest, in which
+    the condition holds: when it began, however long it took to be noticed."""
+    start = slots[-1][0]
+    for slot in reversed(slots):
+        if not holds(slot):
+            break
+        start = slot[0]
+    return float(start * width)
 
 
 def _merged(digests: list[TDigest]) -> TDigest:

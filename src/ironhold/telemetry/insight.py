@@ -246,7 +246,8 @@ class Insight:
         if verdict is None:
             return
         if verdict.firing:
-            self.board.raise_(kind, model, deployment, subject, verdict.evidence)
+            self.board.raise_(kind, model, deployment, subject, verdict.evidence,
+                              since=verdict.onset)
         else:
             self.board.clear(kind, model, deployment, subject)
 

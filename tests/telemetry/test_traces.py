@@ -140,9 +140,12 @@ def test_unsampled_requests_make_no_spans_but_failures_and_streams_are_followed(
                                "traceparent": f"00-{other}-{PARENT}-01"}) as streamed:
         assert streamed.status_code == 200
         assert b"[DONE]" in streamed.read()
-    server = only(spans_of(receiver, other, 2), "chat chat")
+    spans = spans_of(receiver, other, 2)
+    server = only(spans, "chat chat")
     assert server.attributes["gen_ai.response.finish_reasons"] == ["stop"]
     assert server.attributes["ironhold.stream"] is True
+    [attempt] = [s for s in spans if s.kind == "SPAN_KIND_CLIENT"]
+    assert attempt.attributes["ironhold.attempt.time_to_first_token_ms"] > 0
 
 
 def test_retries_are_attempt_spans_and_errors_are_kept(
@@ -284,3 +287,18 @@ def test_kept_traces_are_capped_per_second() -> None:
         tracer.close()
     assert made == 5 and len(dropped) == 45
     assert len([s for s in memory.get_finished_spans() if s.name == "chat chat"]) == 5
+
+
+def test_a_slow_request_is_kept_whatever_the_sampling(
+        receiver: OtlpReceiver, make_gateway: Callable[..., GatewayServer],
+        make_simulator: Callable[..., SimulatorServer]) -> None:
+    slow = make_simulator(ttft={"ms": 150})
+    gw = make_gateway([{"name": "chat", "deployments": [{"url": slow.url}]}],
+                      telemetry={"traces": {"otlp_endpoint": receiver.endpoint,
+                                            "sample_ratio": 0.0, "keep_slower_than": "100ms"}})
+    key = gw.create_key()
+    assert post(gw, key, CHAT, headers={"traceparent": f"00-{TRACE}-{PARENT}-00"}
+                ).status_code == 200
+    server = only(spans_of(receiver, TRACE, 2), "chat chat")
+    assert server.status == "STATUS_CODE_UNSET"  # kept for being slow, not for failing
+    assert (server.end_ns - server.start_ns) / 1e9 >= 0.1

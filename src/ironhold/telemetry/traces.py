@@ -206,8 +206,11 @@ class Tracer:
                 "ironhold.attempt.outcome": record.outcome or "cancelled",
             }
             if record.answered_at is not None:
-                attrs["ironhold.attempt.first_byte_ms"] = round(
-                    (record.answered_at - record.started) * 1000, 3)
+                # A stream's first chunk is its first token; a whole answer's, all of it.
+                first = round((record.answered_at - record.started) * 1000, 3)
+                attrs["ironhold.attempt.first_byte_ms"] = first
+                if exchange.stream:
+                    attrs["ironhold.attempt.time_to_first_token_ms"] = first
             span = self._tracer.start_span(
                 f"{op} {record.deployment}", context=inside, kind=SpanKind.CLIENT,
                 start_time=trace.ns(record.started), attributes=attrs)

@@ -102,6 +102,9 @@ class Gateway:
     #: Closes everything the gateway opened, last opened first.
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     started: bool = False
+    #: The config's version (SHA-256 of its canonical form) and when it was built into this.
+    version: str = ""
+    loaded_at: float = field(default_factory=time.time)
 
     async def start(self) -> None:
         """Start managed local model servers (verifying their files first). If one fails, the
@@ -192,12 +195,11 @@ def build_audit(config: Config, store: SqlStore,
     return Auditor(log_, audit.on_store_error, audit.content, pricer.answer), stream
 
 
-def build_tracer(config: Config, metrics: Metrics) -> Tracer | None:
+def build_tracer(config: Config, metrics: Metrics, version: str) -> Tracer | None:
     traces = config.telemetry.traces
     if not traces.enabled:
         return None
-    return Tracer(traces, config_version(config), __version__,
-                  dropped=metrics.traces_dropped.inc)
+    return Tracer(traces, version, __version__, dropped=metrics.traces_dropped.inc)
 
 
 def build_insight(config: Config, metrics: Metrics, audit: Auditor | None,
@@ -274,7 +276,8 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if config.policy is not None:
         authorizer = Authorizer(PolicyEngine.load(config.policy.files, config.base_dir),
                                 quotas.remaining_budget_cents)
-    tracer = build_tracer(config, metrics)
+    version = config_version(config)
+    tracer = build_tracer(config, metrics, version)
     if tracer is not None:
         resources.push_async_callback(_quietly, asyncio.to_thread, tracer.close)
     audit, audit_stream = (build_audit(config, state, pricer) if config.audit.enabled
@@ -323,6 +326,7 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         webhook=webhook,
         local_servers=local_servers,
         health_checkers=checkers,
+        version=version,
         resources=resources,
     )
 

@@ -116,6 +116,14 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
                            {"id": jti, "revoked": revoked})
         return json_response({"object": "list", "revoked": revoked})
 
+    async def running_config(request: web.Request) -> web.Response:
+        """Which config runs: its version (compare with ``ironhold config diff``), when it was
+        loaded and from where. Never its contents (secrets)."""
+        gateway = await require_admin(request, "observe")
+        return json_response({"version": gateway.version, "loaded_at": gateway.loaded_at,
+                              "source": gateway.config.source})
+
+    app.router.add_get("/admin/config", running_config)
     app.router.add_get("/admin/whoami", whoami)
     app.router.add_get("/admin/passports", list_passports)
     app.router.add_delete("/admin/passports/{passport_id}", revoke_passport)

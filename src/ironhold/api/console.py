@@ -103,6 +103,7 @@ def console_state(gateway: Gateway) -> dict[str, Any]:
     listed = board.listing()
     return {
         "time": now,
+        "config_version": gateway.version,
         "models": models,
         "guard_blocks": tallies.guard_blocks,
         "policy_denials": tallies.policy_denials,

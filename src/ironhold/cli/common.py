@@ -20,8 +20,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load_or_exit(path: Path) -> Config:
+def load_or_exit(path: Path, code: int = 1) -> Config:
     try:
         return load_config(path)
     except IronholdError as exc:
-        fail(exc.message)
+        fail(exc.message, code)

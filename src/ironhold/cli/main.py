@@ -83,6 +83,34 @@ def validate(path: Annotated[Path, typer.Argument(help="The YAML config file.")]
     typer.echo(f"{path}: valid ({len(cfg.models)} model groups: {groups})")
 
 
+@config_app.command("diff")
+def diff(
+    old: Annotated[Path, typer.Argument(help="The config as it was (or as it runs).")],
+    new: Annotated[Path, typer.Argument(help="The config as it will be.")],
+) -> None:
+    """What changed between two configs, by meaning: model groups and deployments matched by
+    name, defaults filled in, secrets masked. Exit 0 when they are the same, 1 when they
+    differ, 2 when either is invalid."""
+    from ironhold.config.diff import config_diff
+    from ironhold.config.version import config_version
+
+    before = load_or_exit(old, code=2)
+    after = load_or_exit(new, code=2)
+    changes = config_diff(before, after)
+    if not changes:
+        typer.echo(f"no differences (version {config_version(after)[:12]})")
+        return
+    section = None
+    for change in changes:
+        if change.section != section:
+            section = change.section
+            typer.echo(f"{section}:")
+        typer.echo(f"  {change.line()}")
+    typer.echo(f"{len(changes)} change{'s' if len(changes) != 1 else ''}: version "
+               f"{config_version(before)[:12]} -> {config_version(after)[:12]}")
+    raise typer.Exit(1)
+
+
 @app.command()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

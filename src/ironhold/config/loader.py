@@ -71,6 +71,7 @@ def parse_config(
         raise ConfigError(f"{source}: the top level must be a mapping of keys")
     resolved = _resolve_env(data, os.environ if env is None else env, source, ())
     resolved["base_dir"] = base_dir or Path.cwd()
+    resolved["source"] = source
     try:
         return Config.model_validate(resolved)
     except ValidationError as exc:

@@ -316,6 +316,8 @@ class Config(_Strict):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     #: The directory relative paths are resolved against (the config file's); set by the loader.
     base_dir: Path = Path(".")
+    #: Where the config came from (its file's path); set by the loader.
+    source: str = "<config>"
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

@@ -136,7 +136,8 @@ function render(state) {
   fill($("tenants").tBodies[0], [...tenants].map((t) => row(
     [t, state.limit_refusals[t] || 0, (state.spend_usd[t] || 0).toFixed(4)])));
   renderRecent(state.recent);
-  $("status").textContent = `live · ${new Date(state.time * 1000).toLocaleTimeString()}`;
+  $("status").textContent = `live · ${new Date(state.time * 1000).toLocaleTimeString()} · ` +
+    `config ${state.config_version.slice(0, 12)}`;
 }
 
 async function poll() {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -83,3 +84,28 @@ def test_the_running_config_is_named_not_shown(gateway: GatewayServer) -> None:
     assert set(answer) == {"version", "loaded_at", "source"}
     assert answer["version"] == config_version(gateway.config)
     assert answer["source"] == "test.yaml" and answer["loaded_at"] > 0
+
+
+def test_config_status_tells_drift_from_sync(gateway: GatewayServer, tmp_path: Path) -> None:
+    admin = gateway.create_key(admin=True)
+    running = tmp_path / "running.yaml"
+    # The gateway's own config, as written by the test helper beside its state.
+    running.write_text((gateway.config.base_dir / "ironhold.yaml").read_text())
+    edited = tmp_path / "edited.yaml"
+    data = yaml.safe_load(running.read_text())
+    data["guard"] = {"enabled": False}
+    edited.write_text(yaml.safe_dump(data))
+
+    def status(path: Path, key: str = admin,
+               url: str = gateway.base_url) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ironhold", "config", "status", "--config",
+                               str(path), "--url", url], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "IRONHOLD_ADMIN_KEY": key})
+
+    same = status(running)
+    assert same.returncode == 0 and "in sync" in same.stdout, same.stdout + same.stderr
+    drift = status(edited)
+    assert drift.returncode == 1 and "drift" in drift.stdout
+    refused = status(running, key=gateway.create_key())
+    assert refused.returncode == 2 and "403" in refused.stderr
+    assert status(running, url="file:///etc/passwd").returncode == 2

@@ -111,6 +111,45 @@ def diff(
     raise typer.Exit(1)
 
 
+@config_app.command("status")
+def status(
+    config: ConfigOption,
+    url: Annotated[str, typer.Option(
+        help="The running gateway's base URL, e.g. http://127.0.0.1:8080.")],
+    key: Annotated[str, typer.Option(
+        envvar="IRONHOLD_ADMIN_KEY", show_default=False,
+        help="An admin API key (or set IRONHOLD_ADMIN_KEY, which keeps it out of the shell's "
+             "history).")],
+) -> None:
+    """Whether the gateway at URL runs this file's config (drift between git and what runs):
+    compares the file's version with GET /admin/config's. Exit 0 when they are the same, 1
+    when they differ, 2 when either cannot be read."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from ironhold.config.version import config_version
+
+    if not url.startswith(("http://", "https://")):  # urllib would open file:// too
+        fail("--url must be an http:// or https:// URL", 2)
+    want = config_version(load_or_exit(config, code=2))
+    request = urllib.request.Request(url.rstrip("/") + "/admin/config",
+                                     headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            running = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        fail(f"{url} answered {exc.code} to GET /admin/config (an admin key is needed)", 2)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        fail(f"cannot read {url}/admin/config: {exc}", 2)
+    if running.get("version") == want:
+        typer.echo(f"in sync: {url} runs {config} (version {want[:12]})")
+        return
+    typer.echo(f"drift: {url} runs version {str(running.get('version'))[:12]} "
+               f"(loaded from {running.get('source')}), {config} is version {want[:12]}")
+    raise typer.Exit(1)
+
+
 @app.command()
 def simulate(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

@@ -16,6 +16,7 @@ import uvloop
 from ironhold.bootstrap import build_gateway
 from ironhold.config import parse_config
 from ironhold.core.exchange import Exchange, Operation
+from ironhold.routing.attempt import Attempt
 
 BODY = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"bench","choices":'
         b'[{"index":0,"message":{"role":"assistant","content":"pong"},"finish_reason":"stop"}],'
@@ -48,8 +49,9 @@ def main() -> None:
         group.released(d)
 
     timed("pick a deployment", lambda: group.pick([], [], exchange.body))
+    attempt = Attempt(group, d)
     timed("build the upstream request",
-          lambda: router._request(exchange, group, d, time.monotonic() + 600, time.monotonic()))
+          lambda: router._request(exchange, attempt, attempt.started + 600))
     timed("decode the answer (once, for all stages)", lambda: orjson.loads(BODY))
     timed("peak-EWMA observe", lambda: d.latency.observe(0.01, time.monotonic()))
     timed("latency window add", lambda: d.recent.add(0.01))

@@ -77,7 +77,7 @@ class Auditor:
         except AuditUnavailableError:
             log.error("audit_record_lost", extra={"request_id": record.request_id})
             return
-        future.add_done_callback(_logged_if_lost)
+        future.add_done_callback(lambda done: _logged_if_lost(done, record.request_id))
 
     async def record_event(self, record: AuditRecord) -> None:
         """Record a change to who may do what (made already), durably, before answering."""
@@ -105,6 +105,6 @@ class Auditor:
         return content
 
 
-def _logged_if_lost(future: asyncio.Future[Any]) -> None:
+def _logged_if_lost(future: asyncio.Future[Any], request_id: str) -> None:
     if not future.cancelled() and future.exception() is not None:
-        log.error("audit_record_lost", extra={"request_id": "signal"})
+        log.error("audit_record_lost", extra={"request_id": request_id})

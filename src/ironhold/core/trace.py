@@ -88,6 +88,14 @@ class TraceContext:
         """The header that makes ``span_id`` the parent of the model server's spans."""
         return f"00-{self.trace_id:032x}-{span_id:016x}-{'01' if self.sampled else '00'}"
 
+    def propagated(self, span_id: int) -> dict[str, str]:
+        """The W3C trace-context headers for a model server: its spans become children of
+        ``span_id`` (an attempt's), and the client's ``tracestate`` travels on."""
+        headers = {"traceparent": self.traceparent(span_id)}
+        if self.tracestate:
+            headers["tracestate"] = self.tracestate
+        return headers
+
     def ns(self, perf: float) -> int:
         """A perf-counter reading as Unix time in nanoseconds."""
         return self.wall_ns + int((perf - self.perf) * 1e9)

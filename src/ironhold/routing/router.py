@@ -41,7 +41,6 @@ from ironhold.core.errors import (
 )
 from ironhold.core.events import Event
 from ironhold.core.exchange import Exchange, Operation, Reply
-from ironhold.core.trace import AttemptRecord
 from ironhold.core.usage import StreamUsage
 from ironhold.routing.answers import (
     as_openai_body,
@@ -350,10 +349,8 @@ class Router:
         """One try, up to the commit point. Raises ``UpstreamError`` for anything worth trying
         elsewhere. A streamed reply owns the attempt from here (its ``Relay`` releases it);
         otherwise the attempt is released before this returns, whatever happened."""
-        group, d = attempt.group, attempt.deployment
         try:
-            request = self._request(exchange, group, d, deadline, attempt.started,
-                                    attempt.record)
+            request = self._request(exchange, attempt, deadline)
             reply = await self._send(exchange, attempt, request)
         except UpstreamError as exc:
             attempt.failed(exc, exchange.request_id, exchange.attempts)
@@ -367,8 +364,8 @@ class Router:
             attempt.release()
         return reply
 
-    def _request(self, exchange: Exchange, group: ModelGroup, d: Deployment, deadline: float,
-                 now: float, record: AttemptRecord | None = None) -> UpstreamRequest:
+    def _request(self, exchange: Exchange, attempt: Attempt, deadline: float) -> UpstreamRequest:
+        group, d = attempt.group, attempt.deployment
         body = dict(exchange.body)
         body["model"] = d.upstream_model
         if d.default_max_tokens is not None and exchange.operation is not Operation.EMBEDDING \
@@ -381,7 +378,7 @@ class Router:
             body["stream_options"] = {**(options if isinstance(options, dict) else {}),
                                       "include_usage": True}
         configured = group.deadlines
-        remaining = deadline - now
+        remaining = deadline - attempt.started
         if (exchange.attempts == 1 and configured.total - remaining < _DEADLINE_SLACK
                 and exchange.first_token_timeout is None):
             deadlines = configured  # the first attempt, as configured: one cached client timeout
@@ -395,12 +392,8 @@ class Router:
             deadlines = Deadlines(connect=min(configured.connect, remaining),
                                   first_token=min(first_token, remaining), total=remaining)
         headers = {"X-Request-Id": exchange.request_id}
-        trace = exchange.trace
-        if trace is not None and record is not None:
-            # W3C trace context: the model server's spans become this attempt's children.
-            headers["traceparent"] = trace.traceparent(record.span_id)
-            if trace.tracestate:
-                headers["tracestate"] = trace.tracestate
+        if exchange.trace is not None and attempt.record is not None:
+            headers.update(exchange.trace.propagated(attempt.record.span_id))
         return UpstreamRequest(
             path=exchange.operation.upstream_path,
             body=orjson.dumps(body),

@@ -44,7 +44,7 @@ def add_insight_routes(app: web.Application, require_admin: RequireAdmin) -> Non
             request, _BODY_LIMIT, gateway.config.server.body_timeout))
         insight = _insight(gateway)
         label = f"pinned: {spec.pin}" if spec.pin else None
-        if not insight.reset_drift(spec.model, label, pin=spec.pin is not None):
+        if not insight.reset_drift(spec.model, label):
             raise ModelNotFoundError(f"The model '{spec.model}' does not exist.",
                                      param="model")
         await record_event(gateway, request, request[ADMIN], "reset_drift",

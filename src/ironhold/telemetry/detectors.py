@@ -47,7 +47,6 @@ class _Slotted:
         self._width = window / _RECENT_SLOTS
         self._keep = _RECENT_SLOTS + max(1, math.ceil(baseline / self._width))
         self._min = min_samples
-        self.firing = False
 
     def _index(self, now: float) -> int:
         return int(now / self._width)
@@ -64,6 +63,7 @@ class SpikeDetector(_Slotted):
         self._floor = floor
         #: ``[slot index, digest, seen while firing]``, oldest first.
         self._slots: deque[list[Any]] = deque()
+        self.firing = False
 
     def add(self, seconds: float, now: float) -> None:
         index = self._index(now)

@@ -74,7 +74,6 @@ class DriftDetector:
         self._window: deque[tuple[str, ...]] = deque(maxlen=window)
         #: What the reference is (``first requests``, ``reset at ...``, a pinned label).
         self.reference_label = "the first requests"
-        self.pinned = False
         self.firing = False
 
     @property
@@ -90,13 +89,12 @@ class DriftDetector:
         # The window's counts are made when it is judged (every few seconds), not here.
         self._window.append(features)
 
-    def reset(self, label: str, pin: bool = False) -> None:
+    def reset(self, label: str) -> None:
         """Start a new reference from the next requests."""
         self._reference = [{} for _ in FEATURES]
         self._reference_n = 0
         self._window.clear()
         self.reference_label = label
-        self.pinned = pin
         self.firing = False
 
     def judge(self) -> DriftResult | None:

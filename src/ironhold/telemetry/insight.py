@@ -32,7 +32,7 @@ from ironhold.telemetry.embedding_drift import Embed, Embedder, EmbeddingDrift, 
 from ironhold.telemetry.live import LiveStats
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.outcome import CallOutcome, Fault, last_text
-from ironhold.telemetry.signals import SignalBoard, SignalKind
+from ironhold.telemetry.signals import SignalBoard, SignalKind, rfc3339
 from ironhold.telemetry.slo import SloTracker
 
 __all__ = ["Insight", "Tallies"]
@@ -281,15 +281,14 @@ class Insight:
                 "reference_prompts": len(reference), "window_prompts": len(window),
                 "embedded_by": e.model}))
 
-    def reset_drift(self, model: str, label: str | None = None, pin: bool = False) -> bool:
+    def reset_drift(self, model: str, label: str | None = None) -> bool:
         group = self.groups.get(model)
         if group is None:
             return False
         if model in self.embedding:
             self.embedding[model].reset()
             self.board.clear("drift", model, None, "embeddings")
-        group.drift.reset(label or f"reset at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
-                          pin)
+        group.drift.reset(label or f"reset at {rfc3339(time.time())}")
         self.board.clear("drift", model, None, "prompts_and_answers")
         return True
 

@@ -117,13 +117,6 @@ class SignalBoard:
         self._tell(signal)
         return signal
 
-    def is_active(self, kind: SignalKind, model: str, deployment: str | None,
-                  subject: str) -> bool:
-        return (kind, model, deployment, subject) in self._active
-
-    def active(self) -> list[Signal]:
-        return sorted(self._active.values(), key=lambda s: s.since)
-
     def listing(self) -> list[Signal]:
         """Active signals, then the ended ones still kept, newest first."""
         cutoff = self._clock() - self._keep_ended

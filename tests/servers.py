@@ -13,9 +13,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from ironhold.api.context import SERVING
 from ironhold.api.server import start_server
 from ironhold.bootstrap import Gateway, build_gateway
 from ironhold.config import Config, parse_config
+from ironhold.serving import Reloaded, Serving
 from ironhold.simulator import Simulator, SimulatorProfile
 
 
@@ -90,14 +92,29 @@ class SimulatorServer(AppServer):
 class GatewayServer:
     def __init__(self, config: Config, log_dir: Path | None = None):
         self.config = config
-        self.gateway: Gateway = build_gateway(config, log_dir=log_dir)
+        gateway = build_gateway(config, log_dir=log_dir)
         self._thread = LoopThread()
         try:
-            self._runner, self.port = self._thread.call(
-                start_server(self.gateway, "127.0.0.1", 0))
+            self._runner, self.port = self._thread.call(start_server(gateway, "127.0.0.1", 0))
         except BaseException:
             self._thread.stop()
             raise
+        self._closed = False
+
+    @property
+    def serving(self) -> Serving:
+        serving: Serving = self._runner.app[SERVING]
+        return serving
+
+    @property
+    def gateway(self) -> Gateway:
+        """The gateway serving new requests (a reload replaces it)."""
+        return self.serving.current
+
+    def reload(self, config: Config) -> Reloaded:
+        """Reload as SIGHUP does, with ``config`` for the file's contents."""
+        done: Reloaded = self.run(lambda: self.serving.reload(lambda: config, trigger="test"))
+        return done
 
     @property
     def base_url(self) -> str:
@@ -116,6 +133,10 @@ class GatewayServer:
         return self._thread.call(fn())
 
     def close(self) -> None:
+        """Stop serving (idempotent: a test may stop it before its fixture does)."""
+        if self._closed:
+            return
+        self._closed = True
         self._thread.call(self._runner.cleanup())
         self._thread.stop()
 

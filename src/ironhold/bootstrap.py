@@ -13,20 +13,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ironhold import __version__
 from ironhold.audit.auditor import Auditor
 from ironhold.audit.log import AuditLog
+from ironhold.audit.record import ChangeRecord
 from ironhold.audit.stage import AuditStage
 from ironhold.audit.store import AuditStore
 from ironhold.audit.stream import NatsAuditStream
 from ironhold.chaos import ChaosStage, FaultTransport
 from ironhold.config.schema import Config, DeploymentConfig, ModelGroupConfig
 from ironhold.config.version import config_version
+from ironhold.core.exchange import Exchange, Reply
+from ironhold.core.ids import new_request_id
 from ironhold.core.keyfiles import load_or_create_ed25519
+from ironhold.core.parts import Closer, Parts, close_parts
 from ironhold.core.pipeline import Handler, Stage, build_pipeline
 from ironhold.guard import Guard, GuardStage, InjectionModel
 from ironhold.identity.jwks import JwksSource
@@ -45,10 +50,13 @@ from ironhold.policy.stage import PolicyStage
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 from ironhold.routing.health import HealthChecker
+from ironhold.routing.rollout_repository import SqlRolloutRepository
+from ironhold.routing.rollouts import Decision, Rollouts
 from ironhold.routing.router import Router
+from ironhold.routing.shadow import Shadow, ShadowStage
 from ironhold.routing.stats import Clock
 from ironhold.store.sql import SqlStore, open_durable_engine, open_sql_store, state_dir_for
-from ironhold.telemetry.embedding_drift import router_embedder
+from ironhold.telemetry.embedding_drift import cosine, router_embedder
 from ironhold.telemetry.insight import Insight
 from ironhold.telemetry.metrics import Metrics
 from ironhold.telemetry.signals import SignalBoard
@@ -78,7 +86,11 @@ def http_transport(base_url: str, dc: DeploymentConfig) -> Transport:
 
 @dataclass
 class Gateway:
-    """Everything a running gateway holds; ``api.create_app`` puts HTTP in front of it."""
+    """Everything a running gateway holds; ``api.create_app`` puts HTTP in front of it.
+
+    A reload builds a new ``Gateway`` beside this one from the new config, taking over the
+    parts whose config did not change (``parts``); requests already in flight here finish
+    here (``in_flight``), and then the parts the new one did not take are closed."""
 
     config: Config
     store: SqlStore
@@ -91,6 +103,7 @@ class Gateway:
     pricer: Pricer
     router: Router
     handle: Handler
+    parts: Parts
     audit: Auditor | None = None
     audit_stream: NatsAuditStream | None = None
     tracer: Tracer | None = None
@@ -99,38 +112,44 @@ class Gateway:
     webhook: SignalWebhook | None = None
     local_servers: list[LocalModelServer] = field(default_factory=list)
     health_checkers: list[HealthChecker] = field(default_factory=list)
-    #: Closes everything the gateway opened, last opened first.
-    resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    rollouts: Rollouts | None = None
+    #: Per model group with a shadow deployment.
+    shadows: dict[str, Shadow] = field(default_factory=dict)
     started: bool = False
     #: The config's version (SHA-256 of its canonical form) and when it was built into this.
     version: str = ""
     loaded_at: float = field(default_factory=time.time)
+    #: Requests being served by this gateway (a retired one is closed when it reaches 0).
+    in_flight: int = 0
+    _idle: asyncio.Event | None = None
+    #: Builds this gateway's successor from a new config, with the same transports, clock
+    #: and log folder (``build_gateway`` sets it).
+    rebuild: Callable[[Config, Parts], Gateway] | None = None
 
     async def start(self) -> None:
-        """Start managed local model servers (verifying their files first). If one fails, the
-        others are cancelled and stopped, so no child process outlives a failed start."""
-        try:
-            async with asyncio.TaskGroup() as group:
-                for server in self.local_servers:
-                    group.create_task(server.start())
-        except BaseExceptionGroup as failed:
-            await asyncio.gather(*(s.stop() for s in self.local_servers), return_exceptions=True)
-            first = failed.exceptions[0]
-            raise first from None
-        if self.audit is not None:
-            await self.audit.log.start()
-        if self.audit_stream is not None:
-            await self.audit_stream.start()
-        for checker in self.health_checkers:
-            checker.start()
-        if self.insight is not None:
-            self.insight.start()
-        if self.webhook is not None:
-            self.webhook.start()
+        """Start what no gateway has started yet: managed local model servers (verifying
+        their files first), the audit writer, health checks, the detectors. If one fails, the
+        caller closes the parts this gateway made (``parts.new()``)."""
+        await self.parts.start()
         self.started = True
 
     async def close(self) -> None:
-        await self.resources.aclose()
+        """Close every part this gateway holds, last made first."""
+        await close_parts(list(self.parts))
+
+    def enter(self) -> None:
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight and self._idle is not None:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        """Return once no request is being served here (new ones go to its successor)."""
+        if self.in_flight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
     def ready(self) -> bool:
         """Started, and at least one deployment is up, not ejected, passing health checks."""
@@ -195,102 +214,88 @@ def build_audit(config: Config, store: SqlStore,
     return Auditor(log_, audit.on_store_error, audit.content, pricer.answer), stream
 
 
-def build_tracer(config: Config, metrics: Metrics, version: str) -> Tracer | None:
-    traces = config.telemetry.traces
-    if not traces.enabled:
-        return None
-    return Tracer(traces, version, __version__, dropped=metrics.traces_dropped.inc)
-
-
-def build_insight(config: Config, metrics: Metrics, audit: Auditor | None,
-                  resources: contextlib.AsyncExitStack, router: Router,
-                  ) -> tuple[SignalBoard, Insight | None, SignalWebhook | None]:
-    """The signal board, the detectors that raise signals on it, and where signals go (the
-    audit log, a webhook). Stopped before the audit log closes."""
-    signals = config.telemetry.signals
-    board = SignalBoard(metrics, signals.keep_ended)
-    if not signals.enabled:
-        return board, None, None
-    embedding = signals.embedding_drift
-    insight = Insight(config, metrics, board, embed=router_embedder(router, embedding.model)
-                      if embedding is not None else None)
-    resources.push_async_callback(_quietly, insight.stop)
-    if audit is not None:
-        board.on_change(lambda signal: audit.record_signal(signal.as_json()))
-    webhook = None
-    if signals.webhook is not None:
-        webhook = SignalWebhook(signals.webhook)
-        board.on_change(webhook)
-        resources.push_async_callback(_quietly, webhook.stop)
-    return board, insight, webhook
-
-
 def build_guard(config: Config) -> GuardStage:
     overrides = {g.name: g.guard for g in config.models if g.guard is not None}
     return GuardStage(Guard(config.guard, overrides, InjectionModel.load()))
 
 
+class _CurrentRouter:
+    """The router of the gateway built last, for the parts that outlive a reload (embedding
+    drift asks the embeddings group through it)."""
+
+    def __init__(self, router: Router):
+        self.router = router
+
+    async def __call__(self, exchange: Exchange) -> Reply:
+        return await self.router(exchange)
+
+
+@dataclass
+class _Signals:
+    board: SignalBoard
+    insight: Insight | None
+    webhook: SignalWebhook | None
+    route: _CurrentRouter
+
+
 def build_gateway(config: Config, log_dir: Path | None = None, *,
                   transport_factory: TransportFactory = http_transport,
-                  clock: Clock = time.monotonic) -> Gateway:
-    resources = contextlib.AsyncExitStack()
-    state = open_sql_store(config.state.url, config.base_dir)
-    resources.push_async_callback(_quietly, asyncio.to_thread, state.close)
-    keys = key_service(config, state)
-    authenticator = build_authenticator(config, state, keys)
-    if authenticator.oidc is not None:
-        resources.push_async_callback(_quietly, authenticator.oidc.jwks.close)
-    metrics = Metrics()
-    local_servers: list[LocalModelServer] = []
-    groups: dict[str, ModelGroup] = {}
-    checkers: list[HealthChecker] = []
-    for group_config in config.models:
-        deployments = [
-            _build_deployment(config, group_config, i, dc, metrics, local_servers, log_dir,
-                              transport_factory, resources)
-            for i, dc in enumerate(group_config.deployments)
-        ]
-        group = groups[group_config.name] = ModelGroup(
-            name=group_config.name,
-            deployments=deployments,
-            policy=group_config.routing,
-            metrics=metrics,
-            fallbacks=list(group_config.fallbacks),
-            fallback_on=group_config.fallback_on,
-            owned_by=group_config.owned_by,
-            clock=clock,
-        )
-        health_check = group_config.routing.outlier.health_check
-        if health_check is not None:
-            checker = HealthChecker(group, health_check)
-            resources.push_async_callback(_quietly, checker.stop)
-            checkers.append(checker)
+                  clock: Clock = time.monotonic, parts: Parts | None = None) -> Gateway:
+    """The gateway a config describes. ``parts``, made with the running gateway's parts as
+    its ``previous`` (``Parts(running.parts)``), makes it a reload: every part whose config
+    is unchanged is taken over rather than made again."""
+    parts = Parts() if parts is None else parts
+    base = config.base_dir
+    state: SqlStore | None = parts.take("state", (config.state.url, base))
+    if state is None:
+        state = open_sql_store(config.state.url, base)
+        parts.add("state", (config.state.url, base), state,
+                  close=partial(asyncio.to_thread, state.close))
+    metrics: Metrics = parts.take("metrics", None) or parts.add("metrics", None, Metrics())
+    identity = (config.auth, config.identity, base)
+    taken = parts.take("identity", identity)
+    if taken is None:
+        keys = key_service(config, state)
+        authenticator = build_authenticator(config, state, keys)
+        parts.add("identity", identity, (keys, authenticator),
+                  close=authenticator.oidc.jwks.close if authenticator.oidc else None)
+    else:
+        keys, authenticator = taken
+    rollouts: Rollouts | None = parts.take("rollouts", (config.state.url, base))
+    if rollouts is None:
+        rollouts = Rollouts(SqlRolloutRepository(state))
+        parts.add("rollouts", (config.state.url, base), rollouts, start=rollouts.start,
+                  close=rollouts.stop)
+    rollouts.configure(config)
+    groups, local_servers, checkers = _build_groups(config, parts, metrics, log_dir,
+                                                    transport_factory, clock, rollouts)
     router = Router(groups, metrics, clock=clock)
     # The services, shared by the stages and the routes outside the model path.
-    limit_store: LimitStore = (RedisLimitStore(config.state.redis) if config.state.redis
-                               else MemoryLimitStore())
-    resources.push_async_callback(_quietly, limit_store.close)
+    limit_store: LimitStore | None = parts.take("limits", config.state.redis)
+    if limit_store is None:
+        limit_store = RedisLimitStore(config.state.redis) if config.state.redis \
+            else MemoryLimitStore()
+        parts.add("limits", config.state.redis, limit_store, close=limit_store.close)
     quotas = Quotas(limit_store, config.limits)
     pricer = Pricer(config.limits.prices)
     authorizer = None
     if config.policy is not None:
-        authorizer = Authorizer(PolicyEngine.load(config.policy.files, config.base_dir),
+        authorizer = Authorizer(PolicyEngine.load(config.policy.files, base),
                                 quotas.remaining_budget_cents)
-    version = config_version(config)
-    tracer = build_tracer(config, metrics, version)
-    if tracer is not None:
-        resources.push_async_callback(_quietly, asyncio.to_thread, tracer.close)
-    audit, audit_stream = (build_audit(config, state, pricer) if config.audit.enabled
-                           else (None, None))
-    if audit_stream is not None:  # closed after the log, which may still publish to it
-        resources.push_async_callback(_quietly, audit_stream.close)
-    if audit is not None:
-        resources.push_async_callback(_quietly, asyncio.to_thread, audit.log.store.close)
-        resources.push_async_callback(_quietly, audit.log.close)
-    board, insight, webhook = build_insight(config, metrics, audit, resources, router)
-    stages: list[Stage] = [TelemetryStage(metrics, frozenset(groups),
-                                          access_log=config.logging.access, tracer=tracer,
-                                          insight=insight)]
+    traces = config.telemetry.traces
+    tracer: Tracer | None = parts.take("tracer", traces)
+    if tracer is None and traces.enabled:
+        tracer = Tracer(traces, __version__, dropped=metrics.traces_dropped.inc)
+        parts.add("tracer", traces, tracer, close=partial(asyncio.to_thread, tracer.close))
+    audit, audit_stream = _audit_part(config, parts, state, pricer)
+    signals = _signals_part(config, parts, metrics, audit, router)
+    insight = signals.insight
+    rollouts.on_decision = partial(_rollout_decided, audit, signals.board)
+    shadows = _shadows(config, parts, metrics, router, audit, signals)
+    stages: list[Stage] = [TelemetryStage(
+        metrics, frozenset(groups), access_log=config.logging.access, tracer=tracer,
+        insight=insight, rollout_answers=rollouts.answered if any(
+            g.rollout for g in config.models) else None)]
     if audit is not None:
         stages.append(AuditStage(audit))
     decisions: list[tuple[str, Stage]] = [("identity", IdentityStage(authenticator))]
@@ -298,8 +303,13 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         decisions.append(("policy", PolicyStage(authorizer)))
     decisions.append(("limits", LimitsStage(quotas, pricer)))
     if config.guard.enabled:
-        decisions.append(("guard", build_guard(config)))
+        guard_from = (config.guard, [(g.name, g.guard) for g in config.models])
+        guard = parts.take("guard", guard_from) or parts.add("guard", guard_from,
+                                                             build_guard(config))
+        decisions.append(("guard", guard))
     decisions.append(("chaos", ChaosStage(config.chaos.header, config.chaos.keys, authorizer)))
+    if shadows:
+        decisions.append(("shadow", ShadowStage(shadows)))
     decided: Handler = build_pipeline([stage for _, stage in decisions], router)
     if tracer is not None:
         # A sampled request takes the same stages, each wrapped to record where it began (its
@@ -318,31 +328,204 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         pricer=pricer,
         router=router,
         handle=build_pipeline(stages, decided),
+        parts=parts,
         audit=audit,
         audit_stream=audit_stream,
         tracer=tracer,
-        signals=board,
+        signals=signals.board,
         insight=insight,
-        webhook=webhook,
+        webhook=signals.webhook,
         local_servers=local_servers,
         health_checkers=checkers,
-        version=version,
-        resources=resources,
+        rollouts=rollouts,
+        shadows=shadows,
+        version=config_version(config),
+        rebuild=partial(_rebuild, log_dir=log_dir, transport_factory=transport_factory,
+                        clock=clock),
     )
 
 
-def _build_deployment(
+def _rebuild(config: Config, parts: Parts, *, log_dir: Path | None,
+             transport_factory: TransportFactory, clock: Clock) -> Gateway:
+    return build_gateway(config, log_dir, transport_factory=transport_factory, clock=clock,
+                         parts=parts)
+
+
+def _audit_part(config: Config, parts: Parts, state: SqlStore,
+                pricer: Pricer) -> tuple[Auditor | None, NatsAuditStream | None]:
+    """The audit log: one writer per store, so a reload never makes a second (changes to
+    ``audit`` need a restart); a reloaded price table is handed to the one there is."""
+    if not config.audit.enabled:
+        return None, None
+    made_from = (config.audit, config.state.url, config.base_dir)
+    taken = parts.take("audit", made_from)
+    if taken is not None:
+        audit, stream = taken
+        audit.price_with(pricer.answer)
+        return audit, stream
+    audit, stream = build_audit(config, state, pricer)
+
+    async def start() -> None:
+        await audit.log.start()
+        if stream is not None:
+            await stream.start()
+
+    # The stream closes after the log, which may still publish to it.
+    closers: list[Closer] = [audit.log.close, partial(asyncio.to_thread, audit.log.store.close)]
+    if stream is not None:
+        closers.append(stream.close)
+    parts.add("audit", made_from, (audit, stream), start=start, close=closers)
+    return audit, stream
+
+
+def _signals_part(config: Config, parts: Parts, metrics: Metrics, audit: Auditor | None,
+                  router: Router) -> _Signals:
+    """The signal board, the detectors that raise signals on it, and where signals go (the
+    audit log, a webhook). Taken over by a reload when ``telemetry.signals`` is unchanged: the
+    detectors then follow the new model groups, keeping what they learnt of those that stay."""
+    signals = config.telemetry.signals
+    taken: _Signals | None = parts.take("signals", signals)
+    if taken is not None:
+        taken.route.router = router
+        if taken.insight is not None:
+            taken.insight.reconfigure(config)
+        return taken
+    board = SignalBoard(metrics, signals.keep_ended)
+    route = _CurrentRouter(router)
+    made = _Signals(board, None, None, route)
+    if not signals.enabled:
+        return parts.add("signals", signals, made)
+    embedding = signals.embedding_drift
+    made.insight = Insight(config, metrics, board, embed=router_embedder(route, embedding.model)
+                           if embedding is not None else None)
+    if audit is not None:
+        board.on_change(lambda signal: audit.record_signal(signal.as_json()))
+    closers: list[Closer] = [made.insight.stop]
+    if signals.webhook is not None:
+        made.webhook = SignalWebhook(signals.webhook)
+        board.on_change(made.webhook)
+        closers.insert(0, made.webhook.stop)
+
+    async def start() -> None:
+        assert made.insight is not None
+        made.insight.start()
+        if made.webhook is not None:
+            made.webhook.start()
+
+    # Stopped before the audit log closes (added after it, so closed before it).
+    return parts.add("signals", signals, made, start=start, close=closers)
+
+
+def _shadows(config: Config, parts: Parts, metrics: Metrics, router: Router,
+             audit: Auditor | None, signals: _Signals) -> dict[str, Shadow]:
+    """The groups' shadows. One whose settings are unchanged is taken over by a reload (its
+    comparison goes on), and sends its copies through the new router from then on."""
+    shadows: dict[str, Shadow] = {}
+    embedding = config.telemetry.signals.embedding_drift
+    similarity = (partial(_answer_similarity, signals.route, embedding.model)
+                  if embedding is not None else None)
+    record = audit.record_shadow if audit is not None else None
+    for gc in config.models:
+        if gc.shadow is None:
+            continue
+        made_from = (gc.shadow, gc.name)
+        shadow: Shadow | None = parts.take(f"shadow:{gc.name}", made_from)
+        mirror = partial(router.mirror, group=gc.name, deployment=gc.shadow.deployment)
+        if shadow is None:
+            shadow = Shadow(gc.name, gc.shadow.deployment, gc.shadow, metrics, mirror)
+            parts.add(f"shadow:{gc.name}", made_from, shadow, close=shadow.stop)
+        shadow.mirror, shadow.record, shadow.similarity = mirror, record, similarity
+        shadows[gc.name] = shadow
+    return shadows
+
+
+async def _answer_similarity(route: Handler, group: str, a: str, b: str) -> float:
+    """Cosine similarity of two answers' embeddings (the embeddings group's, through the
+    gateway's own router)."""
+    first, second = await router_embedder(route, group)([a, b])
+    return cosine(first, second)
+
+
+async def _rollout_decided(audit: Auditor | None, board: SignalBoard,
+                           decision: Decision) -> None:
+    state = decision.state
+    if decision.action == "rolled_back":
+        board.raise_("rollout", state.model, state.candidate, "gates",
+                     {"reason": state.reason, **(decision.evidence or {})})
+    elif decision.action in ("started", "promoted"):
+        board.clear("rollout", state.model, state.candidate, "gates")
+    if audit is not None:
+        await audit.record_change(ChangeRecord(
+            round(time.time(), 6), new_request_id(), decision.principal, "rollout",
+            decision.action, {**state.as_json(), "evidence": decision.evidence}))
+
+
+def _build_groups(config: Config, parts: Parts, metrics: Metrics, log_dir: Path | None,
+                  transport_factory: TransportFactory, clock: Clock, rollouts: Rollouts,
+                  ) -> tuple[dict[str, ModelGroup], list[LocalModelServer], list[HealthChecker]]:
+    """The model groups. A deployment whose target is unchanged is taken over with all it
+    knows (ejections, latency statistics, bulkhead, connections, a local model's process); a
+    group whose settings and deployments are unchanged is taken over whole, and a rebuilt one
+    keeps the old one's budgets where their settings did not change."""
+    groups: dict[str, ModelGroup] = {}
+    local_servers: list[LocalModelServer] = []
+    checkers: list[HealthChecker] = []
+    for gc in config.models:
+        deployments = [
+            _deployment_part(config, gc, i, dc, parts, metrics, local_servers, log_dir,
+                             transport_factory)
+            for i, dc in enumerate(gc.deployments)
+        ]
+        made_from = (gc, tuple(map(id, deployments)))
+        group: ModelGroup | None = parts.take(f"group:{gc.name}", made_from)
+        if group is None:
+            group = ModelGroup(name=gc.name, deployments=deployments, policy=gc.routing,
+                               metrics=metrics, fallbacks=list(gc.fallbacks),
+                               fallback_on=gc.fallback_on, owned_by=gc.owned_by, clock=clock,
+                               split=rollouts.split(gc.name),
+                               shadow=gc.shadow.deployment if gc.shadow else None)
+            old = parts.previous(f"group:{gc.name}")
+            if isinstance(old, ModelGroup):
+                group.carry_from(old)
+                group.created = old.created
+            parts.add(f"group:{gc.name}", made_from, group)
+        groups[gc.name] = group
+        health_check = gc.routing.outlier.health_check
+        if health_check is not None:
+            checker_from = (health_check, id(group))
+            checker: HealthChecker | None = parts.take(f"health:{gc.name}", checker_from)
+            if checker is None:
+                checker = HealthChecker(group, health_check)
+                parts.add(f"health:{gc.name}", checker_from, checker,
+                          start=_started(checker.start), close=checker.stop)
+            checkers.append(checker)
+    return groups, local_servers, checkers
+
+
+def _deployment_part(
     config: Config,
     group: ModelGroupConfig,
     index: int,
     dc: DeploymentConfig,
+    parts: Parts,
     metrics: Metrics,
     local_servers: list[LocalModelServer],
     log_dir: Path | None,
     transport_factory: TransportFactory,
-    resources: contextlib.AsyncExitStack,
 ) -> Deployment:
     name = dc.name or f"{group.name}-{index}"
+    # What it is, not how much it is used: a reweighted deployment is the same deployment.
+    target = dc.model_copy(update={"weight": 1.0, "max_concurrent": None, "version": None})
+    made_from = (group.name, target, tuple(group.faults), config.base_dir, log_dir)
+    part_name = f"deployment:{group.name}/{name}"
+    taken: tuple[Deployment, LocalModelServer | None] | None = parts.take(part_name, made_from)
+    if taken is not None:
+        deployment, server = taken
+        deployment.weight, deployment.max_concurrent = dc.weight, dc.max_concurrent
+        deployment.version = dc.version
+        if server is not None:
+            local_servers.append(server)
+        return deployment
     faults = [*group.faults, *dc.faults]
     server = None
     if dc.local is not None:
@@ -352,30 +535,31 @@ def _build_deployment(
         assert dc.url is not None
         base_url = dc.url
     transport = transport_factory(base_url, dc)
-    resources.push_async_callback(_quietly, transport.close)
     deployment = Deployment(
         name=name, group=group.name, upstream_model=dc.model or group.name,
         transport=FaultTransport(transport, name, faults, metrics),
         weight=dc.weight, max_concurrent=dc.max_concurrent,
-        available=server is None,
-        digest=f"sha256:{dc.local.sha256}" if dc.local is not None else None,
+        available=server is None, version=dc.version,
+        digest=server.digest if server is not None else None,
         default_max_tokens=dc.local.default_max_tokens if dc.local is not None else None)
     metrics.set_available(group.name, name, server is None)
+    closers: list[Closer] = [transport.close]
     if server is not None:
         def on_availability(up: bool) -> None:
             deployment.available = up
+            deployment.digest = server.digest  # a signed file's digest is known once verified
             metrics.set_available(group.name, name, up)
 
         server.on_availability = on_availability
-        # Stopped before its transport is closed (the stack unwinds last-in first).
-        resources.push_async_callback(_quietly, server.stop)
+        closers.insert(0, server.stop)  # the server stops before its transport closes
         local_servers.append(server)
+    parts.add(part_name, made_from, (deployment, server),
+              start=server.start if server is not None else None, close=closers)
     return deployment
 
 
-async def _quietly(close: Callable[..., Awaitable[object]], *args: object) -> None:
-    """Run one closer; a failure is logged, and the others still run."""
-    try:
-        await close(*args)
-    except Exception:
-        log.exception("closing a resource failed")
+def _started(start: Callable[[], None]) -> Closer:
+    async def run() -> None:
+        start()
+
+    return run

@@ -243,8 +243,7 @@ def test_the_ratio_decision_is_the_sdks() -> None:
     from ironhold.telemetry.traces import Tracer
 
     ratio = 0.3
-    tracer = Tracer(TracesConfig(otlp_endpoint="http://127.0.0.1:9", sample_ratio=ratio),
-                    "v", "0")
+    tracer = Tracer(TracesConfig(otlp_endpoint="http://127.0.0.1:9", sample_ratio=ratio), "0")
     sdk = ParentBased(TraceIdRatioBased(ratio))
     agreed = kept = 0
     try:
@@ -274,7 +273,7 @@ def test_kept_traces_are_capped_per_second() -> None:
     memory = InMemorySpanExporter()
     dropped: list[int] = []
     tracer = Tracer(TracesConfig(otlp_endpoint="http://127.0.0.1:9", sample_ratio=1.0,
-                                 max_per_second=5), "v", "0", exporter=memory,
+                                 max_per_second=5), "0", exporter=memory,
                     dropped=lambda: dropped.append(1))
     made = 0
     try:

@@ -10,7 +10,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from ironhold.api.audit import ADMIN, add_audit_routes, record_event
+from ironhold.api.changes import add_change_routes
+from ironhold.api.config import add_config_routes
 from ironhold.api.console import add_console_routes
+from ironhold.api.context import gateway_of
 from ironhold.api.insight import add_insight_routes
 from ironhold.api.requests import parse_body, read_json_body
 from ironhold.api.responses import json_response
@@ -42,10 +45,10 @@ class NewKey(BaseModel):
     expires_in: float | None = Field(None, gt=0)
 
 
-def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
+def add_admin_routes(app: web.Application) -> None:
     async def require_admin(request: web.Request, action: str = "manage_keys") -> Gateway:
         """An admin identity (the admin scope), and the policy's permit when one is set."""
-        gateway = request.app[key]
+        gateway = gateway_of(request)
         principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
         if not principal.admin:
             raise PermissionDeniedError("This endpoint needs an admin identity.")
@@ -93,7 +96,7 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
 
     async def whoami(request: web.Request) -> web.Response:
         """Any identity may see how the gateway sees it (useful when debugging tokens)."""
-        gateway = request.app[key]
+        gateway = gateway_of(request)
         principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
         return json_response(principal.describe())
 
@@ -116,14 +119,6 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
                            {"id": jti, "revoked": revoked})
         return json_response({"object": "list", "revoked": revoked})
 
-    async def running_config(request: web.Request) -> web.Response:
-        """Which config runs: its version (compare with ``ironhold config diff``), when it was
-        loaded and from where. Never its contents (secrets)."""
-        gateway = await require_admin(request, "observe")
-        return json_response({"version": gateway.version, "loaded_at": gateway.loaded_at,
-                              "source": gateway.config.source})
-
-    app.router.add_get("/admin/config", running_config)
     app.router.add_get("/admin/whoami", whoami)
     app.router.add_get("/admin/passports", list_passports)
     app.router.add_delete("/admin/passports/{passport_id}", revoke_passport)
@@ -133,3 +128,5 @@ def add_admin_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
     add_audit_routes(app, require_admin)
     add_insight_routes(app, require_admin)
     add_console_routes(app, require_admin)
+    add_config_routes(app, require_admin)
+    add_change_routes(app, require_admin)

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ironhold.api.admin import add_admin_routes
-from ironhold.api.context import REQUEST_ID, request_id_of
+from ironhold.api.context import REQUEST_ID, SERVING, gateway_of, request_id_of
 from ironhold.api.errors import error_response, plain_error
 from ironhold.api.oauth import add_oauth_routes
 from ironhold.api.requests import parse_json_object, parse_timeout_header, read_body
@@ -29,10 +29,10 @@ from ironhold.core.errors import (
 )
 from ironhold.core.exchange import Exchange, Operation, Principal, Reply
 from ironhold.core.ids import accept_request_id
+from ironhold.serving import Serving
 
 log = logging.getLogger("ironhold.api")
 
-GATEWAY = web.AppKey("gateway", Gateway)
 #: The status already sent, once a streamed response has started.
 _SENT_STATUS = web.RequestKey("sent_status", int)
 #: nginx's convention for "the client closed the connection before an answer".
@@ -45,13 +45,15 @@ _FIRST_TOKEN_TIMEOUT = "x-ironhold-first-token-timeout"
 _HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(gateway: Gateway) -> web.Application:
+def create_app(gateway: Gateway | Serving) -> web.Application:
+    """The HTTP application over a gateway (or a ``Serving``, to reload it later)."""
+    serving = gateway if isinstance(gateway, Serving) else Serving.of(gateway)
     app = web.Application(
         middlewares=[_edge],
         # Reading is bounded in read_body; this is aiohttp's own backstop.
-        client_max_size=gateway.config.server.max_body_bytes + 1,
+        client_max_size=serving.current.config.server.max_body_bytes + 1,
     )
-    app[GATEWAY] = gateway
+    app[SERVING] = serving
     app.router.add_post("/v1/chat/completions", _operation(Operation.CHAT))
     app.router.add_post("/v1/completions", _operation(Operation.COMPLETION))
     app.router.add_post("/v1/embeddings", _operation(Operation.EMBEDDING))
@@ -60,14 +62,14 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
-    add_admin_routes(app, GATEWAY)
-    add_oauth_routes(app, GATEWAY)
+    add_admin_routes(app)
+    add_oauth_routes(app)
 
     async def on_startup(_: web.Application) -> None:
-        await gateway.start()
+        await serving.current.start()
 
     async def on_cleanup(_: web.Application) -> None:
-        await gateway.close()
+        await serving.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
@@ -90,7 +92,7 @@ async def _edge(request: web.Request, handler: _HttpHandler) -> web.StreamRespon
             status = request.get(_SENT_STATUS, _CLIENT_CLOSED)
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        request.app[GATEWAY].metrics.request(route, status)
+        gateway_of(request).metrics.request(route, status)
 
 
 async def _respond(request: web.Request, handler: _HttpHandler,
@@ -125,40 +127,51 @@ async def _respond(request: web.Request, handler: _HttpHandler,
 
 def _operation(operation: Operation) -> _HttpHandler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        gateway = request.app[GATEWAY]
-        server = gateway.config.server
-        raw = await read_body(request, server.max_body_bytes, server.body_timeout)
-        body = parse_json_object(raw)
-        model, stream = check_request(operation, body)
-        headers = request.headers
-        exchange = Exchange(
-            request_id=request_id_of(request),
-            operation=operation,
-            model=model,
-            body=body,
-            stream=stream,
-            credential=headers.get("Authorization"),
-            client_ip=request.remote or "0.0.0.0",
-        )
-        if _TIMEOUT in headers:
-            exchange.timeout = parse_timeout_header(_TIMEOUT, headers[_TIMEOUT])
-        if _FIRST_TOKEN_TIMEOUT in headers:
-            exchange.first_token_timeout = parse_timeout_header(
-                _FIRST_TOKEN_TIMEOUT, headers[_FIRST_TOKEN_TIMEOUT])
-        exchange.fault_header = headers.get(FAULT_HEADER)
-        if gateway.tracer is not None:
-            exchange.traceparent = headers.get("traceparent")
-            exchange.tracestate = headers.get("tracestate")
-        if gateway.audit is not None:
-            exchange.body_sha256 = hashlib.sha256(raw).hexdigest()
-        reply = await gateway.handle(exchange)
-        reply.headers.setdefault("x-ironhold-model", model)
-        if reply.events is None:
-            return web.Response(status=reply.status, body=reply.payload(),
-                                content_type="application/json", headers=reply.headers)
-        return await _send_stream(request, reply)
+        # The gateway current now serves this request to its end, whatever a reload swaps in.
+        gateway = gateway_of(request)
+        gateway.enter()
+        try:
+            return await _serve(gateway, request, operation)
+        finally:
+            gateway.leave()
 
     return handle
+
+
+async def _serve(gateway: Gateway, request: web.Request,
+                 operation: Operation) -> web.StreamResponse:
+    server = gateway.config.server
+    raw = await read_body(request, server.max_body_bytes, server.body_timeout)
+    body = parse_json_object(raw)
+    model, stream = check_request(operation, body)
+    headers = request.headers
+    exchange = Exchange(
+        request_id=request_id_of(request),
+        operation=operation,
+        model=model,
+        body=body,
+        stream=stream,
+        credential=headers.get("Authorization"),
+        client_ip=request.remote or "0.0.0.0",
+        config_version=gateway.version,
+    )
+    if _TIMEOUT in headers:
+        exchange.timeout = parse_timeout_header(_TIMEOUT, headers[_TIMEOUT])
+    if _FIRST_TOKEN_TIMEOUT in headers:
+        exchange.first_token_timeout = parse_timeout_header(
+            _FIRST_TOKEN_TIMEOUT, headers[_FIRST_TOKEN_TIMEOUT])
+    exchange.fault_header = headers.get(FAULT_HEADER)
+    if gateway.tracer is not None:
+        exchange.traceparent = headers.get("traceparent")
+        exchange.tracestate = headers.get("tracestate")
+    if gateway.audit is not None:
+        exchange.body_sha256 = hashlib.sha256(raw).hexdigest()
+    reply = await gateway.handle(exchange)
+    reply.headers.setdefault("x-ironhold-model", model)
+    if reply.events is None:
+        return web.Response(status=reply.status, body=reply.payload(),
+                            content_type="application/json", headers=reply.headers)
+    return await _send_stream(request, reply)
 
 
 async def _send_stream(request: web.Request, reply: Reply) -> web.StreamResponse:
@@ -188,7 +201,7 @@ async def _send_stream(request: web.Request, reply: Reply) -> web.StreamResponse
 
 
 async def _list_models(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
+    gateway = gateway_of(request)
     principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
     data = [
         _model_object(name, group.created, group.owned_by)
@@ -199,7 +212,7 @@ async def _list_models(request: web.Request) -> web.Response:
 
 
 async def _get_model(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
+    gateway = gateway_of(request)
     principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
     name = request.match_info["model"]
     if not _may_list(gateway, principal, name, request):
@@ -215,7 +228,7 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
+    gateway = gateway_of(request)
     ready = gateway.ready()
     answer: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
     if await _may_see_internals(gateway, request, required=False):
@@ -228,7 +241,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
+    gateway = gateway_of(request)
     await _may_see_internals(gateway, request, required=True)
     # Off the loop: a scrape writes every series, and /healthz must not wait for it.
     body, content_type = await asyncio.to_thread(gateway.metrics.exposition,

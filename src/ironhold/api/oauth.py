@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from ironhold.api.audit import record_event
+from ironhold.api.context import gateway_of
 from ironhold.api.requests import read_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
@@ -32,7 +33,7 @@ from ironhold.core.principal import MAX_LIFETIME_SECONDS, Quota
 from ironhold.identity.tokens import parse_scopes
 
 if TYPE_CHECKING:
-    from ironhold.bootstrap import Gateway
+    pass
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 AGENT_TOKEN_TYPE = "urn:ironhold:params:oauth:token-type:agent"
@@ -44,9 +45,9 @@ SUBJECT_TOKEN_TYPES = (
 _BODY_LIMIT = 64 * 1024
 
 
-def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
+def add_oauth_routes(app: web.Application) -> None:
     async def token(request: web.Request) -> web.Response:
-        gateway = request.app[key]
+        gateway = gateway_of(request)
         passports = gateway.authenticator.passports
         if passports is None:
             raise NotFoundError("Agent passports are turned off (identity.passports.enabled).",
@@ -94,7 +95,7 @@ def add_oauth_routes(app: web.Application, key: web.AppKey[Gateway]) -> None:
         })
 
     async def jwks(request: web.Request) -> web.Response:
-        passports = request.app[key].authenticator.passports
+        passports = gateway_of(request).authenticator.passports
         return json_response(passports.jwks() if passports is not None else {"keys": []})
 
     app.router.add_post("/oauth/token", token)

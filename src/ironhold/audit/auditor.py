@@ -13,7 +13,13 @@ from typing import Any, Literal
 import orjson
 
 from ironhold.audit.log import AuditLog
-from ironhold.audit.record import AuditRecord, SignalRecord, build_record
+from ironhold.audit.record import (
+    AuditRecord,
+    ChangeRecord,
+    ShadowRecord,
+    SignalRecord,
+    build_record,
+)
 from ironhold.audit.redact import redact, redact_text
 from ironhold.core.errors import AuditUnavailableError
 from ironhold.core.exchange import Exchange
@@ -79,6 +85,16 @@ class Auditor:
             return
         future.add_done_callback(lambda done: _logged_if_lost(done, record.request_id))
 
+    def record_shadow(self, pair: dict[str, Any]) -> None:
+        """Queue a shadow comparison without waiting (a lost one is logged)."""
+        record = ShadowRecord(round(time.time(), 6), f"shadow-{new_request_id()}", pair)
+        try:
+            future = self.log.enqueue(record)
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": record.request_id})
+            return
+        future.add_done_callback(lambda done: _logged_if_lost(done, record.request_id))
+
     async def record_event(self, record: AuditRecord) -> None:
         """Record a change to who may do what (made already), durably, before answering."""
         try:
@@ -90,6 +106,18 @@ class Auditor:
                     "The change was made but could not be recorded in the audit log; check "
                     "the log's storage."
                 ) from None
+
+    async def record_change(self, record: ChangeRecord) -> None:
+        """Record a change to what the gateway runs (already made: a lost record is logged,
+        it cannot undo the change)."""
+        try:
+            await self.log.append(record)
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": record.request_id})
+
+    def price_with(self, pricer: AnswerPrice) -> None:
+        """Price answers by a reloaded price table from now on."""
+        self._pricer = pricer
 
     def _price(self, exchange: Exchange) -> None:
         if exchange.cost_micros is None and exchange.usage is not None and self._pricer:

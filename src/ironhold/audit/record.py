@@ -26,8 +26,8 @@ from ironhold.core.exchange import (
     Usage,
 )
 
-__all__ = ["RECORD_VERSION", "AuditRecord", "EventRecord", "RequestRecord", "SignalRecord",
-           "build_event_record", "build_record", "encode_record"]
+__all__ = ["RECORD_VERSION", "AuditRecord", "ChangeRecord", "EventRecord", "RequestRecord",
+           "ShadowRecord", "SignalRecord", "build_event_record", "build_record", "encode_record"]
 
 RECORD_VERSION = 1
 
@@ -71,6 +71,8 @@ class RequestRecord:
     guard: tuple[GuardNote, ...] = ()
     #: With ``audit.content``: the redacted request and response.
     content: dict[str, Any] | None = None
+    #: The version of the config the request was served under.
+    config_version: str = ""
 
     def fields(self) -> dict[str, Any]:
         principal, policy, limits, usage = self.principal, self.policy, self.limits, self.usage
@@ -104,6 +106,7 @@ class RequestRecord:
             "latency_ms": self.latency_ms,
             "request_sha256": self.request_sha256,
             "response_sha256": self.response_sha256,
+            "config_version": self.config_version,
         }
         if self.guard:
             out["guard"] = [note.record() for note in self.guard]
@@ -146,6 +149,41 @@ class SignalRecord:
                 "request_id": self.request_id, "signal": dict(self.signal)}
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """A change to what the gateway runs: a config reload (applied or refused), a rollout's
+    step or decision. ``principal`` is who asked (None: the gateway itself, a signal or a file
+    watch)."""
+
+    time: float
+    request_id: str
+    principal: Principal | None
+    action: str
+    outcome: str
+    detail: Mapping[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        return {"v": RECORD_VERSION, "kind": "change", "time": self.time,
+                "request_id": self.request_id,
+                "principal": None if self.principal is None else self.principal.describe(),
+                "action": self.action, "outcome": self.outcome, "detail": dict(self.detail)}
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRecord:
+    """A shadow copy compared with the client's answer (no caller of its own: it was never
+    answered to anyone)."""
+
+    time: float
+    request_id: str
+    #: The pair as ``GET /admin/shadow`` lists it (the client's request's id inside).
+    pair: Mapping[str, Any]
+
+    def fields(self) -> dict[str, Any]:
+        return {"v": RECORD_VERSION, "kind": "shadow", "time": self.time,
+                "request_id": self.request_id, "pair": dict(self.pair)}
+
+
 def build_record(exchange: Exchange, status: int | None, outcome: str, response_sha256: str | None,
                  content: dict[str, Any] | None = None) -> RequestRecord:
     """The record of a finished request."""
@@ -159,7 +197,7 @@ def build_record(exchange: Exchange, status: int | None, outcome: str, response_
         usage=exchange.usage, cost_micros=exchange.cost_micros, status=status,
         outcome=outcome, attempts=exchange.attempts, latency_ms=round(elapsed * 1000, 3),
         request_sha256=exchange.body_sha256, response_sha256=response_sha256,
-        guard=tuple(exchange.guard), content=content)
+        guard=tuple(exchange.guard), content=content, config_version=exchange.config_version)
 
 
 def build_event_record(request_id: str, principal: Principal, action: str,

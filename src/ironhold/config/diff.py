@@ -11,7 +11,12 @@ from typing import Any
 from ironhold.config.schema import Config
 from ironhold.config.version import canonical_form
 
-__all__ = ["Change", "config_diff"]
+__all__ = ["RESTART_ONLY", "Change", "config_diff", "needs_restart"]
+
+#: What a running gateway cannot change by a reload: what it listens on and how it reads
+#: requests off the socket, where its state and audit log live (one writer each), how it logs.
+RESTART_ONLY = ("server.host", "server.port", "server.max_connections", "server.header_timeout",
+                "server.max_body_bytes", "state", "audit", "logging")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,12 @@ def config_diff(old: Config, new: Config) -> list[Change]:
     changes: list[Change] = []
     _walk(canonical_form(old), canonical_form(new), "", changes)
     return changes
+
+
+def needs_restart(changes: list[Change]) -> list[Change]:
+    """The changes a reload cannot apply."""
+    return [c for c in changes
+            if any(c.path == p or c.path.startswith((f"{p}.", f"{p}[")) for p in RESTART_ONLY)]
 
 
 def _walk(a: Any, b: Any, path: str, out: list[Change]) -> None:

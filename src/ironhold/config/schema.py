@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from ironhold.config.changes import RolloutConfig, ShadowConfig
 from ironhold.config.durations import Seconds
 from ironhold.config.guard import GuardConfig, GuardOverride
 from ironhold.config.security import AuditConfig, IdentityConfig, LimitsConfig, PolicyConfig
@@ -207,11 +208,21 @@ class FaultConfig(_Strict):
     deployment: str | None = None
 
 
+class ModelSignatureConfig(_Strict):
+    """An OpenSSF model-signing bundle over the model file (``ironhold model sign``), and the
+    public key whose private key made it."""
+
+    bundle: Path
+    public_key: Path
+
+
 class LocalModelConfig(_Strict):
-    """A GGUF file that Ironhold serves itself with a supervised llama.cpp server."""
+    """A GGUF file that Ironhold serves itself with a supervised llama.cpp server. It is
+    verified before it serves: against a pinned ``sha256``, a ``signature``, or both."""
 
     gguf: Path
-    sha256: str
+    sha256: str | None = None
+    signature: ModelSignatureConfig | None = None
     ctx_size: int = Field(2048, gt=0)
     threads: int | None = Field(None, gt=0)
     #: llama.cpp's chat template name (e.g. ``gemma``); default: the one in the GGUF file.
@@ -225,11 +236,21 @@ class LocalModelConfig(_Strict):
 
     @field_validator("sha256")
     @classmethod
-    def _hex_digest(cls, value: str) -> str:
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         value = value.strip().lower()
         if not re.fullmatch(r"[0-9a-f]{64}", value):
             raise ValueError("must be a 64-character hex SHA-256 digest")
         return value
+
+    @model_validator(mode="after")
+    def _verified(self) -> LocalModelConfig:
+        if self.sha256 is None and self.signature is None:
+            raise ValueError("a local model needs 'sha256' (a pinned digest) or 'signature' "
+                             "(a model-signing bundle and public key), or both: an "
+                             "unverified file is never served")
+        return self
 
 
 class DeploymentConfig(_Strict):
@@ -247,6 +268,9 @@ class DeploymentConfig(_Strict):
     #: Bulkhead: requests in flight to this deployment at most (None: no cap).
     max_concurrent: int | None = Field(None, gt=0)
     faults: list[FaultConfig] = Field(default_factory=list)
+    #: A label for what this deployment serves (``v2``, a model's release): shown in
+    #: ``/v1/models``, spans, audit records and the console.
+    version: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
 
     @field_validator("url")
     @classmethod
@@ -278,6 +302,10 @@ class ModelGroupConfig(_Strict):
     guard: GuardOverride | None = None
     #: Service-level objectives: burn-rate alerts and ``ironhold slo rules``.
     slo: SloConfig | None = None
+    #: Copies of a share of requests to a deployment that answers no client (compared).
+    shadow: ShadowConfig | None = None
+    #: A candidate deployment's share of traffic stepped up while its gates hold.
+    rollout: RolloutConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -291,6 +319,20 @@ class ModelGroupConfig(_Strict):
         names = [d.name or f"{self.name}-{i}" for i, d in enumerate(self.deployments)]
         if len(set(names)) != len(names):
             raise ValueError("deployment names must be unique within a group")
+        special = {}
+        if self.shadow is not None:
+            special["shadow.deployment"] = self.shadow.deployment
+        if self.rollout is not None:
+            special["rollout.candidate"] = self.rollout.candidate
+        for key, name in special.items():
+            if name not in names:
+                raise ValueError(f"{key}: {name!r} is not one of this group's deployments "
+                                 f"({', '.join(names)})")
+        if len(set(special.values())) < len(special):
+            raise ValueError("the shadow deployment cannot also be the rollout's candidate")
+        if len(names) - len(special) < 1:
+            raise ValueError("the group needs a deployment that is neither the shadow nor the "
+                             "rollout's candidate (the stable side)")
         return self
 
 

@@ -180,6 +180,11 @@ class Exchange:
     trace: TraceContext | None = None
     #: The audit log's sequence number (leaf index) of this request's record, once durable.
     audit_seq: int | None = None
+    #: The version of the config the request was served under (a reload changes it for later
+    #: requests, never for this one).
+    config_version: str = ""
+    #: A rollout's side for this request (``candidate``, ``stable``), set by the router.
+    rollout_side: str | None = None
 
 
 @dataclass(slots=True)

@@ -16,7 +16,8 @@ from ironhold.core.principal import Principal
 
 NAMESPACE = "Ironhold"
 MODEL_ACTIONS = ("chat", "complete", "embed", "list_models")
-ADMIN_ACTIONS = ("manage_keys", "manage_passports", "read_audit", "inject_faults", "observe")
+ADMIN_ACTIONS = ("manage_keys", "manage_passports", "read_audit", "inject_faults", "observe",
+                 "change_config")
 ACTIONS = (*MODEL_ACTIONS, "call_tool", *ADMIN_ACTIONS)
 #: Stands for "no budget left to count" in ``remaining_budget_cents`` when none applies.
 UNLIMITED_CENTS = 2**53

@@ -21,6 +21,8 @@ class Deployment:
     available: bool = True
     #: The served model file's pinned SHA-256 (managed local models), for the audit record.
     digest: str | None = None
+    #: The operator's label for what it serves (``version`` in the config).
+    version: str | None = None
     #: ``max_tokens`` sent for a request that sets no cap of its own (None: send none).
     default_max_tokens: int | None = None
     outstanding: int = 0

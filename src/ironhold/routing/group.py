@@ -16,6 +16,7 @@ from ironhold.routing.balancer import Balancer, PrefixAffinity, make_balancer
 from ironhold.routing.budget import RetryBudget
 from ironhold.routing.deployment import Deployment
 from ironhold.routing.outlier import OutlierDetector
+from ironhold.routing.rollout import Split
 from ironhold.routing.stats import Clock, LatencyWindow
 from ironhold.telemetry.metrics import Metrics
 from ironhold.upstream.transport import Deadlines
@@ -34,10 +35,16 @@ class ModelGroup:
     balancer: Balancer | None = None
     #: Monotonic seconds; a test's virtual clock replaces it (``build_gateway(clock=...)``).
     clock: Clock = time.monotonic
+    #: A rollout's split of the traffic between its candidate and the stable side.
+    split: Split | None = None
+    #: The shadow deployment's name: it takes only copies, never a client's request.
+    shadow: str | None = None
 
     def __post_init__(self) -> None:
         policy = self.policy
         clock = self.clock
+        #: The deployments that serve clients (all but the shadow).
+        self.rotation = [d for d in self.deployments if d.name != self.shadow]
         if self.balancer is None:
             self.balancer = make_balancer(policy.balancer, clock)
         self.outlier = OutlierDetector(self.name, self.deployments, policy.outlier, self.metrics,
@@ -48,7 +55,8 @@ class ModelGroup:
         self.affinity = PrefixAffinity(policy.affinity.load_factor) \
             if policy.affinity.enabled else None
         for d in self.deployments:
-            d.recent = LatencyWindow(policy.hedging.percentile)
+            if d.recent.percentile != policy.hedging.percentile:
+                d.recent = LatencyWindow(policy.hedging.percentile)
         t = policy.timeout
         #: The configured deadlines, shared so the transport's cached client timeout is reused.
         self.deadlines = Deadlines(connect=t.connect, first_token=t.first_token, total=t.total)
@@ -58,10 +66,21 @@ class ModelGroup:
         self._per_key: dict[str, int] = {}
         self._key_waiters: dict[str, deque[asyncio.Future[None]]] = {}
 
+    def carry_from(self, old: ModelGroup) -> None:
+        """A reload rebuilt this group: keep the old one's retry and hedge budgets and its
+        balancer's statistics where their settings did not change."""
+        before, now = old.policy, self.policy
+        if before.retries == now.retries:
+            self.budget = old.budget
+        if before.hedging == now.hedging:
+            self.hedge_budget = old.hedge_budget
+        if before.balancer == now.balancer and old.balancer is not None:
+            self.balancer = old.balancer
+
     # -- choosing a deployment ------------------------------------------------------------------
 
     def pick(self, tried: list[Deployment], busy: list[Deployment],
-             body: dict[str, Any]) -> Deployment | None:
+             body: dict[str, Any], side: str | None = None) -> Deployment | None:
         """A deployment for the next attempt, or None if none may take it now.
 
         Preferred: up, not ejected, passing health checks, not yet tried by this request.
@@ -73,8 +92,11 @@ class ModelGroup:
         outlier = self.outlier
         usable: list[Deployment] = []
         panic: list[Deployment] = []
-        for d in self.deployments:
+        split = self.split
+        for d in self.rotation:
             if d.throttled_until > now or d.full or d in busy:
+                continue
+            if split is not None and not split.allowed(d, side, tried):
                 continue
             if d.available and not d.check_failed and outlier.admits(d, now):
                 usable.append(d)
@@ -99,7 +121,7 @@ class ModelGroup:
     def throttled_for(self) -> float | None:
         """If every deployment is throttled by a 429, how long until the first may be used."""
         now = self.clock()
-        waits = [d.throttled_until - now for d in self.deployments]
+        waits = [d.throttled_until - now for d in self.rotation]
         return min(waits) if all(w > 0 for w in waits) else None
 
     def any_full(self) -> bool:

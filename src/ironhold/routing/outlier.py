@@ -33,7 +33,8 @@ class OutlierDetector:
         self._clock = clock
         rate = config.failure_rate
         for d in deployments:
-            if rate is not None:
+            # A deployment carried over by a reload keeps its window if the window is the same.
+            if rate is not None and not d.attempts_window.measures(rate.window, clock):
                 d.attempts_window = WindowCounter(rate.window, clock=clock)
                 d.failures_window = WindowCounter(rate.window, clock=clock)
         self._max_ejected = max(1, math.floor(len(deployments) * config.max_ejection_percent

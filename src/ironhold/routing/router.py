@@ -132,6 +132,14 @@ class Router:
             return reply
         raise AssertionError("unreachable: the last group returns or raises")
 
+    async def mirror(self, exchange: Exchange, group: str, deployment: str) -> Reply:
+        """One attempt of a shadow copy on ``deployment``: no retries, hedges or fallbacks
+        (the copy is compared, not answered)."""
+        g = self.group(group)
+        d = next(d for d in g.deployments if d.name == deployment)
+        attempt = self._new_attempt(exchange, g, d)
+        return await self._attempt(exchange, attempt, self._clock() + _total_timeout(exchange, g))
+
     def _fell_back(self, exchange: Exchange, group: ModelGroup, fallback: ModelGroup,
                    reason: str, detail: str) -> None:
         self._metrics.fallback(group.name, fallback.name, reason)
@@ -143,6 +151,7 @@ class Router:
 
     async def _serve_group(self, exchange: Exchange, group: ModelGroup, deadline: float) -> Reply:
         group.budget.on_request()
+        exchange.rollout_side = group.split.side(exchange) if group.split is not None else None
         if not group.policy.hedging.enabled:
             return await self._serve_in_turn(exchange, group, deadline)
         group.hedge_budget.on_request()
@@ -271,7 +280,7 @@ class Router:
                       running: Running, deadline: float) -> Deployment | None:
         busy = [attempt.deployment for attempt in running.values()]
         while True:
-            d = group.pick(tried, busy, exchange.body)
+            d = group.pick(tried, busy, exchange.body, exchange.rollout_side)
             if d is not None:
                 return d
             throttled = group.throttled_for()
@@ -302,7 +311,7 @@ class Router:
                 self._metrics.no_budget(group.name, "hedge")
             return False
         busy = [attempt.deployment for attempt in running.values()]
-        d = group.pick(tried, busy, exchange.body)
+        d = group.pick(tried, busy, exchange.body, exchange.rollout_side)
         if d is None:
             return False
         group.hedge_budget.spend()

@@ -27,6 +27,10 @@ class WindowCounter:
         self._stamps = [-1] * buckets
         self._clock = clock
 
+    def measures(self, window: float, clock: Clock) -> bool:
+        """Counts over ``window`` seconds of ``clock`` (a reload may keep it)."""
+        return self._width * self._buckets == window and self._clock is clock
+
     def add(self, n: int = 1) -> None:
         index = int(self._clock() / self._width)
         slot = index % self._buckets
@@ -80,6 +84,10 @@ class LatencyWindow:
         self.count = 0
         self._cached = 0.0
         self._fresh = 0  # samples added since the percentile was computed
+
+    @property
+    def percentile(self) -> float:
+        return self._percentile
 
     def add(self, seconds: float) -> None:
         if len(self._samples) < self._size:

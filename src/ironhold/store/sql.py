@@ -103,6 +103,31 @@ audit_checkpoints = Table(
     Column("signature", LargeBinary(64), nullable=False),
 )
 
+rollouts = Table(
+    "ironhold_rollouts",
+    metadata,
+    Column("model", String(256), primary_key=True),
+    # Which rollout (the candidate and its settings): a new one starts from its first step.
+    Column("rollout_id", String(64), nullable=False),
+    Column("candidate", String(256), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("percent", Float, nullable=False),
+    Column("step_started", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    # Bumped by every change: a decision saved over a newer one (an operator's) is dropped.
+    Column("revision", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+leases = Table(
+    "ironhold_leases",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class SqlStore:

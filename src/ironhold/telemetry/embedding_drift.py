@@ -168,6 +168,13 @@ def router_embedder(handler: Handler, group: str) -> Embed:
     return embed
 
 
+def cosine(a: list[float], b: list[float]) -> float:
+    """How alike two vectors point: 1 the same way, 0 unrelated (0 for a zero vector)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norm = float(np.linalg.norm(x) * np.linalg.norm(y))
+    return float(x @ y) / norm if norm else 0.0
+
+
 def _pooled(embedding: Any) -> list[float]:
     """A text's vector. A model without a pooling head (llama.cpp serving a causal model such
     as SmolLM2) answers one vector per token: they are averaged."""

@@ -123,27 +123,46 @@ class Insight:
         self.board = board
         self._metrics = metrics
         self._clock = clock
-        self.groups = {
-            g.name: _Group(g.name, [d.name or f"{g.name}-{i}" for i, d in
-                                    enumerate(g.deployments)], self.config,
-                           SloTracker(g.slo) if g.slo is not None else None)
-            for g in config.models}
+        self.groups: dict[str, _Group] = {}
+        #: Embedding drift per group (not the embedding group's own), when configured.
+        self.embedding: dict[str, EmbeddingDrift] = {}
+        self._embedding_config = self.config.embedding_drift if embed is not None else None
+        self.reconfigure(config)
         metrics.watch_slos(self._slo_totals)
         self.recent: deque[CallOutcome] = deque(maxlen=_RECENT)
         self.live = LiveStats()
         self.tallies = Tallies()
-        #: Embedding drift per group (not the embedding group's own), when configured.
-        self.embedding: dict[str, EmbeddingDrift] = {}
         self.embedder: Embedder | None = None
-        self._embedding_config = self.config.embedding_drift
         self._testing: set[str] = set()
         self._rng = np.random.default_rng()
         if self._embedding_config is not None and embed is not None:
-            e = self._embedding_config
-            self.embedding = {name: EmbeddingDrift(e.reference, e.window)
-                              for name in self.groups if name != e.model}
             self.embedder = Embedder(embed, self._embedded)
         self._judge = Background(self._run, "signals")
+
+    def reconfigure(self, config: Config) -> None:
+        """Follow a reloaded config's model groups: a group or deployment that stays keeps
+        its detectors, and a group keeps its SLO record while its objectives stay the same;
+        new ones start cold, removed ones are dropped."""
+        groups: dict[str, _Group] = {}
+        for g in config.models:
+            names = [d.name or f"{g.name}-{i}" for i, d in enumerate(g.deployments)]
+            group = self.groups.get(g.name)
+            if group is None:
+                group = _Group(g.name, names, self.config, None)
+            else:
+                group.deployments = {n: group.deployments.get(n) or _Deployment(self.config)
+                                     for n in names}
+            if g.slo is None:
+                group.slo = None
+            elif group.slo is None or group.slo.slo != g.slo:
+                group.slo = SloTracker(g.slo)
+            groups[g.name] = group
+        self.groups = groups
+        e = self._embedding_config
+        if e is not None:
+            self.embedding = {name: self.embedding.get(name) or EmbeddingDrift(e.reference,
+                                                                                e.window)
+                              for name in groups if name != e.model}
 
     # -- on the request path: counting only ---------------------------------------------------
 

@@ -117,6 +117,23 @@ class Metrics:
             "Kept traces not made because telemetry.traces.max_per_second was reached.",
             registry=r,
         )
+        self.config_reloads = Counter(
+            "ironhold_config_reloads",
+            "Config reloads tried (SIGHUP, config apply, a watched file), by outcome: "
+            "applied or rejected (the running config kept).",
+            ["outcome"], registry=r,
+        )
+        self.config_reload_seconds = Histogram(
+            "ironhold_config_reload_seconds",
+            "Time from a reload's start to the new config serving (applied reloads).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 30.0), registry=r,
+        )
+        self.shadow_pairs = Counter(
+            "ironhold_shadow_pairs",
+            "Shadow copies by how they compared with the client's answer: agreed (the same "
+            "text), differed, error (the copy failed) or skipped (too many in flight).",
+            ["model", "deployment", "outcome"], registry=r,
+        )
         self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
 
@@ -155,6 +172,14 @@ class Metrics:
         self._histogram(self.token_usage, operation, model, "input").observe(prompt)
         if completion:
             self._histogram(self.token_usage, operation, model, "output").observe(completion)
+
+    def shadow(self, model: str, deployment: str, outcome: str) -> None:
+        self._counter(self.shadow_pairs, model, deployment, outcome).inc()
+
+    def config_reloaded(self, outcome: str, seconds: float) -> None:
+        self.config_reloads.labels(outcome).inc()
+        if outcome == "applied":
+            self.config_reload_seconds.observe(seconds)
 
     def set_available(self, model: str, deployment: str, up: bool) -> None:
         self.deployment_available.labels(model, deployment).set(1 if up else 0)

@@ -23,7 +23,8 @@ __all__ = ["Signal", "SignalBoard", "SignalKind"]
 
 log = logging.getLogger("ironhold.signals")
 
-SignalKind = Literal["latency_spike", "error_spike", "prompt_failure", "drift", "slo_burn"]
+SignalKind = Literal["latency_spike", "error_spike", "prompt_failure", "drift", "slo_burn",
+                     "rollout"]
 
 #: Ended signals kept for the list at most (the oldest go first).
 _MAX_KEPT = 500

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from ironhold.core.errors import IronholdError
 from ironhold.core.events import Chunk, Event
@@ -20,6 +21,10 @@ from ironhold.telemetry.traces import Tracer
 
 log = logging.getLogger("ironhold.telemetry")
 
+#: Told of each answer of a model group in a rollout: the group, the deployment that
+#: answered, whether it refused (the rollout's refusal gate).
+RolloutAnswers = Callable[[str | None, str | None, bool], None]
+
 #: The model label of a request for a name the gateway does not serve.
 OTHER_MODEL = "_other"
 
@@ -30,14 +35,16 @@ class TelemetryStage:
     ``_other``, so no client (authenticated or not) can add a series to ``/metrics``."""
 
     def __init__(self, metrics: Metrics, models: frozenset[str], access_log: bool = True,
-                 tracer: Tracer | None = None, insight: Insight | None = None):
+                 tracer: Tracer | None = None, insight: Insight | None = None,
+                 rollout_answers: RolloutAnswers | None = None):
         self._metrics = metrics
         self._models = models
         self._access_log = access_log
         self._tracer = tracer
         self._insight = insight
+        self._rollout_answers = rollout_answers
         #: Whether anything reads what the answers were (finish reasons, length...).
-        self._facts = tracer is not None or insight is not None
+        self._facts = tracer is not None or insight is not None or rollout_answers is not None
 
     async def __call__(self, exchange: Exchange, next_: Handler) -> Reply:
         self._metrics.in_flight.inc()
@@ -88,6 +95,9 @@ class TelemetryStage:
             except Exception:  # watching a request is never worth failing it
                 log.exception("observing a request failed",
                               extra={"request_id": exchange.request_id})
+        if (self._rollout_answers is not None and exchange.rollout_side is not None
+                and facts is not None and not error_type):
+            self._rollout_answers(exchange.group, exchange.deployment, facts.refused)
         if self._access_log:
             access_line({
                 "request_id": exchange.request_id,

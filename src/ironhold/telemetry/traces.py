@@ -94,13 +94,12 @@ class _PresetIds(IdGenerator):
 
 
 class Tracer:
-    def __init__(self, config: TracesConfig, config_version: str, service_version: str,
+    def __init__(self, config: TracesConfig, service_version: str,
                  exporter: SpanExporter | None = None,
                  dropped: Callable[[], None] | None = None):
         self._bound = round(config.sample_ratio * (_LOW_64 + 1))
         self._slow = config.keep_slower_than
         self._keep_errors = config.keep_errors
-        self._config_version = config_version
         self._ids = _PresetIds()
         resource = Resource.create({"service.name": config.service_name,
                                     "service.version": service_version})
@@ -255,7 +254,7 @@ class Tracer:
             "ironhold.stream": exchange.stream,
             "ironhold.attempts": exchange.attempts,
             "ironhold.outcome": exchange.outcome,
-            "ironhold.config.version": self._config_version,
+            "ironhold.config.version": exchange.config_version,
         }
         for key, attr in _REQUEST_NUMBERS:
             value = body.get(key)

@@ -229,6 +229,11 @@ class HttpTransport:
     def base_url(self) -> str:
         return self._base_url
 
+    @property
+    def closed(self) -> bool:
+        """Closed (its deployment was removed by a reload, or the gateway stopped)."""
+        return self._closed
+
     async def send(self, request: UpstreamRequest) -> HttpResponse:
         head = self._head("POST", request.path, request.headers, len(request.body))
         try:

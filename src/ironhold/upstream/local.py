@@ -1,8 +1,9 @@
 """The managed local model: a llama.cpp server (``llama-cpp-python[server]``) as a supervised
 child process.
 
-Start-up verifies the GGUF file against its pinned SHA-256 and refuses to serve on a mismatch,
-starts the server on a free loopback port, and waits until it answers. A supervisor task
+Start-up verifies the GGUF file against its pinned SHA-256 and its model-signing signature
+(each that is configured) and refuses to serve on a mismatch, starts the server on a free
+loopback port, and waits until it answers. A supervisor task
 restarts it with exponential backoff if it dies, and ``stop`` ends it on shutdown.
 """
 
@@ -24,6 +25,7 @@ import aiohttp
 from ironhold.config.schema import LocalModelConfig
 from ironhold.core.errors import ArtifactIntegrityError, UpstreamUnavailableError
 from ironhold.upstream.artifacts import verify_artifact
+from ironhold.upstream.signatures import verify_model
 
 log = logging.getLogger("ironhold.local")
 
@@ -53,6 +55,9 @@ class LocalModelServer:
         self.config = config
         gguf = config.gguf
         self.gguf = gguf if gguf.is_absolute() else (base_dir / gguf).resolve()
+        self._base_dir = base_dir
+        #: The served file's digest (``sha256:<hex>``), once verified.
+        self.digest: str | None = f"sha256:{config.sha256}" if config.sha256 else None
         self.port = _free_port()
         #: Told True when the server answers, False when it dies or stops.
         self.on_availability: Callable[[bool], None] = lambda up: None
@@ -61,6 +66,24 @@ class LocalModelServer:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.restarts = 0
+
+    def verify(self) -> str:
+        """Check the model file against its pinned digest and its signature (each that is
+        configured); returns its digest (``sha256:<hex>``). Raises ``ArtifactIntegrityError``
+        saying why the file must not be served."""
+        config = self.config
+        digest = ""
+        if config.sha256 is not None:
+            verify_artifact(self.gguf, config.sha256)
+            digest = f"sha256:{config.sha256}"
+        if config.signature is not None:
+            signature = config.signature
+            digest = verify_model(self.gguf, self._resolve(signature.bundle),
+                                  self._resolve(signature.public_key))
+        return digest
+
+    def _resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self._base_dir / path).resolve()
 
     @property
     def base_url(self) -> str:
@@ -73,7 +96,7 @@ class LocalModelServer:
     async def start(self) -> None:
         """Verify, start, and wait until the server answers; then supervise it."""
         log.info("verifying model file", extra={"deployment": self.name, "path": str(self.gguf)})
-        await asyncio.to_thread(verify_artifact, self.gguf, self.config.sha256)
+        self.digest = await asyncio.to_thread(self.verify)
         await self._spawn_and_wait()
         self._supervisor = asyncio.create_task(self._supervise(), name=f"supervise:{self.name}")
 

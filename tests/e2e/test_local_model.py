@@ -20,6 +20,7 @@ from ironhold.api.server import start_server
 from ironhold.bootstrap import build_gateway
 from ironhold.core.errors import ArtifactIntegrityError, UpstreamUnavailableError
 from ironhold.upstream.artifacts import demo_model_path
+from ironhold.upstream.signatures import generate_key_pair, sign_model
 from tests.servers import GatewayServer, LoopThread, free_port, gateway_config
 
 pytestmark = pytest.mark.model
@@ -35,17 +36,22 @@ def model_gateway(tmp_path_factory: pytest.TempPathFactory,
                   smollm: tuple[Path, str]) -> Iterator[GatewayServer]:
     tmp = tmp_path_factory.mktemp("model")
     gguf, digest = smollm
+    # Pinned and signed: both are checked before it serves.
+    generate_key_pair(tmp / "signing.pem", tmp / "signing.pub")
+    sign_model(gguf, tmp / "signing.pem", tmp / "smollm.sig")
     config = gateway_config(tmp, [{"name": "smollm", "routing": {"timeout": {"total": "120s"}},
                                    "deployments": [
-        {"name": "smollm-local", "local": {"gguf": str(gguf), "sha256": digest,
-                                           "ctx_size": 1024, "threads": 2,
-                                           "default_max_tokens": 24}}]}])
+        {"name": "smollm-local", "version": "q4_1",
+         "local": {"gguf": str(gguf), "sha256": digest, "ctx_size": 1024, "threads": 2,
+                   "default_max_tokens": 24,
+                   "signature": {"bundle": "smollm.sig", "public_key": "signing.pub"}}}]}])
     server = GatewayServer(config, log_dir=tmp / "logs")
     yield server
     server.close()
 
 
-def test_chat_through_the_real_model(model_gateway: GatewayServer) -> None:
+def test_chat_through_the_real_model(model_gateway: GatewayServer,
+                                     smollm: tuple[Path, str]) -> None:
     with openai.OpenAI(base_url=model_gateway.v1, api_key=model_gateway.create_key(),
                        max_retries=0, timeout=120) as client:
         reply = client.chat.completions.create(
@@ -61,6 +67,11 @@ def test_chat_through_the_real_model(model_gateway: GatewayServer) -> None:
             max_tokens=16, temperature=0, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(chunks) > 3 and text.strip()
+    # What serves it, verified by its pin and its signature, is told in /v1/models.
+    listed = httpx.get(model_gateway.v1 + "/models", headers={
+        "Authorization": f"Bearer {model_gateway.create_key()}"}).json()["data"]
+    assert listed[0]["deployments"] == [{"name": "smollm-local", "version": "q4_1",
+                                         "digest": f"sha256:{smollm[1]}"}]
     metrics = httpx.get(model_gateway.base_url + "/metrics").text
     assert re.search(r'gen_ai_client_token_usage_count\{gen_ai_operation_name="chat",'
                      r'gen_ai_request_model="smollm",gen_ai_token_type="output"\} [1-9]', metrics)
@@ -109,6 +120,21 @@ def test_a_digest_mismatch_refuses_to_serve(tmp_path: Path, smollm: tuple[Path, 
     with pytest.raises(ArtifactIntegrityError) as err:
         GatewayServer(config)
     assert f"has SHA-256 {digest}" in err.value.message and wrong in err.value.message
+
+
+def test_a_signature_by_another_key_refuses_to_serve(tmp_path: Path,
+                                                     smollm: tuple[Path, str]) -> None:
+    gguf, _ = smollm
+    generate_key_pair(tmp_path / "ours.pem", tmp_path / "ours.pub")
+    generate_key_pair(tmp_path / "theirs.pem", tmp_path / "theirs.pub")
+    sign_model(gguf, tmp_path / "theirs.pem", tmp_path / "smollm.sig")
+    config = gateway_config(tmp_path, [{"name": "smollm", "deployments": [
+        {"local": {"gguf": str(gguf), "signature": {"bundle": "smollm.sig",
+                                                     "public_key": "ours.pub"}}}]}])
+    with pytest.raises(ArtifactIntegrityError) as err:
+        GatewayServer(config)
+    assert "does not match its signature" in err.value.message
+    assert "refusing to serve it" in err.value.message
 
 
 def test_one_failed_start_stops_every_other_model_server(tmp_path: Path,

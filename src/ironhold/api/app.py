@@ -29,6 +29,7 @@ from ironhold.core.errors import (
 )
 from ironhold.core.exchange import Exchange, Operation, Principal, Reply
 from ironhold.core.ids import accept_request_id
+from ironhold.routing.group import ModelGroup
 from ironhold.serving import Serving
 
 log = logging.getLogger("ironhold.api")
@@ -204,7 +205,7 @@ async def _list_models(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     principal = await gateway.authenticator.authenticate(request.headers.get("Authorization"))
     data = [
-        _model_object(name, group.created, group.owned_by)
+        _model_object(name, group)
         for name, group in gateway.router.groups.items()
         if _may_list(gateway, principal, name, request)
     ]
@@ -220,7 +221,7 @@ async def _get_model(request: web.Request) -> web.Response:
             f"The model '{name}' does not exist or you do not have access to it.", param="model"
         )
     group = gateway.router.group(name)
-    return json_response(_model_object(name, group.created, group.owned_by))
+    return json_response(_model_object(name, group))
 
 
 async def _healthz(_: web.Request) -> web.Response:
@@ -281,5 +282,9 @@ def _may_list(gateway: Gateway, principal: Principal, model: str,
                                 request.remote or "0.0.0.0").allowed
 
 
-def _model_object(name: str, created: int, owned_by: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+def _model_object(name: str, group: ModelGroup) -> dict[str, Any]:
+    """OpenAI's model object, with what serves it as an extra field: each deployment's
+    ``version`` label and verified file ``digest`` (managed local models)."""
+    return {"id": name, "object": "model", "created": group.created, "owned_by": group.owned_by,
+            "deployments": [{"name": d.name, "version": d.version, "digest": d.digest}
+                            for d in group.rotation]}

@@ -73,6 +73,8 @@ class RequestRecord:
     content: dict[str, Any] | None = None
     #: The version of the config the request was served under.
     config_version: str = ""
+    #: The answering deployment's ``version`` label.
+    deployment_version: str | None = None
 
     def fields(self) -> dict[str, Any]:
         principal, policy, limits, usage = self.principal, self.policy, self.limits, self.usage
@@ -108,6 +110,8 @@ class RequestRecord:
             "response_sha256": self.response_sha256,
             "config_version": self.config_version,
         }
+        if self.deployment_version is not None:
+            out["deployment_version"] = self.deployment_version
         if self.guard:
             out["guard"] = [note.record() for note in self.guard]
         if self.content is not None:
@@ -197,7 +201,8 @@ def build_record(exchange: Exchange, status: int | None, outcome: str, response_
         usage=exchange.usage, cost_micros=exchange.cost_micros, status=status,
         outcome=outcome, attempts=exchange.attempts, latency_ms=round(elapsed * 1000, 3),
         request_sha256=exchange.body_sha256, response_sha256=response_sha256,
-        guard=tuple(exchange.guard), content=content, config_version=exchange.config_version)
+        guard=tuple(exchange.guard), content=content, config_version=exchange.config_version,
+        deployment_version=exchange.deployment_version)
 
 
 def build_event_record(request_id: str, principal: Principal, action: str,

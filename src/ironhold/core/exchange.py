@@ -165,6 +165,8 @@ class Exchange:
     group: str | None = None
     deployment: str | None = None
     model_digest: str | None = None
+    #: The answering deployment's ``version`` label (its config's).
+    deployment_version: str | None = None
     attempts: int = 0
     first_token_at: float | None = None
     usage: Usage | None = None

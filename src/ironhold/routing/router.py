@@ -181,6 +181,7 @@ class Router:
             else:
                 exchange.deployment = d.name
                 exchange.model_digest = d.digest
+                exchange.deployment_version = d.version
                 reply.headers["x-ironhold-deployment"] = d.name
                 return reply
             await self._may_retry(exchange, group, last_error, attempts, failures, deadline)
@@ -253,6 +254,7 @@ class Router:
                         winner = reply
                         exchange.deployment = d.name
                         exchange.model_digest = d.digest
+                        exchange.deployment_version = d.version
                         reply.headers["x-ironhold-deployment"] = d.name
                         if attempt.hedge:
                             self._metrics.hedge(group.name, won=True)

@@ -266,6 +266,10 @@ class Tracer:
             a["error.type"] = error_type
         if exchange.deployment is not None:
             a["ironhold.deployment"] = exchange.deployment
+            if exchange.deployment_version is not None:
+                a["ironhold.deployment.version"] = exchange.deployment_version
+            if exchange.model_digest is not None:
+                a["ironhold.model.digest"] = exchange.model_digest
         if exchange.usage is not None:
             a["gen_ai.usage.input_tokens"] = exchange.usage.prompt_tokens
             a["gen_ai.usage.output_tokens"] = exchange.usage.completion_tokens

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ironhold.core.errors import ArtifactIntegrityError
+from ironhold.upstream.artifacts import sha256_file
 
 __all__ = ["generate_key_pair", "sign_model", "signed_digest", "verify_model"]
 
@@ -43,15 +44,20 @@ def verify_model(model: Path, signature: Path, public_key: Path) -> str:
     _require_file(model, "model file")
     _require_file(signature, "signature")
     _require_file(public_key, "public key")
+    signed = signed_digest(signature)  # a file that is no bundle at all is said so plainly
     try:
         model_signing.verifying.Config().use_elliptic_key_verifier(
             public_key=public_key).verify(model, signature)
     except Exception as exc:  # the library raises ValueError and its dependencies' errors
         reason = str(exc) or type(exc).__name__
+        if reason.startswith("Signature mismatch"):
+            # The library's message shows raw digest bytes: say it in hex.
+            reason = (f"its SHA-256 is {sha256_file(model)}, but the signature vouches for "
+                      f"{signed.removeprefix('sha256:')}")
         raise ArtifactIntegrityError(
             f"model file {model} does not match its signature {signature} under the public "
             f"key {public_key}: {reason}; refusing to serve it") from None
-    return signed_digest(signature)
+    return signed
 
 
 def signed_digest(signature: Path) -> str:

@@ -158,3 +158,52 @@ def test_the_console_state_needs_an_admin(gateway: GatewayServer) -> None:
     assert httpx.get(gateway.base_url + "/console/console.js").headers[
         "content-type"].startswith("text/javascript")
     assert httpx.get(gateway.base_url + "/console/nope.js").status_code == 404
+
+
+def test_the_console_shows_a_rollout_rolled_back_and_a_shadow(
+        browser: Browser, make_gateway: Callable[..., GatewayServer],
+        make_simulator: Callable[..., SimulatorServer]) -> None:
+    stable, shadow = make_simulator(**FAST), make_simulator(**FAST)
+    failing = make_simulator(**FAST, faults=[{"kind": "status", "status": 500, "rate": 0.3}])
+    gw = make_gateway([{
+        "name": "chat",
+        "routing": {"retries": {"attempts": 3, "backoff_base": 0.001, "min_per_second": 100}},
+        "deployments": [{"name": "v1", "url": stable.url, "version": "v1"},
+                        {"name": "v2", "url": failing.url, "version": "v2"},
+                        {"name": "v3", "url": shadow.url, "version": "v3"}],
+        "rollout": {"candidate": "v2", "steps": [25, 100], "hold": "1h",
+                    "gates": {"min_samples": 10}},
+        "shadow": {"deployment": "v3", "percent": 50}}])
+    admin = gw.create_key("ops", admin=True)
+    user = gw.create_key("app")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(gw.base_url + "/console")
+    page.fill("#key", admin)
+    page.click("button[type=submit]")
+    page.wait_for_selector('#rollouts tr[data-model="chat"][data-state="progressing"]')
+    load = Load(gw, user)  # one key: its side is drawn again at each step
+    try:
+        with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {user}"}) as client:
+            def sessions() -> bool:
+                for i in range(10):
+                    client.post(gw.v1 + "/chat/completions",
+                                json={**CHAT, "user": f"session-{sessions.n}-{i}"})
+                sessions.n += 1  # type: ignore[attr-defined]
+                return page.locator(
+                    '#rollouts tr[data-model="chat"][data-state="rolled_back"]').count() == 1
+
+            sessions.n = 0  # type: ignore[attr-defined]
+            assert wait_until(sessions, 30)
+        page.wait_for_selector('#signals tr[data-kind="rollout"]')
+        assert "error rate" in page.locator('#rollouts tr[data-model="chat"]').inner_text()
+        assert "v2 v2 (candidate)" in page.locator('tr[data-deployment="v2"]').inner_text()
+        page.wait_for_function(
+            "() => Number(document.querySelector('#shadows tbody tr td:nth-child(4)')"
+            "?.textContent) > 0")
+        shoot(page, "console-rollout.png")
+    finally:
+        load.stop()
+    assert problems == [], problems
+    page.close()

@@ -14,6 +14,7 @@ from aiohttp import web
 from ironhold.api.audit import RequireAdmin
 from ironhold.api.responses import json_response
 from ironhold.core.errors import InvalidRequestError
+from ironhold.routing.group import ModelGroup
 
 if TYPE_CHECKING:
     from ironhold.bootstrap import Gateway
@@ -81,7 +82,9 @@ def console_state(gateway: Gateway) -> dict[str, Any]:
             # Failed attempts (retried elsewhere or not) over the outlier detector's window:
             # a dead deployment's requests mostly succeed on another one.
             attempts = d.attempts_window.total()
-            deployments.append({"name": d.name, "state": state, "detail": detail,
+            deployments.append({"name": d.name, "version": d.version, "digest": d.digest,
+                                "role": _role(group, d.name),
+                                "state": state, "detail": detail,
                                 "outstanding": d.outstanding,
                                 **insight.live.of(name, d.name, now),
                                 "attempt_error_rate": round(
@@ -112,7 +115,17 @@ def console_state(gateway: Gateway) -> dict[str, Any]:
         "signals": [s.as_json() for s in listed if s.active],
         "ended_signals": [s.as_json() for s in listed if not s.active][:_ENDED],
         "recent": [_recent(o) for o in list(insight.recent)[-_RECENT:][::-1]],
+        "rollouts": gateway.rollouts.listing() if gateway.rollouts is not None else [],
+        "shadows": [shadow.summary() for shadow in gateway.shadows.values()],
     }
+
+
+def _role(group: ModelGroup, deployment: str) -> str | None:
+    if deployment == group.shadow:
+        return "shadow"
+    if group.split is not None and deployment == group.split.candidate:
+        return "candidate"
+    return None
 
 
 def _recent(o: CallOutcome) -> dict[str, Any]:

@@ -130,16 +130,19 @@ def judge(split: Split, gates: GatesConfig, hold_over: bool) -> Verdict:
     """Compare the candidate with the stable side over the step's window.
 
     The error-rate gate fails as soon as the candidate's error rate is above the limit with
-    95% confidence (its Wilson interval's lower bound): a bad candidate is rolled back within
-    moments of taking traffic, while a healthy one is not failed by one unlucky error. At the
+    high confidence (its Wilson interval's lower bound, z=3, over at least ``min_samples``
+    attempts): a bad candidate is rolled back within moments of taking traffic, while a
+    healthy one is not failed by one unlucky error. At the
     end of the hold, with enough samples on both sides, every gate is judged on its estimate.
     """
     cand, stable = split.stats["candidate"], split.stats["stable"]
     evidence: dict[str, object] = {"candidate": cand.as_json(), "stable": stable.as_json(),
                                    "percent": split.percent}
     limit = gates.error_rate_max_percent / 100
-    low, _ = wilson_bounds(cand.failures, cand.attempts)
-    if cand.attempts and low > limit:
+    # Judged every second, so the bound is strict (z=3): a healthy candidate is not failed
+    # by the luck of the draw across many looks, and never on fewer than min_samples.
+    low, _ = wilson_bounds(cand.failures, cand.attempts, z=3.0)
+    if cand.attempts >= gates.min_samples and low > limit:
         return Verdict("fail", f"error rate {cand.failures / cand.attempts:.1%} over "
                                f"{cand.attempts} attempts is above "
                                f"{gates.error_rate_max_percent:g}%", evidence)

@@ -84,7 +84,8 @@ function renderModels(models) {
     table.firstChild.querySelectorAll("td").forEach((td) => { td.className = "muted"; });
     for (const d of m.deployments) {
       const state = el("span", d.state.replace("_", "-"), `state state-${d.state}`);
-      const tr = row([d.name, state, describeState(d), d.outstanding, d.rps.toFixed(1),
+      const name = [d.name, d.version ? ` ${d.version}` : "", d.role ? ` (${d.role})` : ""].join("");
+      const tr = row([name, state, describeState(d), d.outstanding, d.rps.toFixed(1),
                       pct(d.attempt_error_rate), ms(d.latency_p50_ms), ms(d.latency_p99_ms),
                       ms(d.ttft_p50_ms), ms(d.ttft_p99_ms)]);
       tr.dataset.deployment = d.name;
@@ -127,9 +128,33 @@ function renderRecent(recent) {
   }));
 }
 
+function renderChanges(rollouts, shadows) {
+  $("changes").hidden = rollouts.length === 0 && shadows.length === 0;
+  $("rollouts").hidden = rollouts.length === 0;
+  $("shadows").hidden = shadows.length === 0;
+  fill($("rollouts").tBodies[0], rollouts.map((r) => {
+    const state = el("span", r.state.replace("_", " "), `state rollout-${r.state}`);
+    const tr = row([r.model, r.candidate, state, `${r.percent}%`,
+                    `${r.step + 1} / ${r.steps.length}`, r.window.candidate.attempts,
+                    r.window.candidate.failures, r.window.stable.attempts, r.reason]);
+    tr.dataset.model = r.model;
+    tr.dataset.state = r.state;
+    return tr;
+  }));
+  fill($("shadows").tBodies[0], shadows.map((s) => {
+    const p99 = (side) => (s[side].latency_ms ? ms(s[side].latency_ms.p99) : "–");
+    const agreement = s.exact_agreement === null ? "–" : pct(s.exact_agreement) +
+      (s.similarity_mean === null ? "" : ` (meaning ${s.similarity_mean})`);
+    return row([s.model, s.deployment, `${s.percent}%`, s.pairs, agreement,
+                `${p99("primary")} / ${p99("shadow")}`,
+                `${s.primary.errors} / ${s.shadow.errors}`, s.skipped]);
+  }));
+}
+
 function render(state) {
   renderSignals(state.signals);
   renderModels(state.models);
+  renderChanges(state.rollouts, state.shadows);
   fill($("guard").tBodies[0], Object.entries(state.guard_blocks).map(([k, v]) => row([k, v])));
   $("policy-denials").textContent = state.policy_denials;
   const tenants = new Set([...Object.keys(state.limit_refusals), ...Object.keys(state.spend_usd)]);

@@ -6,6 +6,7 @@ screenshots for docs/observability.md are written there."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import threading
@@ -185,16 +186,15 @@ def test_the_console_shows_a_rollout_rolled_back_and_a_shadow(
     page.wait_for_selector('#rollouts tr[data-model="chat"][data-state="progressing"]')
     load = Load(gw, user)  # one key: its side is drawn again at each step
     try:
+        users = itertools.count()
         with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {user}"}) as client:
             def sessions() -> bool:
-                for i in range(10):
+                for _ in range(10):  # new sessions: some land on the candidate's side
                     client.post(gw.v1 + "/chat/completions",
-                                json={**CHAT, "user": f"session-{sessions.n}-{i}"})
-                sessions.n += 1  # type: ignore[attr-defined]
+                                json={**CHAT, "user": f"session-{next(users)}"})
                 return page.locator(
                     '#rollouts tr[data-model="chat"][data-state="rolled_back"]').count() == 1
 
-            sessions.n = 0  # type: ignore[attr-defined]
             assert wait_until(sessions, 30)
         page.wait_for_selector('#signals tr[data-kind="rollout"]')
         assert "error rate" in page.locator('#rollouts tr[data-model="chat"]').inner_text()

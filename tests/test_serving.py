@@ -196,3 +196,24 @@ async def _records(gw: GatewayServer) -> list[dict[str, Any]]:
     assert audit is not None
     rows = await asyncio.to_thread(lambda: list(audit.log.store.records()))
     return [json.loads(row.record) for row in rows]
+
+
+def test_a_config_that_fails_to_start_changes_nothing(
+        make_gateway: Callable[..., GatewayServer],
+        make_simulator: Callable[..., SimulatorServer], tmp_path: Path) -> None:
+    """The new gateway is built and started before it is swapped in: if a new local model's
+    file does not verify, the running one goes on exactly as it was (the weight edited in the
+    same change included), and what the failed one had made is closed."""
+    sim = make_simulator()
+    gw = make_gateway([chat_group({"name": "a", "url": sim.url})])
+    before = gw.gateway
+    kept = before.router.groups["chat"].deployments[0]
+    broken = edited(gw, tmp_path, models=[chat_group(
+        {"name": "a", "url": sim.url, "weight": 5},
+        {"name": "local", "local": {"gguf": "missing.gguf", "sha256": "0" * 64}})])
+    with pytest.raises(ConfigError) as refused:
+        gw.reload(broken)
+    assert refused.value.message.startswith("test.yaml: cannot be served: model file ")
+    assert "missing.gguf does not exist" in refused.value.message
+    assert gw.gateway is before and kept.weight == 1.0
+    assert post(gw, gw.create_key(), CHAT).status_code == 200

@@ -51,7 +51,7 @@ from ironhold.routing.deployment import Deployment
 from ironhold.routing.group import ModelGroup
 from ironhold.routing.health import HealthChecker
 from ironhold.routing.rollout_repository import SqlRolloutRepository
-from ironhold.routing.rollouts import Decision, Rollouts
+from ironhold.routing.rollouts import Decision, RolloutPlan, Rollouts
 from ironhold.routing.router import Router
 from ironhold.routing.shadow import Shadow, ShadowStage
 from ironhold.routing.stats import Clock
@@ -129,8 +129,10 @@ class Gateway:
     async def start(self) -> None:
         """Start what no gateway has started yet: managed local model servers (verifying
         their files first), the audit writer, health checks, the detectors. If one fails, the
-        caller closes the parts this gateway made (``parts.new()``)."""
+        caller closes the parts this gateway made (``parts.new()``). Started, it brings the
+        parts it took over to its config (``Parts.on_commit``): the caller swaps it in next."""
         await self.parts.start()
+        self.parts.commit()
         self.started = True
 
     async def close(self) -> None:
@@ -266,9 +268,10 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         rollouts = Rollouts(SqlRolloutRepository(state))
         parts.add("rollouts", (config.state.url, base), rollouts, start=rollouts.start,
                   close=rollouts.stop)
-    rollouts.configure(config)
+    plan = rollouts.plan(config)
+    parts.on_commit(partial(rollouts.adopt, plan))
     groups, local_servers, checkers = _build_groups(config, parts, metrics, log_dir,
-                                                    transport_factory, clock, rollouts)
+                                                    transport_factory, clock, plan)
     router = Router(groups, metrics, clock=clock)
     # The services, shared by the stages and the routes outside the model path.
     limit_store: LimitStore | None = parts.take("limits", config.state.redis)
@@ -290,7 +293,8 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     audit, audit_stream = _audit_part(config, parts, state, pricer)
     signals = _signals_part(config, parts, metrics, audit, router)
     insight = signals.insight
-    rollouts.on_decision = partial(_rollout_decided, audit, signals.board)
+    parts.on_commit(partial(setattr, rollouts, "on_decision",
+                            partial(_rollout_decided, audit, signals.board)))
     shadows = _shadows(config, parts, metrics, router, audit, signals)
     stages: list[Stage] = [TelemetryStage(
         metrics, frozenset(groups), access_log=config.logging.access, tracer=tracer,
@@ -361,7 +365,7 @@ def _audit_part(config: Config, parts: Parts, state: SqlStore,
     taken = parts.take("audit", made_from)
     if taken is not None:
         audit, stream = taken
-        audit.price_with(pricer.answer)
+        parts.on_commit(partial(audit.price_with, pricer.answer))
         return audit, stream
     audit, stream = build_audit(config, state, pricer)
 
@@ -386,9 +390,9 @@ def _signals_part(config: Config, parts: Parts, metrics: Metrics, audit: Auditor
     signals = config.telemetry.signals
     taken: _Signals | None = parts.take("signals", signals)
     if taken is not None:
-        taken.route.router = router
+        parts.on_commit(partial(setattr, taken.route, "router", router))
         if taken.insight is not None:
-            taken.insight.reconfigure(config)
+            parts.on_commit(partial(taken.insight.reconfigure, config))
         return taken
     board = SignalBoard(metrics, signals.keep_ended)
     route = _CurrentRouter(router)
@@ -432,9 +436,11 @@ def _shadows(config: Config, parts: Parts, metrics: Metrics, router: Router,
         shadow: Shadow | None = parts.take(f"shadow:{gc.name}", made_from)
         mirror = partial(router.mirror, group=gc.name, deployment=gc.shadow.deployment)
         if shadow is None:
-            shadow = Shadow(gc.name, gc.shadow.deployment, gc.shadow, metrics, mirror)
+            shadow = Shadow(gc.name, gc.shadow.deployment, gc.shadow, metrics, mirror, record,
+                            similarity)
             parts.add(f"shadow:{gc.name}", made_from, shadow, close=shadow.stop)
-        shadow.mirror, shadow.record, shadow.similarity = mirror, record, similarity
+        else:
+            parts.on_commit(partial(shadow.reconnect, mirror, record, similarity))
         shadows[gc.name] = shadow
     return shadows
 
@@ -461,7 +467,7 @@ async def _rollout_decided(audit: Auditor | None, board: SignalBoard,
 
 
 def _build_groups(config: Config, parts: Parts, metrics: Metrics, log_dir: Path | None,
-                  transport_factory: TransportFactory, clock: Clock, rollouts: Rollouts,
+                  transport_factory: TransportFactory, clock: Clock, plan: RolloutPlan,
                   ) -> tuple[dict[str, ModelGroup], list[LocalModelServer], list[HealthChecker]]:
     """The model groups. A deployment whose target is unchanged is taken over with all it
     knows (ejections, latency statistics, bulkhead, connections, a local model's process); a
@@ -482,7 +488,7 @@ def _build_groups(config: Config, parts: Parts, metrics: Metrics, log_dir: Path 
             group = ModelGroup(name=gc.name, deployments=deployments, policy=gc.routing,
                                metrics=metrics, fallbacks=list(gc.fallbacks),
                                fallback_on=gc.fallback_on, owned_by=gc.owned_by, clock=clock,
-                               split=rollouts.split(gc.name),
+                               split=plan.split(gc.name),
                                shadow=gc.shadow.deployment if gc.shadow else None)
             old = parts.previous(f"group:{gc.name}")
             if isinstance(old, ModelGroup):
@@ -521,8 +527,7 @@ def _deployment_part(
     taken: tuple[Deployment, LocalModelServer | None] | None = parts.take(part_name, made_from)
     if taken is not None:
         deployment, server = taken
-        deployment.weight, deployment.max_concurrent = dc.weight, dc.max_concurrent
-        deployment.version = dc.version
+        parts.on_commit(partial(_reweigh, deployment, dc))
         if server is not None:
             local_servers.append(server)
         return deployment
@@ -556,6 +561,11 @@ def _deployment_part(
     parts.add(part_name, made_from, (deployment, server),
               start=server.start if server is not None else None, close=closers)
     return deployment
+
+
+def _reweigh(deployment: Deployment, dc: DeploymentConfig) -> None:
+    deployment.weight, deployment.max_concurrent = dc.weight, dc.max_concurrent
+    deployment.version = dc.version
 
 
 def _started(start: Callable[[], None]) -> Closer:

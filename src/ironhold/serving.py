@@ -101,11 +101,11 @@ class Serving:
                 raise
             self.current = new
             retired = new.parts.retired()
+            made = len(new.parts.new())
             new.parts.forget_previous()
             done = Reloaded(new.version, old.version, config.source, changes,
                             time.perf_counter() - began,
-                            kept=sum(1 for _ in new.parts) - len(new.parts.new()),
-                            made=len(new.parts.new()))
+                            kept=sum(1 for _ in new.parts) - made, made=made)
             self._retire(old, retired)
         new.metrics.config_reloaded("applied", done.seconds)
         log.info("config_reloaded", extra={
@@ -124,11 +124,12 @@ class Serving:
             await new.start()
         except BaseException as exc:
             await close_parts(parts.new())
-            if isinstance(exc, IronholdError | asyncio.CancelledError):
+            if isinstance(exc, ConfigError) or not isinstance(exc, Exception):
                 raise
-            if isinstance(exc, Exception):
-                raise ConfigError(f"{config.source}: cannot be built: {exc}") from exc
-            raise
+            # A model file that does not verify, a server that does not start...: the config
+            # is refused, saying why.
+            reason = exc.message if isinstance(exc, IronholdError) else str(exc)
+            raise ConfigError(f"{config.source}: cannot be served: {reason}") from exc
         return new
 
     async def _refused(self, old: Gateway, trigger: str, principal: Principal | None,

@@ -3,6 +3,7 @@ PostgreSQL: revisions that refuse a stale write, and a lease one holder has at a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +59,43 @@ def test_one_holder_has_the_lease_until_it_expires(repository: RolloutRepository
     assert not repository.hold_lease("rollouts", "b", T0 + 6, 5)
     assert repository.hold_lease("rollouts", "b", T0 + 8, 5)  # a stopped renewing
     assert not repository.hold_lease("rollouts", "a", T0 + 9, 5)
+
+
+@pytest.mark.postgres
+def test_with_two_replicas_one_decides_and_the_other_follows(postgres_url: str,
+                                                             tmp_path: Path) -> None:
+    """Two controllers on one PostgreSQL database, as two replicas: one holds the lease and
+    starts and moves the rollout; the other applies what it decided."""
+    from ironhold.config import parse_config
+    from ironhold.routing.rollouts import Rollouts
+
+    config = parse_config({"models": [{"name": "chat", "deployments": [
+        {"name": "stable", "url": "http://10.0.0.1/v1"},
+        {"name": "candidate", "url": "http://10.0.0.2/v1"}],
+        "rollout": {"candidate": "candidate", "steps": [10, 100]}}]}, base_dir=tmp_path)
+    stores = [open_sql_store(postgres_url, tmp_path) for _ in range(2)]
+    replicas = [Rollouts(SqlRolloutRepository(store), holder=f"replica-{i}")
+                for i, store in enumerate(stores)]
+    try:
+        for replica in replicas:
+            replica.configure(config)
+
+        async def both() -> None:
+            for replica in replicas:
+                await replica.step()
+
+        asyncio.run(both())
+        assert [r.leader for r in replicas] == [True, False]
+        follower = replicas[1].split("chat")
+        assert follower is not None and follower.percent == 10
+        asyncio.run(replicas[0].command("chat", "pause", None))
+        asyncio.run(both())
+        assert replicas[1].listing()[0]["state"] == "paused"
+        asyncio.run(replicas[1].command("chat", "promote", None))  # any replica takes commands
+        asyncio.run(both())
+        leader = replicas[0].split("chat")
+        assert leader is not None and leader.percent == 100
+        assert replicas[0].listing()[0]["state"] == "promoted"
+    finally:
+        for store in stores:
+            store.close()

@@ -77,17 +77,13 @@ class Auditor:
 
     def record_signal(self, signal: dict[str, Any]) -> None:
         """Queue a signal's start or end without waiting (a lost one is logged)."""
-        record = SignalRecord(round(time.time(), 6), f"signal-{new_request_id()}", signal)
-        try:
-            future = self.log.enqueue(record)
-        except AuditUnavailableError:
-            log.error("audit_record_lost", extra={"request_id": record.request_id})
-            return
-        future.add_done_callback(lambda done: _logged_if_lost(done, record.request_id))
+        self._queue(SignalRecord(round(time.time(), 6), f"signal-{new_request_id()}", signal))
 
     def record_shadow(self, pair: dict[str, Any]) -> None:
         """Queue a shadow comparison without waiting (a lost one is logged)."""
-        record = ShadowRecord(round(time.time(), 6), f"shadow-{new_request_id()}", pair)
+        self._queue(ShadowRecord(round(time.time(), 6), f"shadow-{new_request_id()}", pair))
+
+    def _queue(self, record: AuditRecord) -> None:
         try:
             future = self.log.enqueue(record)
         except AuditUnavailableError:

@@ -45,6 +45,7 @@ class Parts:
     def __init__(self, previous: Parts | None = None):
         self._previous = previous
         self._parts: dict[str, Part] = {}
+        self._on_commit: list[Callable[[], None]] = []
 
     def take(self, name: str, made_from: Any) -> Any | None:
         """The previous gateway's part of this name if it was made from an equal config
@@ -84,6 +85,17 @@ class Parts:
             if not part.started and part.start is not None:
                 await part.start()
             part.started = True
+
+    def on_commit(self, change: Callable[[], None]) -> None:
+        """Change a part taken over only once this gateway is the one serving (``commit``):
+        until then the previous gateway goes on using it as it was, and if this one never
+        starts, it never changes."""
+        self._on_commit.append(change)
+
+    def commit(self) -> None:
+        changes, self._on_commit = self._on_commit, []
+        for change in changes:
+            change()
 
     def new(self) -> list[Part]:
         """The parts this gateway made itself (not taken over)."""

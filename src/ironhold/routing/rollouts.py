@@ -37,7 +37,7 @@ from ironhold.core.tasks import Background
 from ironhold.routing.rollout import Split, Verdict, judge
 from ironhold.routing.rollout_repository import RolloutRepository, RolloutState, State
 
-__all__ = ["ACTIONS", "Decision", "Rollouts"]
+__all__ = ["ACTIONS", "Decision", "RolloutPlan", "Rollouts"]
 
 log = logging.getLogger("ironhold.rollouts")
 
@@ -71,6 +71,16 @@ class _Rollout:
     state: RolloutState | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    config: Config
+    rollouts: dict[str, _Rollout]
+
+    def split(self, model: str) -> Split | None:
+        rollout = self.rollouts.get(model)
+        return None if rollout is None else rollout.split
+
+
 class Rollouts:
     def __init__(self, repository: RolloutRepository, on_decision: OnDecision | None = None,
                  clock: Callable[[], float] = time.time, holder: str | None = None,
@@ -90,8 +100,12 @@ class Rollouts:
     # -- config ------------------------------------------------------------------------------
 
     def configure(self, config: Config) -> None:
-        """Follow a (re)loaded config: a rollout whose candidate and settings are unchanged
-        keeps its split and state; a new one starts at 0% until its state is loaded."""
+        self.adopt(self.plan(config))
+
+    def plan(self, config: Config) -> RolloutPlan:
+        """The rollouts of a (re)loaded config, to ``adopt`` once it serves: one whose
+        candidate is unchanged keeps its split and state; a new one starts at 0% until its
+        state is loaded."""
         wanted: dict[str, _Rollout] = {}
         for group in config.models:
             if group.rollout is None:
@@ -102,10 +116,16 @@ class Rollouts:
             current = self._rollouts.get(group.name)
             if current is None or current.rollout_id != rollout_id:
                 current = _Rollout(group.rollout, rollout_id, Split(group.rollout.candidate))
-            current.config = group.rollout
-            current.split.ignore = group.shadow.deployment if group.shadow else None
             wanted[group.name] = current
-        self._rollouts = wanted
+        return RolloutPlan(config, wanted)
+
+    def adopt(self, plan: RolloutPlan) -> None:
+        for group in plan.config.models:
+            rollout = plan.rollouts.get(group.name)
+            if rollout is not None and group.rollout is not None:
+                rollout.config = group.rollout
+                rollout.split.ignore = group.shadow.deployment if group.shadow else None
+        self._rollouts = plan.rollouts
 
     def answered(self, model: str | None, deployment: str | None, refused: bool) -> None:
         """A request of ``model`` was answered by ``deployment`` (refusing, or not)."""

@@ -123,7 +123,7 @@ class Shadow:
         self.deployment = deployment
         self.config = config
         self._metrics = metrics
-        #: Set again by each gateway built (its router), as are the two below.
+        #: The serving gateway's (``reconnect``), as are the two below.
         self.mirror = mirror
         self.record = record
         self.similarity = similarity
@@ -131,6 +131,12 @@ class Shadow:
         self.pairs: deque[dict[str, Any]] = deque(maxlen=_KEPT)
         self.compared_total = 0
         self.skipped = 0
+
+    def reconnect(self, mirror: Mirror, record: Callable[[dict[str, Any]], None] | None,
+                  similarity: Callable[[str, str], Awaitable[float]] | None) -> None:
+        """Send copies through a reloaded gateway's router (and record them through its
+        audit log) from now on; the comparison so far goes on."""
+        self.mirror, self.record, self.similarity = mirror, record, similarity
 
     def sampled(self) -> bool:
         return random.random() * 100 < self.config.percent

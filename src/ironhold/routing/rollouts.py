@@ -157,6 +157,8 @@ class Rollouts:
 
     async def step(self) -> None:
         """Load every rollout's state; if this replica holds the lease, judge and decide."""
+        if not self._rollouts:
+            return  # nothing to judge: no lease taken, no database touched
         async with self._lock:
             now = self._clock()
             self.leader = await asyncio.to_thread(self._repository.hold_lease, _LEASE,

@@ -130,6 +130,26 @@ def build() -> dashboard.Dashboard:
             query(f"sum by (gen_ai_request_model, gen_ai_token_type) (rate("
                   f"gen_ai_client_token_usage_sum{{{MODEL}}}[{RATE}]))",
                   "{{gen_ai_request_model}} {{gen_ai_token_type}}")))
+        .with_row(dashboard.Row("Changes"))
+        .with_panel(series(
+            "Rollouts: the candidate's share", "percent",
+            query('ironhold_rollout_candidate_percent{model=~"$model"}',
+                  "{{model}} {{candidate}} ({{state}})"),
+            width=8, description="Each rollout's candidate's share of its group's traffic; "
+                                 "a drop to 0 with state rolled_back is a failed gate."))
+        .with_panel(series(
+            "Shadow pairs", "short",
+            query(f'sum by (model, deployment, outcome) (rate(ironhold_shadow_pairs_total'
+                  f'{{model=~"$model"}}[{RATE}]))', "{{model}} {{deployment}} {{outcome}}"),
+            width=8, description="Shadow copies by how they compared with the client's "
+                                 "answer (agreed, differed, error, skipped)."))
+        .with_panel(series(
+            "Config reloads", "short",
+            query(f"sum by (outcome) (increase(ironhold_config_reloads_total[{RATE}]))",
+                  "{{outcome}}"),
+            query(f"histogram_quantile(0.99, sum by (le) (rate("
+                  f"ironhold_config_reload_seconds_bucket[{RATE}])))", "reload p99 (s)"),
+            width=8, description="Reloads applied or refused (the running config kept)."))
     )
 
 

@@ -266,6 +266,7 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     rollouts: Rollouts | None = parts.take("rollouts", (config.state.url, base))
     if rollouts is None:
         rollouts = Rollouts(SqlRolloutRepository(state))
+        metrics.watch_rollouts(rollouts.shares)
         parts.add("rollouts", (config.state.url, base), rollouts, start=rollouts.start,
                   close=rollouts.stop)
     plan = rollouts.plan(config)

@@ -138,3 +138,27 @@ def test_config_apply_through_the_admin_api(
                key=key).returncode == 0
     assert run("config", "apply", str(edit), "--url", base,
                key="not-a-key").returncode == 2
+
+
+def test_serve_watch_reloads_when_the_file_changes(tmp_path: Path,
+                                                   simulator: SimulatorServer) -> None:
+    port = free_port()
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(simulator, port))
+    key = json.loads(run("keys", "create", "-c", str(path), "--name", "ops", "--admin",
+                         "--json").stdout)["key"]
+    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--watch"],
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/readyz")
+        first = running_version(base, key)
+        time.sleep(0.5)  # the watch is set up once the server is
+        path.write_text(config_text(simulator, port, weight=2))
+        second = wait_for_version(base, key, first)
+        assert run("config", "status", "--config", str(path), "--url", base,
+                   key=key).returncode == 0
+        assert second != first
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0

@@ -274,6 +274,11 @@ class Rollouts:
                                           code="conflict")
             return moved
 
+    def shares(self) -> list[tuple[str, str, str, float]]:
+        """Each rollout's ``(model, candidate, state, percent)``, for the metrics."""
+        return [(model, r.config.candidate, r.state.state, r.state.percent)
+                for model, r in self._rollouts.items() if r.state is not None]
+
     def listing(self) -> list[dict[str, Any]]:
         out = []
         for model, rollout in self._rollouts.items():

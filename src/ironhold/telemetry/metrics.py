@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -218,6 +218,12 @@ class Metrics:
         (``(model, sli, good, bad)``), read at scrape time: nothing extra per request."""
         self.registry.register(_SloEvents(totals))
 
+    def watch_rollouts(self, shares: Callable[[], Iterable[tuple[str, str, str, float]]]
+                       ) -> None:
+        """Expose ``ironhold_rollout_candidate_percent`` from the rollouts' own state
+        (``(model, candidate, state, percent)``), read at scrape time."""
+        self.registry.register(_RolloutShares(shares))
+
     def slo_budget(self, model: str, sli: str, left: float | None) -> None:
         if left is not None:
             self.slo_budget_left.labels(model, sli).set(left)
@@ -249,3 +255,25 @@ class _SloEvents(Collector):
             "ironhold_slo_events",
             "Requests counted by a model group's SLIs, good or bad (the SLO rules read these).",
             labels=["model", "sli", "result"])
+
+
+class _RolloutShares(Collector):
+    def __init__(self, shares: Callable[[], Iterable[tuple[str, str, str, float]]]):
+        self._shares = shares
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for model, candidate, state, percent in self._shares():
+            family.add_metric([model, candidate, state], percent)
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "ironhold_rollout_candidate_percent",
+            "A rollout's candidate's share of its model group's traffic, percent, by state "
+            "(progressing, paused, promoted, rolled_back).",
+            labels=["model", "candidate", "state"])

@@ -48,7 +48,7 @@ def test_a_state_comes_back_whole_and_moves_by_revision(repository: RolloutRepos
 
 def test_rollouts_of_groups_gone_are_forgotten(repository: RolloutRepository) -> None:
     assert repository.save(first("chat")) and repository.save(first("embed"))
-    repository.remove_others({"chat"})
+    repository.forget({"embed"})
     assert repository.load("embed") is None and repository.load("chat") is not None
 
 

@@ -67,8 +67,8 @@ def test_a_healthy_candidate_is_stepped_up_and_promoted(
     stable, candidate = make_simulator(), make_simulator()
     gw = make_gateway(rollout_models(stable, candidate), audit={"enabled": True})
     key = gw.create_key()
-    assert wait_until(lambda: state(gw) == "progressing")
-    assert rollouts(gw)[0]["percent"] == 30
+    assert wait_until(lambda: rollouts(gw)[0]["percent"] == 30)  # its state is loaded
+    assert state(gw) == "progressing"
     statuses = drive(gw, key, lambda: state(gw) == "promoted")
     assert set(statuses) == {200}
     assert candidate.simulator.served > 0 and stable.simulator.served > 0
@@ -122,7 +122,7 @@ def test_operators_pause_promote_abort_and_start(
     admin = {"Authorization": f"Bearer {gw.create_key(admin=True)}"}
     user = {"Authorization": f"Bearer {gw.create_key()}"}
     url = gw.base_url + "/admin/rollouts"
-    assert wait_until(lambda: state(gw) == "progressing")
+    assert wait_until(lambda: rollouts(gw)[0]["percent"] == 30)
     assert httpx.post(url + "/chat/pause", headers=user).status_code == 403
 
     def act(action: str, model: str = "chat") -> httpx.Response:
@@ -143,3 +143,24 @@ def test_operators_pause_promote_abort_and_start(
     assert [(r["model"], r["candidate"], r["state"], r["percent"]) for r in listed] == [
         ("chat", "candidate", "progressing", 30)]
     assert listed[0]["reason"].startswith("start by ")
+
+
+def test_a_rollout_taken_out_and_put_back_starts_afresh(
+        make_gateway: Callable[..., GatewayServer],
+        make_simulator: Callable[..., SimulatorServer], tmp_path: Any) -> None:
+    stable, candidate = make_simulator(), make_simulator()
+    models = rollout_models(stable, candidate, hold="1h")
+    gw = make_gateway(models)
+    admin = {"Authorization": f"Bearer {gw.create_key(admin=True)}"}
+    assert wait_until(lambda: rollouts(gw)[0]["percent"] == 30)
+    httpx.post(gw.base_url + "/admin/rollouts/chat/promote", headers=admin).raise_for_status()
+    assert state(gw) == "promoted"
+    data = gw.config.model_dump(mode="python", exclude={"base_dir", "source"})
+    without = json.loads(json.dumps({**data, "models": [
+        {**models[0], "rollout": None}]}, default=str))
+    gw.reload(parse_config(without, source="test.yaml", base_dir=tmp_path))
+    assert gw.gateway.rollouts is not None and rollouts(gw) == []
+    gw.reload(parse_config({**without, "models": models}, source="test.yaml",
+                           base_dir=tmp_path))
+    assert wait_until(lambda: rollouts(gw)[0]["percent"] == 30)
+    assert state(gw) == "progressing"  # not promoted: a new rollout

@@ -54,8 +54,8 @@ class RolloutRepository(Protocol):
         it is the first); False if another change got there first."""
         ...
 
-    def remove_others(self, models: set[str]) -> None:
-        """Forget the rollouts of groups no longer rolling out."""
+    def forget(self, models: set[str]) -> None:
+        """Forget the rollouts of these groups (no longer rolling out)."""
         ...
 
     def hold_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
@@ -95,9 +95,9 @@ class SqlRolloutRepository:
                 rollouts.c.revision == state.revision - 1).values(**values))
             return done.rowcount == 1
 
-    def remove_others(self, models: set[str]) -> None:
+    def forget(self, models: set[str]) -> None:
         with self._engine.begin() as conn:
-            conn.execute(delete(rollouts).where(rollouts.c.model.not_in(models)))
+            conn.execute(delete(rollouts).where(rollouts.c.model.in_(models)))
 
     def hold_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         with self._engine.begin() as conn:

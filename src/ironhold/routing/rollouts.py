@@ -92,6 +92,7 @@ class Rollouts:
         self._holder = holder or uuid.uuid4().hex
         self._tick = tick
         self._rollouts: dict[str, _Rollout] = {}
+        self._dropped: set[str] = set()
         self._task = Background(self._run, "rollouts")
         self._lock = asyncio.Lock()
         #: Whether this replica held the lease at the last judgement.
@@ -120,6 +121,8 @@ class Rollouts:
         return RolloutPlan(config, wanted)
 
     def adopt(self, plan: RolloutPlan) -> None:
+        # A rollout taken out of the config is forgotten: put back, it starts afresh.
+        self._dropped |= set(self._rollouts) - set(plan.rollouts)
         for group in plan.config.models:
             rollout = plan.rollouts.get(group.name)
             if rollout is not None and group.rollout is not None:
@@ -157,6 +160,9 @@ class Rollouts:
 
     async def step(self) -> None:
         """Load every rollout's state; if this replica holds the lease, judge and decide."""
+        if self._dropped:
+            dropped, self._dropped = self._dropped, set()
+            await asyncio.to_thread(self._repository.forget, dropped)
         if not self._rollouts:
             return  # nothing to judge: no lease taken, no database touched
         async with self._lock:
@@ -285,9 +291,9 @@ class Rollouts:
             state = rollout.state
             entry: dict[str, Any] = {
                 "model": model, "candidate": rollout.config.candidate,
-                "state": state.state if state else "pending",
+                "state": state.state if state else "progressing",
                 "percent": state.percent if state else 0.0,
-                "reason": state.reason if state else "not started yet",
+                "reason": state.reason if state else "starting (its state is being loaded)",
                 "step": state.step if state else 0, "steps": rollout.config.steps,
                 "step_started": state.step_started if state else None,
                 "hold_seconds": rollout.config.hold,

@@ -162,3 +162,45 @@ def test_serve_watch_reloads_when_the_file_changes(tmp_path: Path,
     finally:
         process.terminate()
         assert process.wait(timeout=15) == 0
+
+
+def test_rollout_commands_steer_a_running_gateway(tmp_path: Path,
+                                                 simulator: SimulatorServer) -> None:
+    port = free_port()
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}}}
+state: {{url: "sqlite:///./state/ironhold.db"}}
+models:
+  - name: chat
+    deployments:
+      - {{name: stable, url: "{simulator.url}", version: v1}}
+      - {{name: candidate, url: "{simulator.url}", version: v2}}
+    rollout: {{candidate: candidate, steps: [10, 100], hold: 1h}}
+""")
+    key = json.loads(run("keys", "create", "-c", str(path), "--name", "ops", "--admin",
+                         "--json").stdout)["key"]
+    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path)],
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/readyz")
+        deadline = time.monotonic() + 10
+        while "at 10%" not in (status := run("rollout", "status", "--url", base,
+                                              key=key)).stdout:
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.2)
+        assert status.stdout.startswith("chat: candidate progressing at 10% (step 1 of 2")
+        paused = run("rollout", "pause", "chat", "--url", base, key=key)
+        assert paused.returncode == 0 and "paused at 10%" in paused.stdout
+        again = run("rollout", "pause", "chat", "--url", base, key=key)
+        assert again.returncode == 1 and "cannot pause" in again.stderr
+        aborted = run("rollout", "abort", "chat", "--url", base, key=key)
+        assert "rolled_back at 0%" in aborted.stdout
+        assert run("rollout", "status", "nope", "--url", base, key=key).returncode == 1
+        listed = httpx.get(base + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+        versions = [d["version"] for d in listed.json()["data"][0]["deployments"]]
+        assert versions == ["v1", "v2"]
+    finally:
+        process.terminate()
+        assert process.wait(timeout=15) == 0

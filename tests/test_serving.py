@@ -217,3 +217,20 @@ def test_a_config_that_fails_to_start_changes_nothing(
     assert "missing.gguf does not exist" in refused.value.message
     assert gw.gateway is before and kept.weight == 1.0
     assert post(gw, gw.create_key(), CHAT).status_code == 200
+
+
+def test_a_config_bomb_is_refused_not_expanded(gateway: GatewayServer) -> None:
+    """Aliases of aliases (a YAML "billion laughs") through the admin API: refused at once,
+    the running config kept."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    admin = {"Authorization": f"Bearer {gateway.create_key(admin=True)}"}
+    before = gateway.gateway.version
+    answer = httpx.post(gateway.base_url + "/admin/config", headers=admin, timeout=10,
+                        json={"config": "\n".join(lines), "source": "bomb.yaml"})
+    assert answer.status_code == 400
+    assert "more than 100,000 values" in answer.json()["error"]["message"]
+    deep = httpx.post(gateway.base_url + "/admin/config", headers=admin, timeout=10,
+                      json={"config": "[" * 5000 + "]" * 5000, "source": "deep.yaml"})
+    assert deep.status_code == 400, deep.text
+    assert gateway.gateway.version == before

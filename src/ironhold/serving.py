@@ -89,7 +89,7 @@ class Serving:
             old = self.current
             began = time.perf_counter()
             try:
-                config = await asyncio.to_thread(load)
+                config = await asyncio.to_thread(_loaded, load)
                 changes = await asyncio.to_thread(config_diff, old.config, config)
                 _refuse_restart_only(config, changes)
                 if dry_run:
@@ -171,6 +171,15 @@ class Serving:
     async def settled(self) -> None:
         """Wait until every retired gateway's parts are closed (tests and drills)."""
         await asyncio.gather(*self._retiring, return_exceptions=True)
+
+
+def _loaded(load: Callable[[], Config]) -> Config:
+    try:
+        return load()
+    except IronholdError:
+        raise
+    except Exception as exc:  # a loader's own failure: refused, never a 500
+        raise ConfigError(f"the config cannot be loaded: {type(exc).__name__}: {exc}") from exc
 
 
 def _refuse_restart_only(config: Config, changes: list[Change]) -> None:

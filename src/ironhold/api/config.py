@@ -69,8 +69,32 @@ def add_config_routes(app: web.Application, require_admin: RequireAdmin) -> None
     app.router.add_post("/admin/config", apply_config)
 
 
+#: Values a config may hold once its aliases are followed: real ones hold a few thousand; a
+#: YAML "billion laughs" (aliases of aliases) holds more than memory.
+_MAX_VALUES = 100_000
+
+
 def _yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
+    _count_values(data, source)
+    return data
+
+
+def _count_values(data: Any, source: str) -> None:
+    seen = 0
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > _MAX_VALUES:
+            raise ConfigError(f"{source}: more than {_MAX_VALUES:,} values once its aliases are "
+                              "expanded; not a config")
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)

@@ -148,6 +148,8 @@ def gateway_config(tmp_path: Path, models: list[dict[str, Any]], **sections: Any
         "models": models,
         **sections,
     }
+    # A test that stops its gateway with a request still hanging waits 5 s, not 30.
+    data["server"] = {"drain": {"timeout": "5s"}, **data.get("server", {})}
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "ironhold.yaml").write_text(yaml.safe_dump(data))
     return parse_config(data, source="test.yaml", base_dir=tmp_path)

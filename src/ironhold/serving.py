@@ -68,6 +68,8 @@ class Serving:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Stopping: ``/readyz`` answers 503 so load balancers send no more.
+    draining: bool = False
 
     @classmethod
     def of(cls, gateway: Gateway) -> Serving:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ironhold.api.admin import add_admin_routes
-from ironhold.api.context import REQUEST_ID, SERVING, gateway_of, request_id_of
+from ironhold.api.context import REQUEST_ID, SERVING, gateway_of, request_id_of, serving_of
 from ironhold.api.errors import error_response, plain_error
 from ironhold.api.oauth import add_oauth_routes
 from ironhold.api.requests import parse_json_object, parse_timeout_header, read_body
@@ -230,8 +230,10 @@ async def _healthz(_: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
-    ready = gateway.ready()
-    answer: dict[str, Any] = {"status": "ready" if ready else "not_ready"}
+    draining = serving_of(request).draining
+    ready = gateway.ready() and not draining
+    answer: dict[str, Any] = {"status": "draining" if draining else
+                              "ready" if ready else "not_ready"}
     if await _may_see_internals(gateway, request, required=False):
         answer["models"] = {
             name: [{"deployment": d.name, "available": d.available, "healthy": d.healthy}

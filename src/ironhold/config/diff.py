@@ -16,7 +16,7 @@ __all__ = ["RESTART_ONLY", "Change", "config_diff", "needs_restart"]
 #: What a running gateway cannot change by a reload: what it listens on and how it reads
 #: requests off the socket, where its state and audit log live (one writer each), how it logs.
 RESTART_ONLY = ("server.host", "server.port", "server.max_connections", "server.header_timeout",
-                "server.max_body_bytes", "state", "audit", "logging")
+                "server.max_body_bytes", "server.drain.timeout", "state", "audit", "logging")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DrainConfig(_Strict):
+    """How a SIGTERM stops the gateway without failing a request."""
+
+    #: ``/readyz`` says 503 at once, but new requests are still served this long, so a load
+    #: balancer (or Kubernetes' endpoints) notices before the listener closes.
+    grace: Seconds = 3.0
+    #: Requests and streams in flight may take this long to finish once the listener has
+    #: closed; what is left then is cut.
+    timeout: Seconds = 30.0
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -43,6 +54,7 @@ class ServerConfig(_Strict):
     #: who reaches the port: keep it on a private network) or ``admin`` (an admin credential,
     #: e.g. Prometheus' ``authorization`` with a key made with ``--admin``).
     internals: Literal["public", "admin"] = "public"
+    drain: DrainConfig = Field(default_factory=DrainConfig)
 
 
 class StateConfig(_Strict):

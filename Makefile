@@ -34,7 +34,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench deploy
 	$(BIN)/mypy
 
-test: $(STAMP) services lint
+# checkov (the policy scanner the manifest tests run) has its own virtual environment: its
+# many pinned dependencies stay out of the gateway's.
+CHECKOV_VENV := .venv-checkov
+CHECKOV      := $(CHECKOV_VENV)/bin/checkov
+
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@echo "Installing checkov into $(CHECKOV_VENV) for the manifest tests"
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==3.3.30'
+
+test: $(STAMP) $(CHECKOV) services lint
 	$(BIN)/pytest
 
 # LiteLLM's proxy, for the side-by-side, lives in its own virtual environment.
@@ -62,4 +73,4 @@ bench: $(STAMP) $(LITELLM_VENV)/bin/litellm $(PORTKEY)
 	$(BIN)/python bench/overhead.py $(OVERHEAD_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LITELLM_VENV) .bench-peers .ironhold .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LITELLM_VENV) $(CHECKOV_VENV) .bench-peers .ironhold .pytest_cache .mypy_cache .ruff_cache

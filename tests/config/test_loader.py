@@ -107,3 +107,22 @@ def test_durations() -> None:
 def test_shipped_examples_are_valid(example: Path) -> None:
     env = {"PRIVATE_CLOUD_KEY": "k", "IRONHOLD_KEY_SECRET": "x" * 32, "HOME": "/home/u"}
     assert load_config(example, env=env).models
+
+
+def test_a_reference_reads_the_file_its_FILE_variable_names(tmp_path: Path) -> None:
+    """As container platforms mount secrets: ${NAME} from the file $NAME_FILE names."""
+    secret = tmp_path / "key-secret"
+    secret.write_text("a-secret-of-enough-length\n")
+    data = {"auth": {"key_secret": "${KEY_SECRET}"}}
+    config = parse_config(data, env={"KEY_SECRET_FILE": str(secret)})
+    assert config.auth.key_secret is not None
+    assert config.auth.key_secret.get_secret_value() == "a-secret-of-enough-length"
+    # The variable itself wins over its file.
+    direct = parse_config(data, env={"KEY_SECRET": "another-secret-value",
+                                     "KEY_SECRET_FILE": str(secret)})
+    assert direct.auth.key_secret is not None
+    assert direct.auth.key_secret.get_secret_value() == "another-secret-value"
+    with pytest.raises(ConfigError) as missing:
+        parse_config(data, env={"KEY_SECRET_FILE": str(tmp_path / "nope")}, source="g.yaml")
+    assert missing.value.message == ("g.yaml: auth.key_secret: KEY_SECRET_FILE names a file "
+                                     "that cannot be read (FileNotFoundError)")

@@ -1,4 +1,5 @@
-"""Loading: YAML in, ``${ENV}`` references resolved, a validated ``Config`` out.
+"""Loading: YAML in, ``${ENV}`` references resolved (from the variable, or from the file that
+``${ENV}_FILE`` names, as container platforms mount secrets), a validated ``Config`` out.
 
 Errors name the file, the field's path and what is wrong, e.g.
 ``gateway.yaml: models[0].deployments[1].url: must be an http:// or https:// URL``.
@@ -84,6 +85,8 @@ def _resolve_env(value: Any, env: Mapping[str, str], source: str, loc: tuple[Any
             name, default = match.group(1), match.group(2)
             if name in env:
                 return env[name]
+            if f"{name}_FILE" in env:
+                return _secret_file(env[f"{name}_FILE"], name, source, loc)
             if default is not None:
                 return default
             raise ConfigError(
@@ -96,6 +99,17 @@ def _resolve_env(value: Any, env: Mapping[str, str], source: str, loc: tuple[Any
     if isinstance(value, list):
         return [_resolve_env(v, env, source, (*loc, i)) for i, v in enumerate(value)]
     return value
+
+
+def _secret_file(path: str, name: str, source: str, loc: tuple[Any, ...]) -> str:
+    """``${NAME}`` from the file ``$NAME_FILE`` names (a mounted Secret), without its final
+    newline."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: {_path(loc)}: {name}_FILE names a file that cannot be "
+                          f"read ({type(exc).__name__})") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def _path(loc: tuple[Any, ...]) -> str:

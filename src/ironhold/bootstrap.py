@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,6 +28,7 @@ from ironhold.audit.stream import NatsAuditStream
 from ironhold.chaos import ChaosStage, FaultTransport
 from ironhold.config.schema import Config, DeploymentConfig, ModelGroupConfig
 from ironhold.config.version import config_version
+from ironhold.core.errors import ConfigError
 from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.ids import new_request_id
 from ironhold.core.keyfiles import load_or_create_ed25519
@@ -64,7 +65,7 @@ from ironhold.telemetry.stage import TelemetryStage
 from ironhold.telemetry.traces import SampledBranch, TracedStage, Tracer, routing
 from ironhold.telemetry.webhook import SignalWebhook
 from ironhold.upstream.http import HttpTransport
-from ironhold.upstream.local import LocalModelServer
+from ironhold.upstream.local import LocalModelServer, ProvidedModel
 from ironhold.upstream.transport import Transport
 
 log = logging.getLogger("ironhold")
@@ -242,10 +243,13 @@ class _Signals:
 
 def build_gateway(config: Config, log_dir: Path | None = None, *,
                   transport_factory: TransportFactory = http_transport,
-                  clock: Clock = time.monotonic, parts: Parts | None = None) -> Gateway:
+                  clock: Clock = time.monotonic, parts: Parts | None = None,
+                  local_models: Mapping[str, ProvidedModel] | None = None) -> Gateway:
     """The gateway a config describes. ``parts``, made with the running gateway's parts as
     its ``previous`` (``Parts(running.parts)``), makes it a reload: every part whose config
-    is unchanged is taken over rather than made again."""
+    is unchanged is taken over rather than made again. ``local_models``: in a worker of
+    ``serve --workers``, the managed local models its supervisor runs (by
+    ``group/deployment``), used instead of starting servers of its own."""
     parts = Parts() if parts is None else parts
     base = config.base_dir
     state: SqlStore | None = parts.take("state", (config.state.url, base))
@@ -272,7 +276,8 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     plan = rollouts.plan(config)
     parts.on_commit(partial(rollouts.adopt, plan))
     groups, local_servers, checkers = _build_groups(config, parts, metrics, log_dir,
-                                                    transport_factory, clock, plan)
+                                                    transport_factory, clock, plan,
+                                                    local_models)
     router = Router(groups, metrics, clock=clock)
     # The services, shared by the stages and the routes outside the model path.
     limit_store: LimitStore | None = parts.take("limits", config.state.redis)
@@ -346,14 +351,15 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         shadows=shadows,
         version=config_version(config),
         rebuild=partial(_rebuild, log_dir=log_dir, transport_factory=transport_factory,
-                        clock=clock),
+                        clock=clock, local_models=local_models),
     )
 
 
 def _rebuild(config: Config, parts: Parts, *, log_dir: Path | None,
-             transport_factory: TransportFactory, clock: Clock) -> Gateway:
+             transport_factory: TransportFactory, clock: Clock,
+             local_models: Mapping[str, ProvidedModel] | None) -> Gateway:
     return build_gateway(config, log_dir, transport_factory=transport_factory, clock=clock,
-                         parts=parts)
+                         parts=parts, local_models=local_models)
 
 
 def _audit_part(config: Config, parts: Parts, state: SqlStore,
@@ -469,6 +475,7 @@ async def _rollout_decided(audit: Auditor | None, board: SignalBoard,
 
 def _build_groups(config: Config, parts: Parts, metrics: Metrics, log_dir: Path | None,
                   transport_factory: TransportFactory, clock: Clock, plan: RolloutPlan,
+                  local_models: Mapping[str, ProvidedModel] | None = None,
                   ) -> tuple[dict[str, ModelGroup], list[LocalModelServer], list[HealthChecker]]:
     """The model groups. A deployment whose target is unchanged is taken over with all it
     knows (ejections, latency statistics, bulkhead, connections, a local model's process); a
@@ -480,7 +487,7 @@ def _build_groups(config: Config, parts: Parts, metrics: Metrics, log_dir: Path 
     for gc in config.models:
         deployments = [
             _deployment_part(config, gc, i, dc, parts, metrics, local_servers, log_dir,
-                             transport_factory)
+                             transport_factory, local_models)
             for i, dc in enumerate(gc.deployments)
         ]
         made_from = (gc, tuple(map(id, deployments)))
@@ -519,8 +526,17 @@ def _deployment_part(
     local_servers: list[LocalModelServer],
     log_dir: Path | None,
     transport_factory: TransportFactory,
+    local_models: Mapping[str, ProvidedModel] | None = None,
 ) -> Deployment:
     name = dc.name or f"{group.name}-{index}"
+    provided = None
+    if dc.local is not None and local_models is not None:
+        provided = local_models.get(f"{group.name}/{name}")
+        if provided is None:
+            raise ConfigError(
+                f"models[{group.name}].deployments[{name}]: with --workers, the supervisor "
+                "starts the managed local models when it starts; restart it to add or change "
+                "one")
     # What it is, not how much it is used: a reweighted deployment is the same deployment.
     target = dc.model_copy(update={"weight": 1.0, "max_concurrent": None, "version": None})
     made_from = (group.name, target, tuple(group.faults), config.base_dir, log_dir)
@@ -534,7 +550,9 @@ def _deployment_part(
         return deployment
     faults = [*group.faults, *dc.faults]
     server = None
-    if dc.local is not None:
+    if provided is not None:
+        base_url = provided.url
+    elif dc.local is not None:
         server = LocalModelServer(name, dc.local, config.base_dir, log_dir)
         base_url = server.base_url
     else:
@@ -546,7 +564,8 @@ def _deployment_part(
         transport=FaultTransport(transport, name, faults, metrics),
         weight=dc.weight, max_concurrent=dc.max_concurrent,
         available=server is None, version=dc.version,
-        digest=server.digest if server is not None else None,
+        digest=provided.digest if provided is not None else
+        server.digest if server is not None else None,
         default_max_tokens=dc.local.default_max_tokens if dc.local is not None else None)
     metrics.set_available(group.name, name, server is None)
     closers: list[Closer] = [transport.close]

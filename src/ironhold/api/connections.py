@@ -34,8 +34,9 @@ class CappedTCPSite(web.TCPSite):
     """A TCP site that accepts at most ``max_connections`` open connections."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int,
-                 backlog: int = 2048):
-        super().__init__(runner, host, port, backlog=backlog, reuse_address=True)
+                 backlog: int = 2048, reuse_port: bool = False):
+        super().__init__(runner, host, port, backlog=backlog, reuse_address=True,
+                         reuse_port=reuse_port)
         self._max_connections = max_connections
         self.refused = 0
 
@@ -57,6 +58,6 @@ class CappedTCPSite(web.TCPSite):
 
         self._server = await asyncio.get_running_loop().create_server(
             protocol, self._host, self._port, backlog=self._backlog,
-            reuse_address=self._reuse_address)
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

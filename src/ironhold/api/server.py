@@ -29,7 +29,8 @@ log = logging.getLogger("ironhold")
 _MAX_HEADER_BYTES = 32 * 1024
 
 
-async def start_server(gateway: Gateway, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_server(gateway: Gateway, host: str, port: int, reuse_port: bool = False,
+                       ) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (``await runner.cleanup()`` to stop) and the bound port."""
     app = create_app(gateway)
     # handler_cancellation: a client that disconnects cancels its handler, and with it the
@@ -49,7 +50,8 @@ async def start_server(gateway: Gateway, host: str, port: int) -> tuple[web.AppR
         await gateway.close()
         raise
     try:
-        site = CappedTCPSite(runner, host, port, max_connections=server.max_connections)
+        site = CappedTCPSite(runner, host, port, max_connections=server.max_connections,
+                             reuse_port=reuse_port)
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -63,9 +65,9 @@ async def start_server(gateway: Gateway, host: str, port: int) -> tuple[web.AppR
 
 async def serve_until_stopped(
     gateway: Gateway, host: str, port: int, on_ready: Callable[[int], None] | None = None,
-    watch: bool = False,
+    watch: bool = False, reuse_port: bool = False,
 ) -> None:
-    runner, bound = await start_server(gateway, host, port)
+    runner, bound = await start_server(gateway, host, port, reuse_port)
     serving = runner.app[SERVING]
     # Everything built so far (the guard's model, phone metadata, the config) lives as long as
     # the process: moved out of the cyclic collector's sight, so a full collection no longer
@@ -179,7 +181,7 @@ class Reloads:
 
 def run_server(
     gateway: Gateway, host: str, port: int, on_ready: Callable[[int], None] | None = None,
-    watch: bool = False,
+    watch: bool = False, reuse_port: bool = False,
 ) -> None:
     try:
         import uvloop
@@ -187,4 +189,4 @@ def run_server(
         runner: Callable[..., None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         runner = asyncio.run
-    runner(serve_until_stopped(gateway, host, port, on_ready, watch))
+    runner(serve_until_stopped(gateway, host, port, on_ready, watch, reuse_port))

@@ -65,24 +65,51 @@ def serve(
     watch: Annotated[bool, typer.Option(
         "--watch", help="Reload when the config file (or a policy file it names) changes, "
                         "as SIGHUP does.")] = False,
+    workers: Annotated[str, typer.Option(
+        help="Worker processes serving the port (SO_REUSEPORT) under one supervisor: a "
+             "number, or 'auto' for one per core. Above 1 needs state.redis (limits shared "
+             "exactly).")] = "1",
+    worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
 ) -> None:
     """Serve the gateway described by a config file. SIGHUP reloads the file without
-    dropping a request (an invalid one is refused and logged; the running config stays);
-    SIGTERM or Ctrl-C stops."""
-    from ironhold.api.server import run_server
-    from ironhold.bootstrap import build_gateway
+    dropping a request (an invalid one is refused and logged; the running config stays).
+    SIGTERM drains (/readyz 503, requests in flight finish) and exits 0; a second one exits
+    at once."""
     from ironhold.telemetry.logs import configure_logging
 
     cfg = load_or_exit(config)
     configure_logging(cfg.logging.level, cfg.logging.format)
+    bind_host = host or cfg.server.host
+    bind_port = port if port is not None else cfg.server.port
+    count = _worker_count(workers)
     try:
-        gateway = build_gateway(cfg, log_dir=cfg.base_dir / ".ironhold" / "logs")
-        run_server(gateway, host or cfg.server.host, port if port is not None else cfg.server.port,
-                   watch=watch)
+        if count > 1 and not worker:
+            from ironhold.workers import Supervisor
+
+            supervisor = Supervisor(cfg, config, count, bind_host, bind_port,
+                                    log_dir=cfg.base_dir / ".ironhold" / "logs")
+            raise typer.Exit(supervisor.run())
+        from ironhold.api.server import run_server
+        from ironhold.bootstrap import build_gateway
+        from ironhold.upstream.local import provided_models
+
+        gateway = build_gateway(cfg, log_dir=cfg.base_dir / ".ironhold" / "logs",
+                                local_models=provided_models() if worker else None)
+        run_server(gateway, bind_host, bind_port, watch=watch, reuse_port=worker)
     except IronholdError as exc:
         fail(exc.message)
     except OSError as exc:
         fail(f"cannot serve: {exc}")
+
+
+def _worker_count(value: str) -> int:
+    import os
+
+    if value == "auto":
+        return os.cpu_count() or 1
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        fail("--workers must be a number from 1 to 256, or auto", 2)
+    return int(value)
 
 
 @app.command()

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -33,6 +35,27 @@ _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
 #: A server that stayed up this long before dying earns a fresh backoff.
 _STABLE_AFTER_S = 60.0
+
+
+#: How the supervisor tells workers where its local model servers are (JSON).
+LOCAL_MODELS_ENV = "IRONHOLD_LOCAL_MODELS"
+
+
+@dataclass(frozen=True, slots=True)
+class ProvidedModel:
+    """A managed local model the supervisor runs: its server's base URL and verified digest."""
+
+    url: str
+    digest: str | None
+
+
+def provided_models() -> dict[str, ProvidedModel] | None:
+    """In a worker: the supervisor's local model servers by ``group/deployment`` (None when
+    not a worker)."""
+    raw = os.environ.get(LOCAL_MODELS_ENV)
+    if raw is None:
+        return None
+    return {name: ProvidedModel(**value) for name, value in json.loads(raw).items()}
 
 
 def restart_delay(previous: float | None, uptime: float) -> float:

@@ -1,0 +1,95 @@
+"""``ironhold serve --workers 2`` as an operator runs it: two workers on one port, limits exact
+across them (Redis), one audit log with two writers that verifies, a worker killed with
+SIGKILL replaced, SIGHUP and SIGTERM forwarded; and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import CHAT, wait_http
+from tests.servers import SimulatorServer, free_port
+
+IRONHOLD = [sys.executable, "-m", "ironhold"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*IRONHOLD, *args], capture_output=True, text=True, timeout=60)
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def wait_for(condition: object, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_two_workers_share_a_port_limits_and_one_audit_log(
+        tmp_path: Path, simulator: SimulatorServer) -> None:
+    port = free_port()
+    path = tmp_path / "gateway.yaml"
+    redis_db = "redis://127.0.0.1:6379/7"
+    prefix = uuid.uuid4().hex[:8]
+    path.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.5s}}}}
+state: {{url: "sqlite:///./state/ironhold.db", redis: "{redis_db}"}}
+audit: {{enabled: true}}
+limits: {{tenants: {{t-{prefix}: {{rpm: 12}}}}}}
+logging: {{access: false}}
+models:
+  - name: chat
+    deployments: [{{url: "{simulator.url}"}}]
+""")
+    key = json.loads(run("keys", "create", "-c", str(path), "--name", "app", "--tenant",
+                         f"t-{prefix}", "--json").stdout)["key"]
+    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],
+                               stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/readyz")
+        assert wait_for(lambda: len(children(process.pid)) == 2)
+        headers = {"Authorization": f"Bearer {key}"}
+        # New connections each: the kernel spreads them over both workers.
+        statuses = [httpx.post(base + "/v1/chat/completions", json=CHAT, headers=headers,
+                               timeout=10).status_code for _ in range(20)]
+        assert statuses.count(200) == 12 and statuses.count(429) == 8  # exact across workers
+        first = children(process.pid)
+        os.kill(first[0], signal.SIGKILL)
+        started = time.monotonic()
+        assert wait_for(lambda: len(children(process.pid)) == 2
+                        and children(process.pid) != first, 5)
+        assert time.monotonic() - started < 3  # replaced within about 2 s
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0  # after both workers drained and exited
+    finally:
+        if process.poll() is None:
+            process.kill()
+    verified = run("audit", "verify", "--config", str(path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "ok: 20 records" in verified.stdout  # both writers, one gap-free log
+
+
+def test_workers_without_redis_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("server: {port: 18999}\nmodels: [{name: chat, deployments: "
+                    "[{url: 'http://127.0.0.1:9/v1'}]}]\n")
+    refused = run("serve", "--config", str(path), "--workers", "2")
+    assert refused.returncode == 1
+    assert "Set state.redis" in refused.stderr
+    assert run("serve", "--config", str(path), "--workers", "zero").returncode == 2

@@ -8,6 +8,8 @@ kernel spreads connections across them. The supervisor listens on nothing. It:
 - runs the managed local model servers, once, and tells the workers where they are
   (``IRONHOLD_LOCAL_MODELS``): never one llama.cpp process per worker;
 - restarts a worker that dies, after a backoff (1 s, doubling while it crash-loops);
+- gives each worker a Unix socket in a folder of its own, where the worker a scrape reaches
+  reads its siblings' metrics (``api/process_group.py``): ``/metrics`` is the whole group's;
 - forwards SIGHUP (each worker reloads its config) and SIGTERM / SIGINT (each drains; the
   supervisor exits once they all have, stopping the model servers last). A second SIGTERM is
   forwarded too: the workers exit at once, and so does the supervisor.
@@ -24,11 +26,14 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from ironhold.api.process_group import WORKER_INDEX_ENV, WORKERS_DIR_ENV
 from ironhold.bootstrap import audit_signing_key_path, open_identity
 from ironhold.config.schema import Config
 from ironhold.core.errors import ConfigError
@@ -83,16 +88,18 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signalled, sig, second)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
-        env = {**os.environ, LOCAL_MODELS_ENV: json.dumps(
+        folder = Path(tempfile.mkdtemp(prefix="ironhold-workers-"))
+        env = {**os.environ, WORKERS_DIR_ENV: str(folder), LOCAL_MODELS_ENV: json.dumps(
             {name: {"url": m.url, "digest": m.digest} for name, m in provided.items()})}
         try:
             async with asyncio.TaskGroup() as group:
                 for index in range(self._count):
-                    group.create_task(self._keep(index, env))
+                    group.create_task(self._keep(index, {**env, WORKER_INDEX_ENV: str(index)}))
             return 1 if second.is_set() else 0
         finally:
             for server in self._models:
                 await server.stop()
+            shutil.rmtree(folder, ignore_errors=True)
             log.info("supervisor stopped")
 
     def _prepare_state(self) -> None:

@@ -93,3 +93,49 @@ def test_workers_without_redis_are_refused(tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert "Set state.redis" in refused.stderr
     assert run("serve", "--config", str(path), "--workers", "zero").returncode == 2
+
+
+def test_metrics_are_the_whole_groups(tmp_path: Path, simulator: SimulatorServer) -> None:
+    """A scrape reaches one worker; it answers with both workers' series, labelled, and the
+    answer is valid Prometheus text (promtool)."""
+    port = free_port()
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.2s}}}}
+state: {{url: "sqlite:///./state/ironhold.db", redis: "redis://127.0.0.1:6379/7"}}
+logging: {{access: false}}
+models:
+  - name: chat
+    deployments: [{{url: "{simulator.url}"}}]
+""")
+    key = json.loads(run("keys", "create", "-c", str(path), "--name", "app",
+                         "--json").stdout)["key"]
+    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/readyz")
+        for _ in range(30):
+            assert httpx.post(base + "/v1/chat/completions", json=CHAT, timeout=10, headers={
+                "Authorization": f"Bearer {key}"}).status_code == 200
+
+        def scrape() -> tuple[str, dict[str, float]]:
+            text = httpx.get(base + "/metrics", timeout=10).text
+            counts: dict[str, float] = {}
+            for line in text.splitlines():
+                if line.startswith("gen_ai_client_operation_duration_seconds_count{"):
+                    worker = line.split('worker="')[1].split('"')[0]
+                    counts[worker] = counts.get(worker, 0) + float(line.rsplit(" ", 1)[1])
+            return text, counts
+
+        # Both workers' sockets are up once a scrape shows both.
+        assert wait_for(lambda: set(scrape()[1]) == {"0", "1"})
+        for _ in range(4):  # whichever worker answers, it is the whole group
+            text, counts = scrape()
+            assert set(counts) == {"0", "1"} and sum(counts.values()) == 30
+        checked = subprocess.run(["promtool", "check", "metrics"], input=text,
+                                 capture_output=True, text=True, timeout=30)
+        assert "error" not in (checked.stdout + checked.stderr).lower(), checked.stderr
+    finally:
+        process.terminate()
+        assert process.wait(timeout=20) == 0

@@ -12,9 +12,17 @@ from typing import Any
 from aiohttp import web
 
 from ironhold.api.admin import add_admin_routes
-from ironhold.api.context import REQUEST_ID, SERVING, gateway_of, request_id_of, serving_of
+from ironhold.api.context import (
+    PROCESS_GROUP,
+    REQUEST_ID,
+    SERVING,
+    gateway_of,
+    request_id_of,
+    serving_of,
+)
 from ironhold.api.errors import error_response, plain_error
 from ironhold.api.oauth import add_oauth_routes
+from ironhold.api.process_group import TEXT_FORMAT, ProcessGroup
 from ironhold.api.requests import parse_json_object, parse_timeout_header, read_body
 from ironhold.api.responses import json_response
 from ironhold.bootstrap import Gateway
@@ -55,6 +63,7 @@ def create_app(gateway: Gateway | Serving) -> web.Application:
         client_max_size=serving.current.config.server.max_body_bytes + 1,
     )
     app[SERVING] = serving
+    app[PROCESS_GROUP] = ProcessGroup.from_env()
     app.router.add_post("/v1/chat/completions", _operation(Operation.CHAT))
     app.router.add_post("/v1/completions", _operation(Operation.COMPLETION))
     app.router.add_post("/v1/embeddings", _operation(Operation.EMBEDDING))
@@ -68,8 +77,14 @@ def create_app(gateway: Gateway | Serving) -> web.Application:
 
     async def on_startup(_: web.Application) -> None:
         await serving.current.start()
+        group = app[PROCESS_GROUP]
+        if group is not None:
+            await group.start(lambda: serving.current.metrics.exposition("")[0])
 
     async def on_cleanup(_: web.Application) -> None:
+        group = app[PROCESS_GROUP]
+        if group is not None:
+            await group.stop()
         await serving.close()
 
     app.on_startup.append(on_startup)
@@ -246,6 +261,11 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     await _may_see_internals(gateway, request, required=True)
+    group = request.app.get(PROCESS_GROUP)
+    if group is not None:  # every worker's series, in Prometheus' text format
+        own, _ = await asyncio.to_thread(gateway.metrics.exposition, "")
+        return web.Response(body=await group.exposition(own),
+                            headers={"Content-Type": TEXT_FORMAT})
     # Off the loop: a scrape writes every series, and /healthz must not wait for it.
     body, content_type = await asyncio.to_thread(gateway.metrics.exposition,
                                                  request.headers.get("Accept", ""))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from ironhold.api.process_group import ProcessGroup
     from ironhold.bootstrap import Gateway
     from ironhold.serving import Serving
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 REQUEST_ID = web.RequestKey("request_id", str)
 #: The running gateway and its reloads.
 SERVING: web.AppKey[Serving] = web.AppKey("serving")
+#: Under ``serve --workers``: this worker's siblings, for ``/metrics`` of the whole group.
+PROCESS_GROUP: web.AppKey[ProcessGroup | None] = web.AppKey("process_group")
 
 
 def request_id_of(request: web.Request) -> str:

@@ -23,10 +23,11 @@ else
 fi
 
 # Debian packages the tests drive for real: Prometheus and promtool (the SLO rules), Chromium
-# (the console, through Playwright).
+# (the console, through Playwright), HAProxy (replicas behind a load balancer).
 missing=()
 command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing Debian packages: ${missing[*]}"
   as_root=()
@@ -39,3 +40,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 echo "Prometheus: $(prometheus --version 2>&1 | head -n 1)"
 echo "Chromium: $(chromium --version 2>/dev/null)"
+echo "HAProxy: $(haproxy -v 2>/dev/null | head -n 1)"

@@ -1,6 +1,6 @@
 """Ironhold's Grafana dashboard, as code (grafana-foundation-sdk).
 
-    python deploy/grafana/dashboards.py            # writes deploy/grafana/ironhold.json
+    python deploy/grafana/dashboards.py   # writes ironhold.json here and the Helm chart's copy
 
 Every query reads metrics the gateway exposes at /metrics (a test checks each name against a
 running gateway, and that the committed JSON is what this script writes).
@@ -18,6 +18,9 @@ from grafana_foundation_sdk.models.common import TimeZoneBrowser
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 OUT = Path(__file__).with_name("ironhold.json")
+#: The same JSON inside the Helm chart (a chart reads only its own files), for its ConfigMap.
+CHART_COPY = Path(__file__).resolve().parent.parent / "helm" / "ironhold" / "files" / \
+    "ironhold-dashboard.json"
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
 MODEL = 'gen_ai_request_model=~"$model"'
 RATE = "$__rate_interval"
@@ -159,5 +162,8 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    OUT.write_text(render())
-    print(f"wrote {OUT}", file=sys.stderr)
+    text = render()
+    for path in (OUT, CHART_COPY):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}", file=sys.stderr)

@@ -6,6 +6,7 @@ checked by reading it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,10 @@ def render(out: Path, *values: str, extra: dict[str, Any] | None = None) -> dict
     found: dict[str, Any] = {}
     for path in sorted(out.glob("*.yaml")):
         obj = yaml.safe_load(path.read_text())
-        found[obj["kind"]] = obj
+        kind = obj["kind"]
+        if obj["metadata"]["name"].endswith("-dashboard"):
+            kind = "Dashboard"  # a second ConfigMap
+        found[kind] = obj
     return found
 
 
@@ -97,7 +101,11 @@ def test_rendered_objects_are_valid_kubernetes_1_35(tmp_path: Path,
 
 def test_production_values_scale_out_and_share_state(tmp_path: Path) -> None:
     objs = render(tmp_path / "out", "values-production.yaml")
-    assert {"HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule"} <= set(objs)
+    assert {"HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "Dashboard"} <= \
+        set(objs)
+    dashboard = json.loads(objs["Dashboard"]["data"]["ironhold.json"])
+    assert dashboard["uid"] == "ironhold-gateway"
+    assert objs["Dashboard"]["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert objs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
     config = yaml.safe_load(objs["ConfigMap"]["data"]["gateway.yaml"])
     assert config["state"]["url"] == "${DATABASE_URL}" and config["state"]["redis"]

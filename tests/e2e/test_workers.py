@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import CHAT, wait_http
 from tests.servers import SimulatorServer, free_port
@@ -139,3 +140,45 @@ models:
     finally:
         process.terminate()
         assert process.wait(timeout=20) == 0
+
+
+@pytest.mark.model
+def test_the_supervisor_runs_the_local_model_once_for_every_worker(tmp_path: Path) -> None:
+    from ironhold.upstream.artifacts import demo_model_path
+
+    gguf, digest = demo_model_path()
+    port = free_port()
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.2s}}}}
+state: {{url: "sqlite:///./state/ironhold.db", redis: "redis://127.0.0.1:6379/7"}}
+logging: {{access: false}}
+models:
+  - name: smollm
+    routing: {{timeout: {{total: 120s}}}}
+    deployments:
+      - {{name: local, local: {{gguf: "{gguf}", sha256: "{digest}", ctx_size: 512, threads: 1,
+                                default_max_tokens: 8}}}}
+""")
+    key = json.loads(run("keys", "create", "-c", str(path), "--name", "app",
+                         "--json").stdout)["key"]
+    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/readyz", seconds=120)
+        assert wait_for(lambda: len(children(process.pid)) == 3)  # two workers, one model
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    for pid in children(process.pid)]
+        assert sum(b"llama_cpp.server" in c for c in commands) == 1
+        headers = {"Authorization": f"Bearer {key}"}
+        for _ in range(4):  # new connections: both workers, one model server
+            answer = httpx.post(base + "/v1/chat/completions", headers=headers, timeout=120,
+                                json={"model": "smollm", "max_tokens": 4, "messages": [
+                                    {"role": "user", "content": "Say hi"}]})
+            assert answer.status_code == 200, answer.text
+        listed = httpx.get(base + "/v1/models", headers=headers).json()["data"][0]
+        assert listed["deployments"][0]["digest"] == f"sha256:{digest}"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0

@@ -182,3 +182,43 @@ models:
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path,
+                                                       simulator: SimulatorServer) -> None:
+    port = free_port()
+    path = tmp_path / "gateway.yaml"
+    text = f"""
+server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.2s}}}}
+state: {{url: "sqlite:///./state/ironhold.db", redis: "redis://127.0.0.1:6379/7"}}
+logging: {{access: false}}
+models:
+  - name: chat
+    deployments: [{{url: "{simulator.url}", weight: WEIGHT}}]
+"""
+    path.write_text(text.replace("WEIGHT", "1"))
+    admin = json.loads(run("keys", "create", "-c", str(path), "--name", "ops", "--admin",
+                           "--json").stdout)["key"]
+    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],
+                               stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def versions() -> set[str]:
+        """What the workers run, over enough new connections to reach both."""
+        return {httpx.get(base + "/admin/config", timeout=10,
+                          headers={"Authorization": f"Bearer {admin}"}).json()["version"]
+                for _ in range(16)}
+
+    try:
+        wait_http(base + "/readyz")
+        assert wait_for(lambda: len(children(process.pid)) == 2)
+        before = versions()
+        assert len(before) == 1
+        path.write_text(text.replace("WEIGHT", "3"))
+        process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: len(versions()) == 1 and versions() != before)
+        assert run("config", "status", "--config", str(path), "--url", base,
+                   "--key", admin).returncode == 0
+    finally:
+        process.terminate()
+        assert process.wait(timeout=20) == 0

@@ -40,6 +40,26 @@ def wait_for(condition: object, seconds: float = 15) -> bool:
     return False
 
 
+def workers_config(path: Path, port: int, models: str, extra: str = "") -> None:
+    """A config for two workers on ``port`` (SQLite state, limits in Redis) with ``models``
+    (the YAML of the models list's items)."""
+    path.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.2s}}}}
+state: {{url: "sqlite:///./state/ironhold.db", redis: "redis://127.0.0.1:6379/7"}}
+logging: {{access: false}}
+{extra}models:
+{models}""")
+
+
+def start_workers(path: Path, admin: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """``serve --workers 2`` on ``path``, and a new key (an admin's if asked)."""
+    key = json.loads(run("keys", "create", "-c", str(path), "--name", "app", "--json",
+                         *(["--admin"] if admin else [])).stdout)["key"]
+    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],
+                               stderr=subprocess.DEVNULL)
+    return process, key
+
+
 def test_two_workers_share_a_port_limits_and_one_audit_log(
         tmp_path: Path, simulator: SimulatorServer) -> None:
     port = free_port()
@@ -101,18 +121,8 @@ def test_metrics_are_the_whole_groups(tmp_path: Path, simulator: SimulatorServer
     answer is valid Prometheus text (promtool)."""
     port = free_port()
     path = tmp_path / "gateway.yaml"
-    path.write_text(f"""
-server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.2s}}}}
-state: {{url: "sqlite:///./state/ironhold.db", redis: "redis://127.0.0.1:6379/7"}}
-logging: {{access: false}}
-models:
-  - name: chat
-    deployments: [{{url: "{simulator.url}"}}]
-""")
-    key = json.loads(run("keys", "create", "-c", str(path), "--name", "app",
-                         "--json").stdout)["key"]
-    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],
-                               stderr=subprocess.DEVNULL)
+    workers_config(path, port, f'  - {{name: chat, deployments: [{{url: "{simulator.url}"}}]}}\n')
+    process, key = start_workers(path)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + "/readyz")
@@ -149,21 +159,13 @@ def test_the_supervisor_runs_the_local_model_once_for_every_worker(tmp_path: Pat
     gguf, digest = demo_model_path()
     port = free_port()
     path = tmp_path / "gateway.yaml"
-    path.write_text(f"""
-server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.2s}}}}
-state: {{url: "sqlite:///./state/ironhold.db", redis: "redis://127.0.0.1:6379/7"}}
-logging: {{access: false}}
-models:
-  - name: smollm
+    workers_config(path, port, f"""  - name: smollm
     routing: {{timeout: {{total: 120s}}}}
     deployments:
       - {{name: local, local: {{gguf: "{gguf}", sha256: "{digest}", ctx_size: 512, threads: 1,
                                 default_max_tokens: 8}}}}
 """)
-    key = json.loads(run("keys", "create", "-c", str(path), "--name", "app",
-                         "--json").stdout)["key"]
-    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],
-                               stderr=subprocess.DEVNULL)
+    process, key = start_workers(path)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(base + "/readyz", seconds=120)
@@ -188,19 +190,9 @@ def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path,
                                                        simulator: SimulatorServer) -> None:
     port = free_port()
     path = tmp_path / "gateway.yaml"
-    text = f"""
-server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.2s}}}}
-state: {{url: "sqlite:///./state/ironhold.db", redis: "redis://127.0.0.1:6379/7"}}
-logging: {{access: false}}
-models:
-  - name: chat
-    deployments: [{{url: "{simulator.url}", weight: WEIGHT}}]
-"""
-    path.write_text(text.replace("WEIGHT", "1"))
-    admin = json.loads(run("keys", "create", "-c", str(path), "--name", "ops", "--admin",
-                           "--json").stdout)["key"]
-    process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],
-                               stderr=subprocess.DEVNULL)
+    models = f'  - {{name: chat, deployments: [{{url: "{simulator.url}", weight: WEIGHT}}]}}\n'
+    workers_config(path, port, models.replace("WEIGHT", "1"))
+    process, admin = start_workers(path, admin=True)
     base = f"http://127.0.0.1:{port}"
 
     def versions() -> set[str]:
@@ -214,7 +206,7 @@ models:
         assert wait_for(lambda: len(children(process.pid)) == 2)
         before = versions()
         assert len(before) == 1
-        path.write_text(text.replace("WEIGHT", "3"))
+        workers_config(path, port, models.replace("WEIGHT", "3"))
         process.send_signal(signal.SIGHUP)
         assert wait_for(lambda: len(versions()) == 1 and versions() != before)
         assert run("config", "status", "--config", str(path), "--url", base,

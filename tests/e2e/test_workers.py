@@ -64,18 +64,10 @@ def test_two_workers_share_a_port_limits_and_one_audit_log(
         tmp_path: Path, simulator: SimulatorServer) -> None:
     port = free_port()
     path = tmp_path / "gateway.yaml"
-    redis_db = "redis://127.0.0.1:6379/7"
     prefix = uuid.uuid4().hex[:8]
-    path.write_text(f"""
-server: {{host: 127.0.0.1, port: {port}, drain: {{grace: 0.5s}}}}
-state: {{url: "sqlite:///./state/ironhold.db", redis: "{redis_db}"}}
-audit: {{enabled: true}}
-limits: {{tenants: {{t-{prefix}: {{rpm: 12}}}}}}
-logging: {{access: false}}
-models:
-  - name: chat
-    deployments: [{{url: "{simulator.url}"}}]
-""")
+    limits = f"audit: {{enabled: true}}\nlimits: {{tenants: {{t-{prefix}: {{rpm: 12}}}}}}\n"
+    workers_config(path, port, f'  - {{name: chat, deployments: [{{url: "{simulator.url}"}}]}}\n',
+                   extra=limits)
     key = json.loads(run("keys", "create", "-c", str(path), "--name", "app", "--tenant",
                          f"t-{prefix}", "--json").stdout)["key"]
     process = subprocess.Popen([*IRONHOLD, "serve", "--config", str(path), "--workers", "2"],

@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -206,3 +208,55 @@ def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path,
     finally:
         process.terminate()
         assert process.wait(timeout=20) == 0
+
+
+def test_a_killed_worker_fails_only_what_it_had_in_flight(
+        tmp_path: Path, make_simulator: Any) -> None:
+    slow: SimulatorServer = make_simulator(token_latency={"ms": 50}, completion_tokens=10)
+    port = free_port()
+    path = tmp_path / "gateway.yaml"
+    workers_config(path, port, f'  - {{name: chat, deployments: [{{url: "{slow.url}"}}]}}\n')
+    process, key = start_workers(path)
+    base = f"http://127.0.0.1:{port}"
+    failures: list[float] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def client(stream: bool) -> None:
+        while not stop.is_set():  # a new connection each time, as many clients do
+            try:
+                answer = httpx.post(base + "/v1/chat/completions", timeout=10,
+                                    json={**CHAT, "stream": stream},
+                                    headers={"Authorization": f"Bearer {key}"})
+                ok = answer.status_code == 200 and (not stream or "[DONE]" in answer.text)
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                answered[0] += 1
+            else:
+                failures.append(time.monotonic())
+
+    threads = [threading.Thread(target=client, args=(i % 3 == 0,), daemon=True)
+               for i in range(6)]
+    try:
+        wait_http(base + "/readyz")
+        assert wait_for(lambda: len(children(process.pid)) == 2)
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        before = list(children(process.pid))
+        killed_at = time.monotonic()
+        os.kill(before[0], signal.SIGKILL)
+        assert wait_for(lambda: len(children(process.pid)) == 2
+                        and children(process.pid) != before, 5)
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+    assert answered[0] > 20
+    # Only what the killed worker was serving (at most every client's one request), at once.
+    assert len(failures) <= len(threads), failures
+    assert all(at - killed_at < 0.5 for at in failures), [at - killed_at for at in failures]

@@ -233,11 +233,12 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     ``group/deployment``), used instead of starting servers of its own."""
     parts = Parts() if parts is None else parts
     base = config.base_dir
-    state: SqlStore | None = parts.take("state", (config.state.url, base))
+    # What the state database's parts are made from: where it is.
+    database = (config.state.url, base)
+    state: SqlStore | None = parts.take("state", database)
     if state is None:
         state = open_sql_store(config.state.url, base)
-        parts.add("state", (config.state.url, base), state,
-                  close=partial(asyncio.to_thread, state.close))
+        parts.add("state", database, state, close=partial(asyncio.to_thread, state.close))
     metrics: Metrics = parts.take("metrics", None) or parts.add("metrics", None, Metrics())
     identity = (config.auth, config.identity, base)
     taken = parts.take("identity", identity)
@@ -248,12 +249,11 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
                   close=authenticator.oidc.jwks.close if authenticator.oidc else None)
     else:
         keys, authenticator = taken
-    rollouts: Rollouts | None = parts.take("rollouts", (config.state.url, base))
+    rollouts: Rollouts | None = parts.take("rollouts", database)
     if rollouts is None:
         rollouts = Rollouts(SqlRolloutRepository(state))
         metrics.watch_rollouts(rollouts.shares)
-        parts.add("rollouts", (config.state.url, base), rollouts, start=rollouts.start,
-                  close=rollouts.stop)
+        parts.add("rollouts", database, rollouts, start=rollouts.start, close=rollouts.stop)
     plan = rollouts.plan(config)
     parts.on_commit(partial(rollouts.adopt, plan))
     groups, local_servers, checkers = build_groups(config, parts, metrics, log_dir,

@@ -8,8 +8,10 @@ closed once the old gateway's last request has finished. A part is started once,
 gateway started it, and closed once, by whichever gateway holds it last.
 
     parts = Parts(previous)
-    store = parts.take("state", config.state) or parts.add("state", config.state, open_store(),
-                                                           close=store.aclose)
+    store = parts.take("state", config.state)
+    if store is None:
+        store = open_store(config.state)
+        parts.add("state", config.state, store, close=store.aclose)
 """
 
 from __future__ import annotations

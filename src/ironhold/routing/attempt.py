@@ -75,10 +75,9 @@ class Attempt:
             if status < 400:
                 d.recent.add(now - self.started)
             group.outlier.success(d)
-            if group.split is not None:
-                group.split.attempted(d, False, now - self.started)
-        elif group.split is not None:
-            group.split.attempted(d, True, None)
+            group.attempted(d, False, now - self.started)
+        else:
+            group.attempted(d, True, None)
         group.metrics.upstream_attempt(group.name, d.name, str(status))
 
     def failed(self, exc: UpstreamError, request_id: str = "", number: int = 0) -> None:
@@ -100,8 +99,7 @@ class Attempt:
             # A failure makes the deployment look slow to peak-EWMA: it loses P2C contests.
             d.latency.observe(max(now - self.started, 4 * d.latency.current(now), 0.05), now)
             group.outlier.failure(d, exc.code)
-            if group.split is not None:
-                group.split.attempted(d, True, None)
+            group.attempted(d, True, None)
         else:
             group.outlier.abandoned(d)
         group.metrics.upstream_attempt(group.name, d.name, exc.code)
@@ -125,8 +123,7 @@ class Attempt:
             self.record.outcome = f"stream_{exc.code}"
         if self.shared:
             group.outlier.failure(d, exc.code)
-            if group.split is not None:
-                group.split.attempted(d, True, None)
+            group.attempted(d, True, None)
         group.metrics.upstream_attempt(group.name, d.name, f"stream_{exc.code}")
         log.warning("stream broke after the commit point", extra={
             "model": group.name, "deployment": d.name, "error": exc.code,

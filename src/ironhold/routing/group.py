@@ -66,6 +66,12 @@ class ModelGroup:
         self._per_key: dict[str, int] = {}
         self._key_waiters: dict[str, deque[asyncio.Future[None]]] = {}
 
+    def attempted(self, d: Deployment, failed: bool, ttft: float | None) -> None:
+        """An attempt's outcome, for a rollout's gates (the shadow's copies are neither
+        side's)."""
+        if self.split is not None and d.name != self.shadow:
+            self.split.attempted(d, failed, ttft)
+
     def carry_from(self, old: ModelGroup) -> None:
         """A reload rebuilt this group: keep the old one's retry and hedge budgets and its
         balancer's statistics where their settings did not change."""

@@ -18,6 +18,7 @@ from typing import Literal
 from ironhold.config.changes import GatesConfig
 from ironhold.core.exchange import Exchange
 from ironhold.routing.deployment import Deployment
+from ironhold.routing.stats import nearest_rank
 
 __all__ = ["Side", "SideStats", "Split", "Verdict", "judge", "wilson_bounds"]
 
@@ -54,10 +55,7 @@ class SideStats:
         self.refusals += refused
 
     def ttft_p95(self) -> float | None:
-        if not self.ttft:
-            return None
-        ordered = sorted(self.ttft)
-        return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+        return nearest_rank(sorted(self.ttft), 0.95) if self.ttft else None
 
     def as_json(self) -> dict[str, object]:
         p95 = self.ttft_p95()
@@ -69,10 +67,8 @@ class SideStats:
 class Split:
     """The candidate's share of its group's traffic, as the router applies it."""
 
-    def __init__(self, candidate: str, ignore: str | None = None):
+    def __init__(self, candidate: str):
         self.candidate = candidate
-        #: A deployment whose attempts are neither side's (the group's shadow).
-        self.ignore = ignore
         #: Percent of requests (keys, sessions) on the candidate side; 0 sends none.
         self.percent = 0.0
         #: Changes with every step, so a key's side is drawn again at each step.
@@ -109,8 +105,6 @@ class Split:
         return not is_candidate
 
     def attempted(self, d: Deployment, failed: bool, ttft: float | None) -> None:
-        if d.name == self.ignore:
-            return
         self.stats["candidate" if d.name == self.candidate else "stable"].attempted(failed, ttft)
 
     def answered(self, deployment: str, refused: bool) -> None:

@@ -127,7 +127,6 @@ class Rollouts:
             rollout = plan.rollouts.get(group.name)
             if rollout is not None and group.rollout is not None:
                 rollout.config = group.rollout
-                rollout.split.ignore = group.shadow.deployment if group.shadow else None
         self._rollouts = plan.rollouts
 
     def answered(self, model: str | None, deployment: str | None, refused: bool) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import random
 import time
 from collections import deque
@@ -30,6 +29,7 @@ from ironhold.core.events import Chunk, Event, StreamError
 from ironhold.core.exchange import Exchange, Reply
 from ironhold.core.ids import new_request_id
 from ironhold.core.pipeline import Handler
+from ironhold.routing.stats import nearest_rank
 from ironhold.telemetry.answers import AnswerFacts
 from ironhold.telemetry.metrics import Metrics
 
@@ -254,11 +254,8 @@ def _percentiles(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
     ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 3)
-
-    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99)}
+    return {name: round(nearest_rank(ordered, q), 3)
+            for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
 
 
 class ShadowStage:

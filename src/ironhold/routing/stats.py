@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 Clock = Callable[[], float]
 
@@ -73,6 +73,11 @@ class PeakEwma:
         return self.value * math.exp(-(now - self._stamp) / self._tau)
 
 
+def nearest_rank(ordered: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0 to 1) of values sorted ascending, by the nearest-rank method."""
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
 class LatencyWindow:
     __slots__ = ("_cached", "_fresh", "_next", "_percentile", "_samples", "_size", "count")
 
@@ -102,8 +107,6 @@ class LatencyWindow:
         """The percentile of the recent samples; recomputed at most every 16 new samples, so
         a read costs O(1) amortised."""
         if self._fresh >= 16 or (self._fresh and len(self._samples) < 64):
-            ordered = sorted(self._samples)
-            rank = min(len(ordered) - 1, math.ceil(self._percentile / 100 * len(ordered)) - 1)
-            self._cached = ordered[max(rank, 0)]
+            self._cached = nearest_rank(sorted(self._samples), self._percentile / 100)
             self._fresh = 0
         return self._cached

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import wait_http
+from tests.helpers import wait_http, wait_until
 from tests.servers import SimulatorServer, free_port
 
 IRONHOLD = [sys.executable, "-m", "ironhold"]
@@ -95,7 +95,9 @@ def test_sighup_reloads_the_file_and_refuses_a_broken_one(
                key=key).returncode == 0
     path.write_text("models: [{name: chat, deployments: [{url: 'not a url'}]}]\n")
     process.send_signal(signal.SIGHUP)
-    time.sleep(1.0)
+    # The refusal is counted once the reload has run (not after a guessed sleep).
+    assert wait_until(lambda: 'ironhold_config_reloads_total{outcome="rejected"} 1.0' in
+                      httpx.get(base + "/metrics").text, 30)
     assert process.poll() is None
     assert running_version(base, key) == second
     assert run("config", "status", "--config", str(path), "--url", base,

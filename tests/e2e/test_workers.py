@@ -259,4 +259,5 @@ def test_a_killed_worker_fails_only_what_it_had_in_flight(
     assert answered[0] > 20
     # Only what the killed worker was serving (at most every client's one request), at once.
     assert len(failures) <= len(threads), failures
-    assert all(at - killed_at < 0.5 for at in failures), [at - killed_at for at in failures]
+    # Seen at once by the clients (1 s of slack for a loaded machine's scheduling).
+    assert all(at - killed_at < 1.5 for at in failures), [at - killed_at for at in failures]

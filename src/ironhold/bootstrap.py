@@ -45,6 +45,8 @@ from ironhold.limits.quotas import Pricer, Quotas
 from ironhold.limits.redis_store import RedisLimitStore
 from ironhold.limits.stage import LimitsStage
 from ironhold.limits.store import LimitStore, MemoryLimitStore
+from ironhold.mcp.build import build_tools
+from ironhold.mcp.gateway import ToolGateway
 from ironhold.policy.authorizer import Authorizer
 from ironhold.policy.engine import PolicyEngine
 from ironhold.policy.stage import PolicyStage
@@ -97,6 +99,8 @@ class Gateway:
     rollouts: Rollouts | None = None
     #: Per model group with a shadow deployment.
     shadows: dict[str, Shadow] = field(default_factory=dict)
+    #: The MCP tool gateway (``/mcp``), when ``mcp.servers`` names any.
+    tools: ToolGateway | None = None
     started: bool = False
     #: The config's version (SHA-256 of its canonical form) and when it was built into this.
     version: str = ""
@@ -292,11 +296,18 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
     if authorizer is not None:
         decisions.append(("policy", PolicyStage(authorizer)))
     decisions.append(("limits", LimitsStage(quotas, pricer)))
+    injection: InjectionModel | None = None
     if config.guard.enabled:
         guard_from = (config.guard, [(g.name, g.guard) for g in config.models])
         guard = parts.take("guard", guard_from) or parts.add("guard", guard_from,
                                                              build_guard(config))
         decisions.append(("guard", guard))
+        injection = guard.guard.model
+    version = config_version(config)
+    tools = build_tools(config, parts, state=state, keys=keys, metrics=metrics, quotas=quotas,
+                        authorizer=authorizer, audit=audit, signals=signals.board,
+                        injection=injection,
+                        version=version, log_dir=log_dir)
     decisions.append(("chaos", ChaosStage(config.chaos.header, config.chaos.keys, authorizer)))
     if shadows:
         decisions.append(("shadow", ShadowStage(shadows)))
@@ -329,7 +340,8 @@ def build_gateway(config: Config, log_dir: Path | None = None, *,
         health_checkers=checkers,
         rollouts=rollouts,
         shadows=shadows,
-        version=config_version(config),
+        tools=tools,
+        version=version,
         rebuild=partial(_rebuild, log_dir=log_dir, transport_factory=transport_factory,
                         clock=clock, local_models=local_models),
     )

@@ -21,6 +21,7 @@ from ironhold.api.context import (
     serving_of,
 )
 from ironhold.api.errors import error_response, plain_error
+from ironhold.api.mcp import add_mcp_routes
 from ironhold.api.oauth import add_oauth_routes
 from ironhold.api.process_group import TEXT_FORMAT, ProcessGroup
 from ironhold.api.requests import parse_json_object, parse_timeout_header, read_body
@@ -74,6 +75,7 @@ def create_app(gateway: Gateway | Serving) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     add_admin_routes(app)
     add_oauth_routes(app)
+    add_mcp_routes(app)
 
     async def on_startup(_: web.Application) -> None:
         await serving.current.start()

@@ -83,6 +83,10 @@ class Auditor:
         """Queue a shadow comparison without waiting (a lost one is logged)."""
         self._queue(ShadowRecord(round(time.time(), 6), f"shadow-{new_request_id()}", pair))
 
+    def queue_change(self, record: ChangeRecord) -> None:
+        """Queue a change the gateway noticed itself (a tool quarantined), without waiting."""
+        self._queue(record)
+
     def _queue(self, record: AuditRecord) -> None:
         try:
             future = self.log.enqueue(record)
@@ -102,6 +106,20 @@ class Auditor:
                     "The change was made but could not be recorded in the audit log; check "
                     "the log's storage."
                 ) from None
+
+    async def record_tool_call(self, record: AuditRecord, refused: bool) -> int | None:
+        """Append a tool call's record and wait until it is durable (its ``seq``). A tool's
+        result does not go out unrecorded (unless ``on_store_error: open``); a refusal does."""
+        try:
+            return (await self.log.append(record)).seq
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": record.request_id})
+            if self._closed and not refused:
+                raise AuditUnavailableError(
+                    "The tool call could not be recorded in the audit log, so its result is "
+                    f"not passed on (request id {record.request_id}); try again shortly."
+                ) from None
+            return None
 
     async def record_change(self, record: ChangeRecord) -> None:
         """Record a change to what the gateway runs (already made: a lost record is logged,

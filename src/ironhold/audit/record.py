@@ -27,7 +27,7 @@ from ironhold.core.exchange import (
 )
 
 __all__ = ["RECORD_VERSION", "AuditRecord", "ChangeRecord", "EventRecord", "RequestRecord",
-           "ShadowRecord", "SignalRecord", "build_event_record", "build_record", "encode_record"]
+           "ShadowRecord", "SignalRecord", "ToolCallRecord", "build_event_record", "build_record", "encode_record"]
 
 RECORD_VERSION = 1
 
@@ -186,6 +186,56 @@ class ShadowRecord:
     def fields(self) -> dict[str, Any]:
         return {"v": RECORD_VERSION, "kind": "shadow", "time": self.time,
                 "request_id": self.request_id, "pair": dict(self.pair)}
+
+
+@dataclass(slots=True)
+class ToolCallRecord:
+    """One MCP ``tools/call``: who (with the whole delegation chain), which tool of which
+    server, what policy, limits and the guard decided, digests of the arguments and the
+    result (never their text), and how it ended."""
+
+    time: float
+    request_id: str
+    principal: Principal | None
+    client_ip: str
+    session: str | None
+    server: str
+    tool: str
+    policy: PolicyDecision | None
+    limits: LimitOutcome | None
+    guard: tuple[GuardNote, ...]
+    arguments_sha256: str | None
+    result_sha256: str | None
+    #: ok, tool_error, denied, quarantined, rate_limited, blocked, invalid, failed, cancelled.
+    outcome: str
+    #: The error's code when refused or failed (``policy_denied``, ``tool_quarantined``, ...).
+    error: str | None
+    latency_ms: float
+    #: The pinned definition's digest the call was made against.
+    tool_digest: str | None = None
+    config_version: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        policy, limits = self.policy, self.limits
+        out: dict[str, Any] = {
+            "v": RECORD_VERSION, "kind": "tool", "time": self.time,
+            "request_id": self.request_id,
+            "principal": None if self.principal is None else self.principal.describe(),
+            "client_ip": self.client_ip, "action": "call_tool", "session": self.session,
+            "server": self.server, "tool": self.tool, "tool_digest": self.tool_digest,
+            "policy": None if policy is None else {
+                "allowed": policy.allowed, "policies": list(policy.policies),
+                "errors": list(policy.errors)},
+            "limits": None if limits is None else {
+                "allowed": limits.allowed, "counters": list(limits.counters),
+                "refused_by": limits.refused_by},
+            "arguments_sha256": self.arguments_sha256, "result_sha256": self.result_sha256,
+            "outcome": self.outcome, "error": self.error, "latency_ms": self.latency_ms,
+            "config_version": self.config_version,
+        }
+        if self.guard:
+            out["guard"] = [note.record() for note in self.guard]
+        return out
 
 
 def build_record(exchange: Exchange, status: int | None, outcome: str, response_sha256: str | None,

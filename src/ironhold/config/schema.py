@@ -18,6 +18,7 @@ from pydantic import (
 from ironhold.config.changes import RolloutConfig, ShadowConfig
 from ironhold.config.durations import Seconds
 from ironhold.config.guard import GuardConfig, GuardOverride
+from ironhold.config.mcp import McpConfig
 from ironhold.config.security import AuditConfig, IdentityConfig, LimitsConfig, PolicyConfig
 from ironhold.config.telemetry import SloConfig, TelemetryConfig
 
@@ -368,6 +369,8 @@ class Config(_Strict):
     models: list[ModelGroupConfig] = Field(default_factory=list)
     chaos: ChaosConfig = Field(default_factory=ChaosConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    #: The MCP tool gateway (``/mcp``).
+    mcp: McpConfig = Field(default_factory=McpConfig)
     #: The directory relative paths are resolved against (the config file's); set by the loader.
     base_dir: Path = Path(".")
     #: Where the config came from (its file's path); set by the loader.

@@ -24,7 +24,8 @@ A stream that already began cannot change its status: it ends with an error even
         ├── BadGatewayError          an upstream answered with garbage or failed mid-way
         ├── UpstreamUnavailableError no deployment could be reached or all failed
         ├── UpstreamTimeoutError     a deadline passed before the upstream answered
-        └── UpstreamThrottledError   an upstream answered 429 (the router retries elsewhere)
+        ├── UpstreamThrottledError   an upstream answered 429 (the router retries elsewhere)
+        └── ToolServerError          a tool server refused a call with a JSON-RPC error of its own
 """
 
 from __future__ import annotations
@@ -127,6 +128,17 @@ class UpstreamThrottledError(UpstreamError):
         super().__init__(message)
         self.retry_after = retry_after
         self.body = body
+
+
+class ToolServerError(UpstreamError):
+    """An MCP tool server answered a request with a JSON-RPC error: passed on to the agent
+    with the server's code and message."""
+
+    code = "tool_server_error"
+
+    def __init__(self, message: str, *, rpc_code: int):
+        super().__init__(message)
+        self.rpc_code = rpc_code
 
 
 class AuditUnavailableError(IronholdError):

@@ -129,6 +129,11 @@ class KeyService:
         # the number of real keys in use, not by what attackers send.
         self._cache: dict[str, tuple[ApiKey, float]] = {}
 
+    def subkey(self, purpose: str) -> bytes:
+        """A key for another use (signing MCP session ids), derived from the key-hashing
+        secret: the same on every worker and replica that shares it."""
+        return hmac.digest(self._secret, b"ironhold-subkey:" + purpose.encode(), "sha256")
+
     def _hash(self, secret_key: str) -> str:
         return hmac.digest(self._secret, secret_key.encode(), "sha256").hex()
 

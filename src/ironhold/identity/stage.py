@@ -25,7 +25,8 @@ class Authenticator:
         self.passports = passports
         self.oidc = oidc
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None,
+                           audience: str | None = None) -> Principal:
         if not authorization:
             raise AuthenticationError(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
@@ -34,9 +35,11 @@ class Authenticator:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("The Authorization header must be 'Bearer KEY'.")
-        return await self.from_token(token.strip())
+        return await self.from_token(token.strip(), audience)
 
-    async def from_token(self, token: str) -> Principal:
+    async def from_token(self, token: str, audience: str | None = None) -> Principal:
+        """``audience``: an OIDC token must have been issued for this resource (RFC 8707),
+        instead of the configured ``identity.jwt.audience``."""
         if token.startswith(KEY_PREFIX):
             return (await self.keys.verify(token)).principal()
         if not looks_like_jwt(token):
@@ -46,7 +49,7 @@ class Authenticator:
         if self.passports is not None and issuer == self.passports.issuer:
             return await self.passports.verify(token, header)
         if self.oidc is not None and issuer == self.oidc.issuer:
-            return await self.oidc.verify(token, header)
+            return await self.oidc.verify(token, header, audience)
         raise AuthenticationError("The token's issuer is not trusted by this gateway.",
                                   code="invalid_token")
 

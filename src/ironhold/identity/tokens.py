@@ -113,14 +113,16 @@ class OidcVerifier:
         self.jwks = jwks
         self.issuer = config.issuer
 
-    async def verify(self, token: str, header: dict[str, Any] | None = None) -> Principal:
+    async def verify(self, token: str, header: dict[str, Any] | None = None,
+                     audience: str | None = None) -> Principal:
         if header is None:
             header, _ = peek(token)
         kid = header.get("kid")
         keys = await self.jwks.keys(kid if isinstance(kid, str) else None)
         c = self._config
         claims = verify_jwt(token, header, keys, algorithms=c.algorithms, issuer=c.issuer,
-                            audience=c.audience, leeway=c.leeway)
+                            audience=audience if audience is not None else c.audience,
+                            leeway=c.leeway)
         return self.principal(claims)
 
     def principal(self, claims: Mapping[str, Any]) -> Principal:

@@ -6,7 +6,8 @@ learn that policy refused, not how it is built.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from ironhold.core.errors import PermissionDeniedError
 from ironhold.core.exchange import Exchange, PolicyDecision, Principal
@@ -49,6 +50,14 @@ class Authorizer:
         """A decision outside the model path (admin routes, listing models)."""
         return self.engine.decide(principal, action, resource_type, resource_id,
                                   RequestContext(operation=action, client_ip=client_ip))
+
+    def decide_tool(self, principal: Principal, server: str, tool: str,
+                    arguments: Mapping[str, Any] | None, client_ip: str) -> PolicyDecision:
+        """A tool call's decision; ``arguments=None``: whether the tool is listed to the
+        caller at all."""
+        return self.engine.decide_tool(principal, server, tool, arguments, RequestContext(
+            operation="tools/call" if arguments is not None else "tools/list",
+            client_ip=client_ip))
 
     def require(self, principal: Principal, action: str, client_ip: str) -> None:
         """Refuse unless policy permits ``action`` on the gateway itself (admin actions)."""

@@ -13,7 +13,7 @@ A decision names the policies that decided it: their ``@id("...")`` annotation, 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ironhold.policy.entities import (
     principal_uid,
     uid,
 )
+from ironhold.policy.tools import ARGUMENTS_ID, listing_policies, tool_entities
 
 BUILTIN_SCHEMA = Path(__file__).resolve().parent / "schema.cedarschema"
 _ENTITY_CACHE = 10_000
@@ -37,8 +38,10 @@ _ENTITY_CACHE = 10_000
 
 class PolicyEngine:
     def __init__(self, policies: cedarpy.PolicySet, names: dict[str, str], sources: list[Path],
-                 schema_path: Path):
+                 schema_path: Path, listing: cedarpy.PolicySet | None = None):
         self._policies = policies
+        #: What ``tools/list`` is decided by (``policy.tools.listing_policies``).
+        self._listing = listing if listing is not None else policies
         self._names = names  # Cedar's policyN -> @id or file#N
         self._actions = action_entities()
         # Parsing the entity graph is most of a decision's cost, and a principal's entities
@@ -105,7 +108,10 @@ class PolicyEngine:
                 names[f"policy{len(names)}"] = name
             texts.append(text)
         combined = "\n".join(texts)
-        engine = cls(cedarpy.PolicySet.from_str(combined), names, files, schema_path)
+        listing = cedarpy.policies_from_json_str(json.dumps(
+            listing_policies(json.loads(cedarpy.policies_to_json_str(combined)))))
+        engine = cls(cedarpy.PolicySet.from_str(combined), names, files, schema_path,
+                     cedarpy.PolicySet.from_str(listing))
         engine.uses_budget = "remaining_budget_cents" in combined or "has_budget" in combined
         return engine
 
@@ -123,7 +129,28 @@ class PolicyEngine:
                 self._entities.clear()
             entities = self._entities[principal] = cedarpy.Entities.from_json_str(
                 json.dumps([*principal_entities(principal), *self._actions]))
-        result = cedarpy.is_authorized(request, self._policies, entities)
+        return self._decision(cedarpy.is_authorized(request, self._policies, entities))
+
+    def decide_tool(self, principal: Principal, server: str, tool: str,
+                    arguments: Mapping[str, Any] | None, context: RequestContext
+                    ) -> PolicyDecision:
+        """A ``call_tool`` decision on ``server.tool`` with these arguments; ``None``: whether
+        the tool is listed at all (``policy.tools``)."""
+        cedar_context = context.as_cedar(principal)
+        cedar_context.update(server=server, tool=tool,
+                             arguments={"__entity": uid("ToolArguments", ARGUMENTS_ID)})
+        request = {
+            "principal": principal_uid(principal),
+            "action": uid("Action", "call_tool"),
+            "resource": uid("Tool", f"{server}.{tool}"),
+            "context": cedar_context,
+        }
+        entities = [*principal_entities(principal), *self._actions,
+                    *tool_entities(server, tool, arguments or {})]
+        policies = self._policies if arguments is not None else self._listing
+        return self._decision(cedarpy.is_authorized(request, policies, json.dumps(entities)))
+
+    def _decision(self, result: cedarpy.AuthzResult) -> PolicyDecision:
         diagnostics = result.diagnostics
         return PolicyDecision(
             allowed=result.allowed,

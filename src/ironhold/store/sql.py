@@ -128,6 +128,24 @@ leases = Table(
     Column("expires_at", Float, nullable=False),
 )
 
+tool_pins = Table(
+    "ironhold_tool_pins",
+    metadata,
+    # The tool as agents see it: ``server.tool``.
+    Column("name", String(200), primary_key=True),
+    Column("server", String(64), nullable=False),
+    # SHA-256 of the approved definition (name, description, input schema), and the definition.
+    Column("digest", String(64), nullable=False),
+    Column("definition", Text, nullable=False),
+    # ``approved``, or ``quarantined`` while a changed definition waits for an admin.
+    Column("status", String(16), nullable=False),
+    Column("pending_digest", String(64), nullable=True),
+    Column("pending_definition", Text, nullable=True),
+    Column("first_seen", Float, nullable=False),
+    Column("changed_at", Float, nullable=False),
+    Column("approved_by", String(256), nullable=True),
+)
+
 
 @dataclass(frozen=True)
 class SqlStore:

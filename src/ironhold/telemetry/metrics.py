@@ -134,6 +134,29 @@ class Metrics:
             "text), differed, error (the copy failed) or skipped (too many in flight).",
             ["model", "deployment", "outcome"], registry=r,
         )
+        self.tool_calls = Counter(
+            "ironhold_mcp_tool_calls",
+            "MCP tool calls by server, tool (as the server names it; 'unknown' for a name no "
+            "server has) and outcome: ok, tool_error (the tool said isError), denied, "
+            "quarantined, rate_limited, blocked (by the guard), invalid, failed.",
+            ["server", "tool", "outcome"], registry=r,
+        )
+        self.tool_call_seconds = Histogram(
+            "ironhold_mcp_tool_call_seconds",
+            "Time from a tools/call request to its answer, by server.",
+            ["server"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                                 2.5, 5.0, 10.0, 30.0), registry=r,
+        )
+        self.tools_quarantined = Gauge(
+            "ironhold_mcp_tools_quarantined",
+            "MCP tools whose definition changed since it was pinned, hidden and refused until "
+            "an admin approves the change.", registry=r,
+        )
+        self.tool_servers_up = Gauge(
+            "ironhold_mcp_server_up",
+            "1 while the gateway is connected to an MCP server, else 0.", ["server"],
+            registry=r,
+        )
         self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
 
@@ -153,6 +176,10 @@ class Metrics:
 
     def request(self, route: str, status: int) -> None:
         self._counter(self.requests, route, str(status)).inc()
+
+    def tool_call(self, server: str, tool: str, outcome: str, seconds: float) -> None:
+        self._counter(self.tool_calls, server, tool, outcome).inc()
+        self._histogram(self.tool_call_seconds, server).observe(seconds)
 
     def upstream_attempt(self, model: str, deployment: str, outcome: str) -> None:
         self._counter(self.upstream_attempts, model, deployment, outcome).inc()

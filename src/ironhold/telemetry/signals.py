@@ -24,7 +24,7 @@ __all__ = ["Signal", "SignalBoard", "SignalKind"]
 log = logging.getLogger("ironhold.signals")
 
 SignalKind = Literal["latency_spike", "error_spike", "prompt_failure", "drift", "slo_burn",
-                     "rollout"]
+                     "rollout", "tool_changed"]
 
 #: Ended signals kept for the list at most (the oldest go first).
 _MAX_KEPT = 500

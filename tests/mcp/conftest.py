@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx2
 import pytest
-from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-
 from tests.servers import GatewayServer, free_port
+
+from mcp import Client
 
 TOOL_SERVER = Path(__file__).with_name("tool_server.py")
 
@@ -117,20 +117,31 @@ def mcp_section(http_url: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def tool_gateway(make_gateway: Callable[..., GatewayServer], http_tools: HttpToolServer,
-                 simulator: Any, tmp_path: Path) -> GatewayServer:
+def make_tool_gateway(make_gateway: Callable[..., GatewayServer], http_tools: HttpToolServer,
+                      simulator: Any, tmp_path: Path) -> Callable[..., GatewayServer]:
+    """A gateway with the policy above, both tool servers, and ``mcp`` settings of a test's
+    own; other config sections as keywords."""
     (tmp_path / "policy.cedar").write_text(POLICY)
-    return make_gateway([{"name": "chat", "deployments": [
-        {"url": simulator.url, "model": "sim-upstream"}]}],
-        policy={"files": ["policy.cedar"]}, mcp=mcp_section(http_tools.url))
+
+    def make(mcp: dict[str, Any] | None = None, **sections: Any) -> GatewayServer:
+        return make_gateway([{"name": "chat", "deployments": [
+            {"url": simulator.url, "model": "sim-upstream"}]}],
+            policy={"files": ["policy.cedar"]},
+            mcp=mcp_section(http_tools.url, **(mcp or {})), **sections)
+
+    return make
+
+
+@pytest.fixture
+def tool_gateway(make_tool_gateway: Callable[..., GatewayServer]) -> GatewayServer:
+    return make_tool_gateway()
 
 
 @asynccontextmanager
 async def mcp_client(gateway: GatewayServer, token: str, **options: Any
                      ) -> AsyncIterator[Client]:
     """The official SDK's client on the gateway's /mcp, with ``token`` as its credential."""
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"},
-                                  timeout=30) as http:
-        async with Client(streamable_http_client(gateway.base_url + "/mcp", http_client=http),
-                          cache=None, **options) as client:
-            yield client
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    async with http, Client(streamable_http_client(gateway.base_url + "/mcp", http_client=http),
+                            cache=None, **options) as client:
+        yield client

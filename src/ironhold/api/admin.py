@@ -15,6 +15,7 @@ from ironhold.api.config import add_config_routes
 from ironhold.api.console import add_console_routes
 from ironhold.api.context import gateway_of
 from ironhold.api.insight import add_insight_routes
+from ironhold.api.mcp_admin import add_mcp_admin_routes
 from ironhold.api.requests import parse_body, read_json_body
 from ironhold.api.responses import json_response
 from ironhold.core.errors import NotFoundError, PermissionDeniedError
@@ -130,3 +131,4 @@ def add_admin_routes(app: web.Application) -> None:
     add_console_routes(app, require_admin)
     add_config_routes(app, require_admin)
     add_change_routes(app, require_admin)
+    add_mcp_admin_routes(app, require_admin)

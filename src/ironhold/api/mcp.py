@@ -274,8 +274,8 @@ async def _call(request: web.Request, gateway: Gateway, tools: ToolGateway,
                                            "x-request-id": call.request_id})
     await response.prepare(request)
 
-    async def progress(done: float, total: float | None, message: str | None) -> None:
-        note: dict[str, Any] = {"progressToken": token, "progress": done}
+    async def report(progress: float, total: float | None, message: str | None) -> None:
+        note: dict[str, Any] = {"progressToken": token, "progress": progress}
         if total is not None:
             note["total"] = total
         if message is not None:
@@ -283,7 +283,7 @@ async def _call(request: web.Request, gateway: Gateway, tools: ToolGateway,
         await response.write(_event({"jsonrpc": "2.0", "method": "notifications/progress",
                                      "params": note}))
 
-    call.progress = progress
+    call.progress = report
     try:
         answer = {"jsonrpc": "2.0", "id": rpc_id,
                   "result": await _tracked(tools, session, rpc_id, call)}

@@ -27,7 +27,8 @@ from ironhold.core.exchange import (
 )
 
 __all__ = ["RECORD_VERSION", "AuditRecord", "ChangeRecord", "EventRecord", "RequestRecord",
-           "ShadowRecord", "SignalRecord", "ToolCallRecord", "build_event_record", "build_record", "encode_record"]
+           "ShadowRecord", "SignalRecord", "ToolCallRecord", "build_event_record",
+           "build_record", "encode_record"]
 
 RECORD_VERSION = 1
 

@@ -14,6 +14,7 @@ from ironhold.cli import config as config_cmd
 from ironhold.cli import demo as demo_cmd
 from ironhold.cli import guard as guard_cmd
 from ironhold.cli import keys as keys_cmd
+from ironhold.cli import mcp as mcp_cmd
 from ironhold.cli import model as model_cmd
 from ironhold.cli import policy as policy_cmd
 from ironhold.cli import redteam as redteam_cmd
@@ -34,6 +35,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(rollout_cmd.app, name="rollout")
+app.add_typer(mcp_cmd.app, name="mcp")
 app.add_typer(chaos_cmd.app, name="chaos")
 app.add_typer(policy_cmd.app, name="policy")
 app.add_typer(audit_cmd.app, name="audit")

@@ -7,7 +7,9 @@ mcp:
   authorization_servers: ["https://login.example.com"]
   limits: {rpm: 120, concurrency: 8}                 # per caller and tool
   servers:
-    - {name: files, url: "http://127.0.0.1:9000/mcp", headers: {Authorization: "Bearer ${FILES_TOKEN}"}}
+    - name: files
+      url: "http://127.0.0.1:9000/mcp"
+      headers: {Authorization: "Bearer ${FILES_TOKEN}"}   # the server's own credential
     - {name: git, command: ["python", "-m", "some_mcp_server"], env: {GIT_DIR: /srv/repo}}
 ```
 """
@@ -19,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from ironhold.config.durations import Seconds
-from ironhold.config.guard import ScannerConfig, scanner_options
+from ironhold.config.guard import ScannerConfig, Side, scanner_options
 
 __all__ = ["McpConfig", "McpGuardConfig", "McpServerConfig", "ToolConfig", "ToolLimits"]
 
@@ -51,7 +53,7 @@ def _scanners(where: str, raw: Any, known: tuple[str, ...]) -> dict[str, Scanner
     for name in raw:
         if name not in known:
             raise ValueError(f"{where} has no scanner {name!r} (known: {', '.join(known)})")
-    side = "input" if where.endswith("results") else "output"
+    side: Side = "input" if where.endswith("results") else "output"
     options = scanner_options(side, raw)
     for name, option in options.items():
         if option.action == "reroute":

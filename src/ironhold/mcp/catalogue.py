@@ -54,7 +54,7 @@ class Entry:
 
 class Catalogue:
     def __init__(self, pins: PinRepository, on_change: Changed | None = None):
-        self._pins = pins
+        self.pins = pins
         self._on_change = on_change
         self.tools: dict[str, CatalogueTool] = {}
         self.resources: dict[str, Entry] = {}
@@ -83,7 +83,7 @@ class Catalogue:
             qualified = f"{server}.{name}"
             definition = definition_of(raw)
             digest = pin_digest(definition)
-            verdict, pin = self._pins.check(qualified, server, digest, definition, now)
+            verdict, pin = self.pins.check(qualified, server, digest, definition, now)
             if verdict == "changed":
                 log.warning("mcp_tool_changed", extra={"tool": qualified, "pinned": pin.digest,
                                                        "now": digest})
@@ -98,8 +98,8 @@ class Catalogue:
         for raw in server.resources:
             uri = raw.get("uri")
             if isinstance(uri, str) and uri not in self.resources:
-                name = f"{server.name}.{raw.get('name', '')}"
-                self.resources[uri] = Entry(server.name, uri, {**raw, "name": name})
+                shown = f"{server.name}.{raw.get('name', '')}"
+                self.resources[uri] = Entry(server.name, uri, {**raw, "name": shown})
         self.prompts = {n: e for n, e in self.prompts.items() if e.server != server.name}
         for raw in server.prompts:
             name = raw.get("name")
@@ -116,7 +116,7 @@ class Catalogue:
     async def approve(self, qualified: str, by: str, digest: str | None) -> Pin | None:
         """Approve a quarantined tool's new definition: it is listed and callable again."""
         async with self._lock:
-            pin = await asyncio.to_thread(self._pins.approve, qualified, by, digest, time.time())
+            pin = await asyncio.to_thread(self.pins.approve, qualified, by, digest, time.time())
             tool = self.tools.get(qualified)
             if pin is not None and tool is not None and pin.status == "approved" \
                     and pin.digest == tool.digest:

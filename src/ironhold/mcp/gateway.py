@@ -12,6 +12,7 @@ call it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -241,10 +242,8 @@ class ToolGateway:
         return lease
 
     async def _settle(self, charges: list[Charge], lease: str) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the lease lapses by itself after lease_ttl
             await self._quotas.store.settle(charges, lease, time.time(), 0, 0, time.time())
-        except Exception:  # the lease lapses by itself after lease_ttl
-            pass
 
     async def _record(self, call: ToolCall, tool: CatalogueTool | None, outcome: str,
                       error: str | None, refused: bool) -> None:

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import httpx2
-from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from ironhold.config.mcp import McpServerConfig
 from ironhold.core.errors import (
@@ -36,13 +37,14 @@ from ironhold.core.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from mcp import Client, StdioServerParameters
 
 __all__ = ["Listing", "Progress", "ToolServer"]
 
 log = logging.getLogger("ironhold.mcp")
 
 #: Called with each progress notification of a call: progress, total, message.
-Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+Progress = ProgressFnT
 #: Called after every listing with the server, so the catalogue can follow.
 Listing = Callable[["ToolServer"], Awaitable[None]]
 
@@ -133,7 +135,7 @@ class ToolServer:
         """Until the connection breaks: ping it, and read the listings again when due."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._broken.wait(), _PING_EVERY)
+                await asyncio.wait_for(self._broken.wait(), min(_PING_EVERY, self._refresh))
             if self._broken.is_set():
                 raise ConnectionError(self.last_error or "the connection broke")
             await asyncio.wait_for(client.send_ping(), self.config.timeout)
@@ -145,11 +147,11 @@ class ToolServer:
         c = self.config
         if c.url is not None:
             headers = {k: v.get_secret_value() for k, v in c.headers.items()}
-            async with httpx2.AsyncClient(headers=headers,
-                                          timeout=httpx2.Timeout(c.timeout, connect=5.0)) as http:
-                async with Client(streamable_http_client(c.url, http_client=http), cache=None,
-                                  read_timeout_seconds=c.timeout) as client:
-                    yield client
+            http = httpx2.AsyncClient(headers=headers,
+                                      timeout=httpx2.Timeout(c.timeout, connect=5.0))
+            async with http, Client(streamable_http_client(c.url, http_client=http),
+                                    cache=None, read_timeout_seconds=c.timeout) as client:
+                yield client
             return
         assert c.command is not None
         cwd = self._base_dir / c.cwd if c.cwd else self._base_dir
@@ -234,8 +236,10 @@ class ToolServer:
         try:
             return await asyncio.wait_for(send(), self.config.timeout)
         except MCPError as exc:
-            raise ToolServerError(f"The tool server '{self.name}' answered: {exc.message}",
-                                  rpc_code=exc.code) from None
+            if exc.code != CONNECTION_CLOSED:
+                raise ToolServerError(f"The tool server '{self.name}' answered: {exc.message}",
+                                      rpc_code=exc.code) from None
+            self._lost(exc)
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"The tool server '{self.name}' did not answer within "
@@ -243,13 +247,16 @@ class ToolServer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The connection is gone (a child that exited, an endpoint that went away): the
-            # owner task reconnects; this call is not retried (a tool call may have effects).
-            self.last_error = _describe(exc)
-            self._broken.set()
-            raise UpstreamUnavailableError(
-                f"The tool server '{self.name}' failed during the call.",
-                code="tool_server_unavailable") from exc
+            self._lost(exc)
+        raise UpstreamUnavailableError(f"The tool server '{self.name}' failed during the call.",
+                                       code="tool_server_unavailable")
+
+    def _lost(self, exc: BaseException) -> None:
+        """The connection is gone (a child that exited, an endpoint that went away): the owner
+        task reconnects. The call is not retried: a tool call may have had effects."""
+        self.last_error = _describe(exc)
+        self._broken.set()
+        self.state = "down"
 
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "transport": self.config.transport, "state": self.state,

@@ -2,10 +2,11 @@
 
 A call ``files.read_file {"path": "/srv/reports/q3.txt"}`` is decided as::
 
-    principal: the caller         action: call_tool
+    principal: the caller
+    action:    call_tool
     resource:  Tool::"files.read_file"  (in ToolServer::"files")
-    context:   {..., server: "files", tool: "read_file",
-                arguments: ToolArguments with tag "path" = {kind: "string", text: "/srv/…", number: 0}}
+    context:   {..., server: "files", tool: "read_file", arguments: ToolArguments with
+                tag "path" = {kind: "string", text: "/srv/reports/q3.txt", number: 0}}
 
 so a policy can say ``context.arguments.getTag("path").text like "/srv/reports/*"``.
 
@@ -95,7 +96,7 @@ _ARGUMENTS = {".": {"left": {"Var": "context"}, "attr": "arguments"}}
 def listing_policies(policies_json: dict[str, Any]) -> dict[str, Any]:
     """The policy set (Cedar's JSON form) that decides what ``tools/list`` shows: each
     condition on the call's arguments replaced by the value that shows the tool."""
-    out = json.loads(json.dumps(policies_json))
+    out: dict[str, Any] = json.loads(json.dumps(policies_json))
     for policy in out.get("staticPolicies", {}).values():
         permit = policy.get("effect") == "permit"
         for condition in policy.get("conditions", ()):

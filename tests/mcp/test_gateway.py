@@ -15,7 +15,6 @@ import orjson
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
-
 from tests.helpers import wait_until
 from tests.mcp.conftest import mcp_client
 from tests.servers import GatewayServer
@@ -184,12 +183,12 @@ def test_progress_notifications_reach_the_agent(tool_gateway: GatewayServer) -> 
     seen: list[tuple[float, float | None, str | None]] = []
 
     async def go() -> str:
-        async def progress(done: float, total: float | None, message: str | None) -> None:
-            seen.append((done, total, message))
+        async def report(progress: float, total: float | None, message: str | None) -> None:
+            seen.append((progress, total, message))
 
         async with mcp_client(tool_gateway, key) as client:
             return text_of(await client.call_tool("files.slow", {"steps": 3},
-                                                  progress_callback=progress))
+                                                  progress_callback=report))
 
     assert run(go()) == "done after 3 steps"
     assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ironhold.store.sql import SqlStore, tool_pins
 
@@ -79,6 +80,13 @@ class SqlPinRepository:
 
     def check(self, name: str, server: str, digest: str, definition: dict[str, Any],
               now: float) -> tuple[Verdict, Pin]:
+        try:
+            return self._check(name, server, digest, definition, now)
+        except IntegrityError:  # another replica pinned it first: compare with theirs
+            return self._check(name, server, digest, definition, now)
+
+    def _check(self, name: str, server: str, digest: str, definition: dict[str, Any],
+               now: float) -> tuple[Verdict, Pin]:
         with self._engine.begin() as conn:
             row = conn.execute(select(tool_pins).where(tool_pins.c.name == name)).first()
             if row is None:

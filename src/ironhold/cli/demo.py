@@ -4,6 +4,7 @@ set-up."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,6 +20,31 @@ if TYPE_CHECKING:
 
 DEMO_MODEL = "smollm2-135m"
 _KEY_FILE = "demo-key"
+#: The demo's policy: the model for everyone; the shared folder's tools read by anyone, written
+#: only by a key itself, never by an agent acting for it (examples/agent/agent.py shows both).
+DEMO_POLICY = """\
+@id("demo-model-for-everyone")
+permit(principal, action in Ironhold::Action::"model_use", resource);
+
+@id("anyone-delegates")
+permit(principal, action == Ironhold::Action::"delegate", resource);
+
+@id("admins-administer")
+permit(principal, action in Ironhold::Action::"admin", resource) when { principal.admin };
+
+@id("everyone-reads-the-shared-folder")
+permit(principal, action == Ironhold::Action::"call_tool", resource)
+when { [Ironhold::Tool::"files.list_files", Ironhold::Tool::"files.read_file",
+        Ironhold::Tool::"files.search"].contains(resource) };
+
+@id("keys-write")
+permit(principal is Ironhold::ServiceKey, action == Ironhold::Action::"call_tool",
+       resource == Ironhold::Tool::"files.write_file");
+
+@id("agents-never-write")
+forbid(principal is Ironhold::Agent, action == Ironhold::Action::"call_tool",
+       resource == Ironhold::Tool::"files.write_file");
+"""
 
 
 def demo(
@@ -53,12 +79,18 @@ def demo(
     say.done(f"{gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB, pinned SHA-256 {digest[:12]}…)")
 
     config_path = data_dir / "ironhold.yaml"
+    (data_dir / "policy.cedar").write_text(DEMO_POLICY)
     config_path.write_text(yaml.safe_dump({
         "server": {"host": host, "port": port},
         "state": {"url": f"sqlite:///{data_dir / 'ironhold.db'}"},
         "logging": {"level": "warning"},
+        "policy": {"files": ["policy.cedar"]},
         "models": [{"name": DEMO_MODEL, "deployments": [
             {"name": "smollm2-local", "local": {"gguf": str(gguf), "sha256": digest}}]}],
+        # A tool server over a shared folder, started (and restarted) by the gateway.
+        "mcp": {"servers": [{"name": "files", "command": [
+            sys.executable, "-m", "ironhold.simulator.tools", "--root",
+            str(data_dir / "shared")]}]},
     }, sort_keys=False))
     try:
         config = load_config(config_path)
@@ -127,6 +159,9 @@ Ironhold is serving {DEMO_MODEL} at {base}  (Ctrl-C to stop)
   reply = client.chat.completions.create(
       model="{DEMO_MODEL}", messages=[{{"role": "user", "content": "Say hello"}}])
   print(reply.choices[0].message.content)
+
+Tools (MCP): http://{host}:{port}/mcp  (the shared folder's tools; an agent may read, not write)
+  python examples/agent/agent.py --base-url http://{host}:{port} --key {key}
 
 Metrics: http://{host}:{port}/metrics   Readiness: http://{host}:{port}/readyz
 Attack it: IRONHOLD_REDTEAM_KEY={key} ironhold redteam --base-url {base} --model {DEMO_MODEL}

@@ -175,6 +175,10 @@ class ToolGateway:
                 code="tool_not_permitted")
         if tool.validator is not None:
             problem = next(iter(tool.validator.iter_errors(call.arguments)), None)
+            if problem is not None and not self.may_see(principal, tool, call.client_ip):
+                # A caller who may never call the tool learns that, not the tool's schema.
+                raise PermissionDeniedError("Policy does not allow this request.",
+                                            code="policy_denied")
             if problem is not None:
                 where = "/".join(str(p) for p in problem.absolute_path) or "arguments"
                 raise InvalidRequestError(

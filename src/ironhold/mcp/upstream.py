@@ -138,7 +138,12 @@ class ToolServer:
                 await asyncio.wait_for(self._broken.wait(), min(_PING_EVERY, self._refresh))
             if self._broken.is_set():
                 raise ConnectionError(self.last_error or "the connection broke")
-            await asyncio.wait_for(client.send_ping(), self.config.timeout)
+            try:
+                await asyncio.wait_for(client.send_ping(), self.config.timeout)
+            except MCPError as exc:
+                # Any answer proves the connection (2026 servers no longer know ``ping``).
+                if exc.code == CONNECTION_CLOSED:
+                    raise
             if time.monotonic() - self.listed_at >= self._refresh:
                 await self._list(client)
 

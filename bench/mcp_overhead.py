@@ -1,0 +1,164 @@
+"""What the MCP tool gateway adds to a tool call: ``tools/call`` of a trivial tool (``echo``)
+straight to the tool server, and through Ironhold's ``/mcp`` with everything on (passport-free
+API key, Cedar policy with an argument condition, limits, the guard on arguments and results,
+the audit log with fsync), side by side in one run.
+
+    python bench/mcp_overhead.py [--calls 2000] [--block 50]
+
+Layout on a 2-core machine: Ironhold on CPU 0; the tool server and this client on CPU 1. Both
+paths use the official ``mcp`` SDK's client, one call at a time, in alternating blocks so they
+share conditions. Target (issue #21): at most 2 ms added at p50. Results go to stdout and to
+bench/results/mcp_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from overhead import PY, free_port, machine, pinned, progress, save, stop, wait_http
+
+POLICY = """
+@id("echo-short-texts")
+permit(principal, action == Ironhold::Action::"call_tool", resource == Ironhold::Tool::"files.echo")
+when { context.arguments.hasTag("text") && context.arguments.getTag("text").kind == "string" };
+"""
+
+
+def start_tools(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen([*pinned(1), PY, "-m", "ironhold.simulator.tools", "--root",
+                                str(workdir / "shared"), "--http", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/mcp")
+    return process, f"http://127.0.0.1:{port}/mcp"
+
+
+#: The trust stack on (the target's case), and off: what the hop itself costs.
+FULL = """
+policy: {files: [policy.cedar]}
+audit: {enabled: true, fsync: true}
+"""
+BARE = """
+audit: {enabled: false}
+guard: {enabled: false}
+"""
+
+
+def start_gateway(workdir: Path, tools_url: str, stack: str
+                  ) -> tuple[subprocess.Popen[bytes], str, str]:
+    port = free_port()
+    (workdir / "policy.cedar").write_text(POLICY)
+    config = workdir / "ironhold.yaml"
+    config.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}}}
+state: {{url: "sqlite:///./state.db"}}
+logging: {{level: warning, access: false}}
+{stack}
+mcp:
+  limits: {{rpm: 1000000, concurrency: 64}}
+  servers: [{{name: files, url: "{tools_url}"}}]
+""")
+    # Without a policy, a key reaches only the tools its scope names.
+    key = json.loads(subprocess.run(
+        [PY, "-m", "ironhold", "keys", "create", "-c", str(config), "--name", "bench", "--json",
+         "--tools", "files.echo"],
+        capture_output=True, text=True, check=True, cwd=workdir).stdout)["key"]
+    log = (workdir / "ironhold.log").open("wb")
+    profile = os.environ.get("BENCH_PROFILE")  # a cProfile output file for the gateway
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
+    process = subprocess.Popen([*pinned(0), PY, *profiler, "-m", "ironhold", "serve", "-c",
+                                str(config)], stdout=log, stderr=log, cwd=workdir)
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return process, f"http://127.0.0.1:{port}/mcp", key
+
+
+async def measure(direct_url: str, gateway_url: str, key: str, calls: int,
+                  block: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"direct": [], "ironhold": []}
+    direct_http = httpx2.AsyncClient(timeout=30)
+    gateway_http = httpx2.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {key}"})
+    async with direct_http, gateway_http, \
+            Client(streamable_http_client(direct_url, http_client=direct_http),
+                   cache=None) as direct, \
+            Client(streamable_http_client(gateway_url, http_client=gateway_http),
+                   cache=None) as gateway:
+        paths: dict[str, Callable[[], Awaitable[Any]]] = {
+            "direct": lambda: direct.call_tool("echo", {"text": "hello"}),
+            "ironhold": lambda: gateway.call_tool("files.echo", {"text": "hello"}),
+        }
+        for call in paths.values():  # warm up: connections, caches, the classifier
+            for _ in range(100):
+                result = await call()
+                assert not result.is_error, result
+        done = 0
+        while done < calls:
+            for name, call in paths.items():
+                for _ in range(block):
+                    started = time.perf_counter()
+                    await call()
+                    times[name].append((time.perf_counter() - started) * 1000)
+            done += block
+            if done % (block * 10) == 0:
+                progress(f"{done}/{calls} calls on each path")
+    return times
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99),
+            "mean_ms": round(statistics.fmean(ordered), 3), "calls": len(ordered)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--block", type=int, default=50)
+    parser.add_argument("--bare", action="store_true",
+                        help="Policy, guard and audit off: what the extra hop alone costs.")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {1})  # the client beside the tool server, off Ironhold's core
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        tools, tools_url = start_tools(workdir)
+        gateway, gateway_url, key = start_gateway(workdir, tools_url,
+                                                  BARE if args.bare else FULL)
+        try:
+            progress("measuring tools/call of echo, direct and through Ironhold")
+            times = asyncio.run(measure(tools_url, gateway_url, key, args.calls, args.block))
+        finally:
+            stop(gateway)
+            stop(tools)
+    direct, ironhold = summary(times["direct"]), summary(times["ironhold"])
+    results = {
+        "machine": machine(),
+        "direct": direct,
+        "ironhold": ironhold,
+        "stack": "bare" if args.bare else "policy, limits, guard, audit (fsync)",
+        "added_p50_ms": round(ironhold["p50_ms"] - direct["p50_ms"], 3),
+        "added_p99_ms": round(ironhold["p99_ms"] - direct["p99_ms"], 3),
+        "target_added_p50_ms": 2.0,
+    }
+    print(json.dumps(results, indent=2))
+    save(results, "mcp_overhead_bare" if args.bare else "mcp_overhead")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,13 +1,13 @@
 """What the MCP tool gateway adds to a tool call: ``tools/call`` of a trivial tool (``echo``)
-straight to the tool server, and through Ironhold's ``/mcp`` with everything on (passport-free
-API key, Cedar policy with an argument condition, limits, the guard on arguments and results,
-the audit log with fsync), side by side in one run.
+straight to the tool server, and through Ironhold's ``/mcp`` with everything on (an API key,
+Cedar policy with an argument condition, limits, the guard on arguments and results, the audit
+log with fsync), side by side in one run.
 
-    python bench/mcp_overhead.py [--calls 2000] [--block 50]
+    python bench/mcp_overhead.py [--calls 2000] [--block 50] [--bare] [--sdk]
 
-Layout on a 2-core machine: Ironhold on CPU 0; the tool server and this client on CPU 1. Both
-paths use the official ``mcp`` SDK's client, one call at a time, in alternating blocks so they
-share conditions. Target (issue #21): at most 2 ms added at p50. Results go to stdout and to
+Layout on a 2-core machine: Ironhold on CPU 0; the tool server (the official SDK's server) and
+this client on CPU 1. Both paths use the same client, one call at a time, in alternating blocks
+so they share conditions: a bare JSON-RPC client by default, the official SDK's with ``--sdk``. Target (issue #21): at most 2 ms added at p50. Results go to stdout and to
 bench/results/mcp_overhead.json.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -25,10 +26,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx2
-from mcp import Client
+import orjson
 from mcp.client.streamable_http import streamable_http_client
 from overhead import PY, free_port, machine, pinned, progress, save, stop, wait_http
+
+from mcp import Client
 
 POLICY = """
 @id("echo-short-texts")
@@ -85,9 +89,60 @@ mcp:
     return process, f"http://127.0.0.1:{port}/mcp", key
 
 
-async def measure(direct_url: str, gateway_url: str, key: str, calls: int,
-                  block: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"direct": [], "ironhold": []}
+class RawClient:
+    """A bare JSON-RPC client on aiohttp: one session, one ``tools/call`` at a time. The same
+    client on both paths, so the difference is what the gateway adds."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, headers: dict[str, str]):
+        self._http, self._url = http, url
+        self._headers = {"Accept": "application/json, text/event-stream",
+                         "Content-Type": "application/json", **headers}
+        self._ids = itertools.count(1)
+
+    async def open(self) -> RawClient:
+        answer = await self._post({"method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"}}}, session=True)
+        assert "result" in answer, answer
+        self._headers["MCP-Protocol-Version"] = "2025-11-25"
+        async with self._http.post(self._url, headers=self._headers, data=orjson.dumps(
+                {"jsonrpc": "2.0", "method": "notifications/initialized"})) as response:
+            await response.read()
+        return self
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        answer = await self._post({"method": "tools/call",
+                                   "params": {"name": tool, "arguments": arguments}})
+        assert "result" in answer and not answer["result"].get("isError"), answer
+        return answer
+
+    async def _post(self, message: dict[str, Any], session: bool = False) -> dict[str, Any]:
+        body = orjson.dumps({"jsonrpc": "2.0", "id": next(self._ids), **message})
+        async with self._http.post(self._url, headers=self._headers, data=body) as response:
+            if session and "Mcp-Session-Id" in response.headers:
+                self._headers["Mcp-Session-Id"] = response.headers["Mcp-Session-Id"]
+            raw = await response.read()
+        if response.content_type == "text/event-stream":  # the SDK's server answers in SSE
+            raw = next(line[5:] for line in raw.splitlines() if line.startswith(b"data:"))
+        answer: dict[str, Any] = orjson.loads(raw)
+        return answer
+
+
+async def measure(direct_url: str, gateway_url: str, key: str, calls: int, block: int,
+                  sdk: bool) -> dict[str, list[float]]:
+    if sdk:
+        return await measure_sdk(direct_url, gateway_url, key, calls, block)
+    async with aiohttp.ClientSession() as http:
+        direct = await RawClient(http, direct_url, {}).open()
+        gateway = await RawClient(http, gateway_url, {"Authorization": f"Bearer {key}"}).open()
+        return await alternate({
+            "direct": lambda: direct.call("echo", {"text": "hello"}),
+            "ironhold": lambda: gateway.call("files.echo", {"text": "hello"}),
+        }, calls, block)
+
+
+async def measure_sdk(direct_url: str, gateway_url: str, key: str, calls: int,
+                      block: int) -> dict[str, list[float]]:
     direct_http = httpx2.AsyncClient(timeout=30)
     gateway_http = httpx2.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {key}"})
     async with direct_http, gateway_http, \
@@ -95,24 +150,29 @@ async def measure(direct_url: str, gateway_url: str, key: str, calls: int,
                    cache=None) as direct, \
             Client(streamable_http_client(gateway_url, http_client=gateway_http),
                    cache=None) as gateway:
-        paths: dict[str, Callable[[], Awaitable[Any]]] = {
+        return await alternate({
             "direct": lambda: direct.call_tool("echo", {"text": "hello"}),
             "ironhold": lambda: gateway.call_tool("files.echo", {"text": "hello"}),
-        }
-        for call in paths.values():  # warm up: connections, caches, the classifier
-            for _ in range(100):
-                result = await call()
-                assert not result.is_error, result
-        done = 0
-        while done < calls:
-            for name, call in paths.items():
-                for _ in range(block):
-                    started = time.perf_counter()
-                    await call()
-                    times[name].append((time.perf_counter() - started) * 1000)
-            done += block
-            if done % (block * 10) == 0:
-                progress(f"{done}/{calls} calls on each path")
+        }, calls, block)
+
+
+async def alternate(paths: dict[str, Callable[[], Awaitable[Any]]], calls: int,
+                    block: int) -> dict[str, list[float]]:
+    """Each path's latencies (ms), measured in alternating blocks after a warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for call in paths.values():  # warm up: connections, caches, the classifier
+        for _ in range(100):
+            await call()
+    done = 0
+    while done < calls:
+        for name, call in paths.items():
+            for _ in range(block):
+                started = time.perf_counter()
+                await call()
+                times[name].append((time.perf_counter() - started) * 1000)
+        done += block
+        if done % (block * 10) == 0:
+            progress(f"{done}/{calls} calls on each path")
     return times
 
 
@@ -130,6 +190,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--block", type=int, default=50)
+    parser.add_argument("--sdk", action="store_true",
+                        help="Call with the official mcp SDK's client instead of a bare "
+                             "JSON-RPC one (the SDK's own cost then differs by server).")
     parser.add_argument("--bare", action="store_true",
                         help="Policy, guard and audit off: what the extra hop alone costs.")
     args = parser.parse_args()
@@ -142,7 +205,8 @@ def main() -> None:
                                                   BARE if args.bare else FULL)
         try:
             progress("measuring tools/call of echo, direct and through Ironhold")
-            times = asyncio.run(measure(tools_url, gateway_url, key, args.calls, args.block))
+            times = asyncio.run(measure(tools_url, gateway_url, key, args.calls, args.block,
+                                        args.sdk))
         finally:
             stop(gateway)
             stop(tools)
@@ -152,12 +216,13 @@ def main() -> None:
         "direct": direct,
         "ironhold": ironhold,
         "stack": "bare" if args.bare else "policy, limits, guard, audit (fsync)",
+        "client": "mcp SDK" if args.sdk else "bare JSON-RPC (aiohttp)",
         "added_p50_ms": round(ironhold["p50_ms"] - direct["p50_ms"], 3),
         "added_p99_ms": round(ironhold["p99_ms"] - direct["p99_ms"], 3),
         "target_added_p50_ms": 2.0,
     }
     print(json.dumps(results, indent=2))
-    save(results, "mcp_overhead_bare" if args.bare else "mcp_overhead")
+    save(results, "mcp_overhead" + ("_bare" if args.bare else "") + ("_sdk" if args.sdk else ""))
 
 
 if __name__ == "__main__":

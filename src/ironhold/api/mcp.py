@@ -214,8 +214,10 @@ def _initialize(tools: ToolGateway, principal: Principal, rpc_id: Any,
 def _notification(tools: ToolGateway, session: Session | None, method: str,
                   params: dict[str, Any]) -> None:
     if method == "notifications/cancelled" and session is not None:
-        task = tools.in_flight.get((session.id, _key(params.get("requestId"))))
+        key = (session.id, _key(params.get("requestId")))
+        task = tools.in_flight.get(key)
         if task is not None:
+            tools.cancelled.add(key)
             task.cancel()
 
 
@@ -299,25 +301,21 @@ async def _call(request: web.Request, gateway: Gateway, tools: ToolGateway,
 
 async def _tracked(tools: ToolGateway, session: Session | None, rpc_id: Any,
                    call: ToolCall) -> dict[str, Any]:
-    """The call, as a task ``notifications/cancelled`` can cancel."""
-    task = asyncio.ensure_future(tools.call(call))
+    """The call, in this request's task, which ``notifications/cancelled`` can cancel."""
+    task = asyncio.current_task()
+    assert task is not None
     key = (session.id if session else "", _key(rpc_id))
     tools.in_flight[key] = task
     try:
-        return await task
+        return await tools.call(call)
     except asyncio.CancelledError:
-        if task.cancelled() and not _current_cancelling():
+        if key in tools.cancelled:  # the client's own notification, not a disconnect
+            task.uncancel()
             raise IronholdError("The request was cancelled.", code="cancelled") from None
         raise
     finally:
         tools.in_flight.pop(key, None)
-        if not task.done():
-            task.cancel()
-
-
-def _current_cancelling() -> bool:
-    current = asyncio.current_task()
-    return current is not None and current.cancelling() > 0
+        tools.cancelled.discard(key)
 
 
 def _key(rpc_id: Any) -> str:

@@ -72,8 +72,10 @@ class ToolGateway:
                  config_version: str = ""):
         self.config = config
         self.sessions = sessions
-        #: Calls in flight by (session, JSON-RPC id), for ``notifications/cancelled``.
-        self.in_flight: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        #: Calls in flight by (session, JSON-RPC id), for ``notifications/cancelled``, and
+        #: those a client cancelled so.
+        self.in_flight: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self.cancelled: set[tuple[str, str]] = set()
         self.servers = servers
         self.catalogue = catalogue
         self._quotas = quotas

@@ -145,8 +145,11 @@ class ToolServer:
     @contextlib.contextmanager
     def _errlog(self) -> Iterator[TextIO]:
         """Where a stdio server's stderr goes: its own log file beside the gateway's, or
-        nowhere."""
-        path = (self._log_dir / f"mcp-{self.name}.log") if self._log_dir else Path(os.devnull)
+        nowhere (an HTTP server's, or when there is no log folder)."""
+        path = Path(os.devnull)
+        if self._log_dir is not None and self.config.command is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            path = self._log_dir / f"mcp-{self.name}.log"
         stream: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         try:
             yield stream
@@ -212,8 +215,8 @@ class ToolServer:
                        progress: Progress | None = None) -> dict[str, Any]:
         conn = self.available()
         try:
-            return await asyncio.wait_for(conn.request(method, params, progress),
-                                          self.config.timeout)
+            async with asyncio.timeout(self.config.timeout):
+                return await conn.request(method, params, progress)
         except RpcError as exc:
             raise ToolServerError(f"The tool server '{self.name}' answered: {exc.message}",
                                   rpc_code=exc.code) from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
+import orjson
 
 from ironhold.core.errors import ConfigError
 from ironhold.core.exchange import PolicyDecision
@@ -47,6 +48,7 @@ class PolicyEngine:
         # Parsing the entity graph is most of a decision's cost, and a principal's entities
         # only change when the principal does: one pre-parsed handle per principal.
         self._entities: dict[Principal, cedarpy.Entities] = {}
+        self._principal_json: dict[Principal, bytes] = {}
         self.sources = sources
         self.schema_path = schema_path
         #: Whether any policy reads the remaining budget (only then is it looked up).
@@ -145,10 +147,18 @@ class PolicyEngine:
             "resource": uid("Tool", f"{server}.{tool}"),
             "context": cedar_context,
         }
-        entities = [*principal_entities(principal), *self._actions,
-                    *tool_entities(server, tool, arguments or {})]
+        # The call's entities change with every call: sent as text, the principal's part
+        # encoded once. ``call_tool`` is in no action group, so no action entity is needed.
+        known = self._principal_json.get(principal)
+        if known is None:
+            if len(self._principal_json) >= _ENTITY_CACHE:
+                self._principal_json.clear()
+            known = self._principal_json[principal] = orjson.dumps(
+                principal_entities(principal))[1:-1]
+        entities = b"[" + known + b"," + orjson.dumps(
+            tool_entities(server, tool, arguments or {}))[1:]
         policies = self._policies if arguments is not None else self._listing
-        return self._decision(cedarpy.is_authorized(request, policies, json.dumps(entities)))
+        return self._decision(cedarpy.is_authorized(request, policies, entities.decode()))
 
     def _decision(self, result: cedarpy.AuthzResult) -> PolicyDecision:
         diagnostics = result.diagnostics

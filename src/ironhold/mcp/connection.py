@@ -1,12 +1,13 @@
 """Connections to upstream MCP servers, behind one ``request(method, params)``.
 
 - **stdio**: the official ``mcp`` SDK's client over a child process's stdin and stdout.
-- **Streamable HTTP**: a lean client of Ironhold's own on the gateway's aiohttp, speaking the
-  handshake-era protocol (``initialize``, then ``Mcp-Session-Id`` on every request), every
-  server answer as JSON or as an SSE stream (progress notifications, then the answer). A tool
-  call is the hot path of the tool gateway, and the SDK's general client (anyio streams,
-  pydantic models both ways) cost about a millisecond a call more; tests still put the SDK's
-  own server behind it.
+- **Streamable HTTP**: a lean client of Ironhold's own on its HTTP/1.1 transport
+  (``upstream.http``), speaking the handshake-era protocol (``initialize``, then
+  ``Mcp-Session-Id`` on every request), every server answer as JSON or as an SSE stream
+  (progress notifications, then the answer). A tool
+  call is the hot path of the tool gateway: the SDK's general client (anyio streams, pydantic
+  models both ways, httpx) cost about a millisecond of CPU a call more. Tests put the SDK's own
+  server behind it.
 
 Library and protocol errors are translated here: a JSON-RPC error into ``RpcError``, a
 connection that is gone (a child that exited, an endpoint that forgot the session or stopped
@@ -15,13 +16,13 @@ answering) into ``ConnectionLost``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-import aiohttp
 import orjson
 from mcp.client.stdio import stdio_client
 from mcp.shared.dispatcher import ProgressFnT
@@ -30,6 +31,9 @@ from mcp_types import CONNECTION_CLOSED
 
 from ironhold import __version__
 from ironhold.config.mcp import McpServerConfig
+from ironhold.core.errors import UpstreamError, UpstreamTimeoutError
+from ironhold.upstream.http import HttpResponse, HttpTransport
+from ironhold.upstream.transport import Deadlines, UpstreamRequest
 from mcp import Client, StdioServerParameters
 
 __all__ = ["Connection", "ConnectionLost", "Progress", "RpcError", "open_connection"]
@@ -116,29 +120,32 @@ class SdkConnection:
 
 
 class HttpConnection:
-    """One session with a Streamable HTTP server."""
+    """One session with a Streamable HTTP server, over the gateway's own HTTP/1.1 transport
+    (``upstream.http``: kept connections, a fraction of a general client's CPU)."""
 
-    def __init__(self, config: McpServerConfig, http: aiohttp.ClientSession):
-        assert config.url is not None
-        self._url = config.url
-        self._http = http
+    def __init__(self, config: McpServerConfig, transport: HttpTransport):
+        self._transport = transport
         self._ids = itertools.count(1)
+        self._deadlines = Deadlines(connect=5.0, first_token=config.timeout,
+                                    total=config.timeout)
         self._headers = {"Accept": "application/json, text/event-stream",
-                         "Content-Type": "application/json"}
+                         **{k: v.get_secret_value() for k, v in config.headers.items()}}
         self.capabilities: dict[str, Any] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, config: McpServerConfig) -> AsyncIterator[HttpConnection]:
-        headers = {k: v.get_secret_value() for k, v in config.headers.items()}
-        timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=config.timeout)
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
-            connection = cls(config, http)
+        assert config.url is not None
+        transport = HttpTransport(config.url, max_connections=64)
+        try:
+            connection = cls(config, transport)
             await connection._initialize()
             try:
                 yield connection
             finally:
                 await connection._end()
+        finally:
+            await transport.close()
 
     async def _initialize(self) -> None:
         result = await self.request("initialize", {
@@ -151,14 +158,14 @@ class HttpConnection:
         self._headers["MCP-Protocol-Version"] = version
         capabilities = result.get("capabilities")
         self.capabilities = capabilities if isinstance(capabilities, dict) else {}
-        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        response = await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await response.read()
 
     async def _end(self) -> None:
-        if "Mcp-Session-Id" in self._headers:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self._http.delete(self._url, headers=self._headers,
-                                             timeout=aiohttp.ClientTimeout(total=2)):
-                    pass
+        """Tell the server the session is over (best effort: it may be gone already)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await (await self._post(None)).read()
 
     async def request(self, method: str, params: dict[str, Any],
                       progress: Progress | None = None) -> dict[str, Any]:
@@ -166,42 +173,49 @@ class HttpConnection:
         token = f"ih-{rpc_id}" if progress is not None else None
         if token is not None:
             params = {**params, "_meta": {**params.get("_meta", {}), "progressToken": token}}
-        message = {"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}
+        response = await self._post({"jsonrpc": "2.0", "id": rpc_id, "method": method,
+                                     "params": params})
         try:
-            async with self._http.post(self._url, data=orjson.dumps(message),
-                                       headers=self._headers) as response:
-                if method == "initialize" and "Mcp-Session-Id" in response.headers:
-                    self._headers["Mcp-Session-Id"] = response.headers["Mcp-Session-Id"]
-                _check_status(response)
-                if response.content_type == "text/event-stream":
-                    answer = await _from_stream(response, rpc_id, token, progress)
-                else:
-                    answer = orjson.loads(await response.content.read(_MAX_MESSAGE))
-        except (aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-            raise ConnectionLost(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            if method == "initialize" and "mcp-session-id" in response.headers:
+                self._headers["Mcp-Session-Id"] = response.headers["mcp-session-id"]
+            if response.status == 404:  # the server forgot the session (restarted)
+                raise ConnectionLost("the server no longer knows the session")
+            kind = response.headers.get("content-type", "")
+            if response.status >= 400 and not kind.startswith("application/json"):
+                raise ConnectionLost(f"the server answered HTTP {response.status}")
+            if kind.startswith("text/event-stream"):
+                answer = await _from_stream(response.chunks(), rpc_id, token, progress)
+            else:
+                answer = orjson.loads(await response.read())
+        except UpstreamTimeoutError:
+            raise TimeoutError from None
+        except (UpstreamError, orjson.JSONDecodeError) as exc:
+            raise ConnectionLost(str(exc)[:200]) from None
+        finally:
+            response.close()
         return _result_of(answer)
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _post(self, message: dict[str, Any] | None) -> HttpResponse:
+        """POST ``message`` (None: DELETE the session)."""
         try:
-            async with self._http.post(self._url, data=orjson.dumps(message),
-                                       headers=self._headers) as response:
-                _check_status(response)
-        except aiohttp.ClientError as exc:
-            raise ConnectionLost(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            if message is None:
+                return await self._transport.delete("", self._headers, self._deadlines)
+            return await self._transport.send(UpstreamRequest(
+                "", orjson.dumps(message), True, self._deadlines, self._headers))
+        except UpstreamTimeoutError:
+            raise TimeoutError from None
+        except UpstreamError as exc:
+            raise ConnectionLost(str(exc)[:200]) from None
 
 
-def _check_status(response: aiohttp.ClientResponse) -> None:
-    if response.status == 404:  # the server forgot the session (restarted)
-        raise ConnectionLost("the server no longer knows the session")
-    if response.status >= 400 and response.content_type != "application/json":
-        raise ConnectionLost(f"the server answered HTTP {response.status}")
-
-
-async def _from_stream(response: aiohttp.ClientResponse, rpc_id: int, token: str | None,
+async def _from_stream(chunks: AsyncIterator[bytes], rpc_id: int, token: str | None,
                        progress: Progress | None) -> Any:
-    """The answer to ``rpc_id`` from an SSE stream, passing on its progress on the way."""
+    """The answer to ``rpc_id`` from an SSE stream, passing on its progress on the way; the
+    stream is read to its end (the server ends it after the answer), so the connection can
+    be used again."""
+    answer: Any = None
     data: list[bytes] = []
-    async for raw in _lines(response):
+    async for raw in _lines(chunks):
         line = raw.rstrip(b"\r")
         if line.startswith(b"data:"):
             data.append(line[5:].lstrip(b" "))
@@ -210,24 +224,27 @@ async def _from_stream(response: aiohttp.ClientResponse, rpc_id: int, token: str
             continue
         message = orjson.loads(b"\n".join(data))
         data = []
-        if not isinstance(message, dict):
+        if not isinstance(message, dict) or answer is not None:
             continue
         if message.get("id") == rpc_id and "method" not in message:
-            return message
+            answer = message
+            continue
         params = message.get("params")
         if (progress is not None and message.get("method") == "notifications/progress"
                 and isinstance(params, dict) and params.get("progressToken") == token):
             await progress(float(params.get("progress", 0)), params.get("total"),
                            params.get("message"))
-    raise ConnectionLost("the server's stream ended without an answer")
+    if answer is None:
+        raise ConnectionLost("the server's stream ended without an answer")
+    return answer
 
 
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The stream's lines, however long (a large result is one ``data:`` line), each at most
     ``_MAX_MESSAGE`` bytes."""
     pending: list[bytes] = []  # the line so far, in pieces: each chunk is scanned once
     size = 0
-    async for chunk in response.content.iter_any():
+    async for chunk in chunks:
         start = 0
         while (end := chunk.find(b"\n", start)) != -1:
             pending.append(chunk[start:end])

@@ -236,9 +236,17 @@ class HttpTransport:
 
     async def send(self, request: UpstreamRequest) -> HttpResponse:
         head = self._head("POST", request.path, request.headers, len(request.body))
+        return await self._translated(head + request.body, request.deadlines, request.stream)
+
+    async def delete(self, path: str, headers: Mapping[str, str],
+                     deadlines: Deadlines) -> HttpResponse:
+        """``DELETE`` (an MCP session's end)."""
+        return await self._translated(self._head("DELETE", path, headers, 0), deadlines, False)
+
+    async def _translated(self, data: bytes, deadlines: Deadlines,
+                          stream: bool) -> HttpResponse:
         try:
-            return await self._exchange(head + request.body, request.deadlines,
-                                        request.stream)
+            return await self._exchange(data, deadlines, stream)
         except TimeoutError as exc:
             raise UpstreamTimeoutError("the model server did not answer in time") from exc
         except _Broken as exc:

@@ -267,7 +267,7 @@ async def _call(request: web.Request, gateway: Gateway, tools: ToolGateway,
     token = meta.get("progressToken") if isinstance(meta, dict) else None
     call = ToolCall(request_id=request_id_of(request), principal=principal,
                     client_ip=request.remote or "0.0.0.0", name=name, arguments=arguments,
-                    session=session.id[:16] if session else None)
+                    session=session.digest if session else None)
     if not isinstance(token, str | int) or isinstance(token, bool):
         return _rpc_result(rpc_id, await _tracked(tools, session, rpc_id, call))
     # Progress asked for: an SSE stream of progress notifications, then the answer.

@@ -175,18 +175,20 @@ class ToolGateway:
             raise PermissionDeniedError(
                 f"This credential may not call the tool '{tool.qualified}'.",
                 code="tool_not_permitted")
+        call.arguments_sha256 = _digest(call.arguments)
         if tool.validator is not None:
             problem = next(iter(tool.validator.iter_errors(call.arguments)), None)
-            if problem is not None and not self.may_see(principal, tool, call.client_ip):
+            if problem is not None and self._authorizer is not None:
                 # A caller who may never call the tool learns that, not the tool's schema.
-                raise PermissionDeniedError("Policy does not allow this request.",
-                                            code="policy_denied")
+                call.policy = self._authorizer.decide_tool(principal, tool.server, tool.name,
+                                                           None, call.client_ip)
+                if not call.policy.allowed:
+                    raise denied(principal, call.policy)
             if problem is not None:
                 where = "/".join(str(p) for p in problem.absolute_path) or "arguments"
                 raise InvalidRequestError(
                     f"The arguments do not match the tool's input schema at {where}: "
                     f"{problem.message[:300]}", param="arguments", code="invalid_arguments")
-        call.arguments_sha256 = _digest(call.arguments)
         if self._authorizer is not None:
             call.policy = self._authorizer.decide_tool(principal, tool.server, tool.name,
                                                        call.arguments, call.client_ip)

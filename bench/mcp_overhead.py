@@ -3,12 +3,14 @@ straight to the tool server, and through Ironhold's ``/mcp`` with everything on 
 Cedar policy with an argument condition, limits, the guard on arguments and results, the audit
 log with fsync), side by side in one run.
 
-    python bench/mcp_overhead.py [--calls 2000] [--block 50] [--bare] [--sdk]
+    python bench/mcp_overhead.py [--calls 2000] [--block 50] [--bare] [--sdk] [--one-core]
 
 Layout on a 2-core machine: Ironhold on CPU 0; the tool server (the official SDK's server) and
 this client on CPU 1. Both paths use the same client, one call at a time, in alternating blocks
-so they share conditions: a bare JSON-RPC client by default, the official SDK's with ``--sdk``. Target (issue #21): at most 2 ms added at p50. Results go to stdout and to
-bench/results/mcp_overhead.json.
+so they share conditions: a bare JSON-RPC client by default, the official SDK's with ``--sdk``.
+Besides latency, the CPU each call costs Ironhold and the tool server (from /proc), which a
+VM's slow-to-wake idle cores do not blur. Target (issue #21): at most 2 ms added at p50.
+Results go to stdout and to bench/results/mcp_overhead*.json.
 """
 
 from __future__ import annotations

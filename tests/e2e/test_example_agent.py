@@ -71,7 +71,7 @@ def test_the_example_agent_reads_but_may_not_write(tmp_path: Path) -> None:
     tools = [r for r in records if r["kind"] == "tool"]
     chain = delegation["target"]["chain"]
     assert all(r["principal"]["chain"] == chain for r in tools)
-    assert [r["tool"] for r in tools][0] == "list_files"
+    assert tools[0]["tool"] == "list_files"
     assert tools[0]["outcome"] == "ok"
     assert tools[0]["policy"]["policies"] == ["everyone-reads-the-shared-folder"]
     write = next(r for r in tools if r["tool"] == "write_file")

@@ -229,3 +229,23 @@ def test_cancelling_a_call_cancels_it(tool_gateway: GatewayServer) -> None:
         return 'outcome="cancelled",server="files",tool="slow"' in metrics
 
     assert wait_until(cancelled_recorded, 10)
+
+
+def test_a_reload_keeps_unchanged_servers_and_drops_removed_ones(
+        make_tool_gateway: Callable[..., GatewayServer], http_tools: HttpToolServer,
+        tmp_path: Path) -> None:
+    gw = make_tool_gateway()
+    key = gw.create_key("reader")
+    files = gw.gateway.tools.servers["files"]  # type: ignore[union-attr]
+    config = gw.config.model_copy(update={"mcp": gw.config.mcp.model_copy(
+        update={"servers": [gw.config.mcp.servers[0]]})})
+    assert gw.reload(config).applied
+
+    async def names() -> set[str]:
+        async with mcp_client(gw, key) as client:
+            return {t.name for t in (await client.list_tools()).tools}
+
+    listed = run(names())
+    assert "files.read_file" in listed and not any(n.startswith("local.") for n in listed)
+    assert gw.gateway.tools.servers["files"] is files  # type: ignore[union-attr]
+    assert files.state == "up"

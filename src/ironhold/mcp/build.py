@@ -42,12 +42,14 @@ def build_tools(config: Config, parts: Parts, *, state: SqlStore, keys: KeyServi
     if not mcp.enabled:
         return None
     database = (config.state.url, config.base_dir)
+    on_change = partial(_quarantined, audit, signals)
     catalogue: Catalogue | None = parts.take("mcp:catalogue", database)
     if catalogue is None:
-        catalogue = Catalogue(SqlPinRepository(state))
+        # Told at once: the first lists are read while the gateway starts.
+        catalogue = Catalogue(SqlPinRepository(state), on_change)
         parts.add("mcp:catalogue", database, catalogue)
-    parts.on_commit(partial(setattr, catalogue, "_on_change",
-                            partial(_quarantined, audit, signals)))
+    else:
+        parts.on_commit(partial(catalogue.tell, on_change))
     parts.on_commit(partial(catalogue.keep, {s.name for s in mcp.servers}))
     servers: dict[str, ToolServer] = {}
     for server_config in mcp.servers:

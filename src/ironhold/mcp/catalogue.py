@@ -107,6 +107,10 @@ class Catalogue:
                 qualified = f"{server.name}.{name}"
                 self.prompts[qualified] = Entry(server.name, name, {**raw, "name": qualified})
 
+    def tell(self, on_change: Changed) -> None:
+        """Who hears of changed tools from now on (a reload's signal board and audit log)."""
+        self._on_change = on_change
+
     def keep(self, servers: set[str]) -> None:
         """Forget what servers no longer configured offered."""
         self.tools = {q: t for q, t in self.tools.items() if t.server in servers}

@@ -20,7 +20,9 @@ def validate(path: Annotated[Path, typer.Argument(help="The YAML config file.")]
     """Validate a config file; exits non-zero and names each problem if it is invalid."""
     cfg = load_or_exit(path)
     groups = ", ".join(g.name for g in cfg.models) or "none"
-    typer.echo(f"{path}: valid ({len(cfg.models)} model groups: {groups})")
+    servers = ", ".join(s.name for s in cfg.mcp.servers)
+    tools = f"; {len(cfg.mcp.servers)} tool servers: {servers}" if servers else ""
+    typer.echo(f"{path}: valid ({len(cfg.models)} model groups: {groups}{tools})")
 
 
 @app.command("diff")

@@ -16,6 +16,7 @@ mcp:
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -97,7 +98,7 @@ class McpServerConfig(_Strict):
     """An upstream MCP server: remote (``url``, Streamable HTTP) or a local child process
     (``command``, stdio), supervised and restarted when it dies."""
 
-    name: str = Field(pattern=_SERVER_NAME)
+    name: str
     url: str | None = None
     #: Credentials for the tool server: the client's own token never goes upstream.
     headers: dict[str, SecretStr] = Field(default_factory=dict)
@@ -111,6 +112,15 @@ class McpServerConfig(_Strict):
     guard: McpGuardConfig | None = None
     limits: ToolLimits | None = None
     tools: dict[str, ToolConfig] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not re.fullmatch(_SERVER_NAME, name):
+            raise ValueError(f"{name[:40]!r}: a server's name is 1 to 32 of a-z, 0-9, '_' and "
+                             "'-', starting with a letter or digit (its tools are named "
+                             "name.tool, so no dots)")
+        return name
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:

@@ -117,6 +117,7 @@ def console_state(gateway: Gateway) -> dict[str, Any]:
         "recent": [_recent(o) for o in list(insight.recent)[-_RECENT:][::-1]],
         "rollouts": gateway.rollouts.listing() if gateway.rollouts is not None else [],
         "shadows": [shadow.summary() for shadow in gateway.shadows.values()],
+        "tool_calls": list(gateway.tools.recent)[::-1] if gateway.tools is not None else [],
     }
 
 

@@ -83,8 +83,9 @@ class Auditor:
         """Queue a shadow comparison without waiting (a lost one is logged)."""
         self._queue(ShadowRecord(round(time.time(), 6), f"shadow-{new_request_id()}", pair))
 
-    def queue_change(self, record: ChangeRecord) -> None:
-        """Queue a change the gateway noticed itself (a tool quarantined), without waiting."""
+    def record_later(self, record: AuditRecord) -> None:
+        """Queue a record without waiting for it: a change the gateway noticed itself (a tool
+        quarantined), or a call whose task is being cancelled and can wait for nothing."""
         self._queue(record)
 
     def _queue(self, record: AuditRecord) -> None:

@@ -8,6 +8,7 @@ of its own, shared by every gateway built on the same state database: a reload n
 from __future__ import annotations
 
 import time
+from collections import deque
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ironhold.guard.classifier import InjectionModel
 from ironhold.identity.keys import KeyService
 from ironhold.limits.quotas import Quotas
 from ironhold.mcp.catalogue import Catalogue, CatalogueTool
-from ironhold.mcp.gateway import ToolGateway
+from ironhold.mcp.gateway import RECENT, ToolGateway
 from ironhold.mcp.guard import ToolGuard
 from ironhold.mcp.pins import Pin, SqlPinRepository
 from ironhold.mcp.sessions import Sessions
@@ -61,9 +62,12 @@ def build_tools(config: Config, parts: Parts, *, state: SqlStore, keys: KeyServi
             server.on_listing = partial(_listed, catalogue, metrics)
             parts.add(name, made_from, server, start=server.start, close=server.stop)
         servers[server_config.name] = server
+    recent = parts.take("mcp:recent", None)
+    if recent is None:
+        recent = parts.add("mcp:recent", None, deque(maxlen=RECENT))
     guard = ToolGuard(mcp, injection, config.guard.on_error) if injection is not None else None
     return ToolGateway(mcp, servers, catalogue, quotas, metrics, authorizer=authorizer,
-                       guard=guard, audit=audit, config_version=version,
+                       guard=guard, audit=audit, recent=recent, config_version=version,
                        sessions=Sessions(keys.subkey("mcp-session"), mcp.session_ttl,
                                          mcp.max_sessions))
 
@@ -81,5 +85,5 @@ def _quarantined(audit: Auditor | None, signals: SignalBoard | None,
     if signals is not None:
         signals.raise_("tool_changed", tool.server, None, tool.qualified, detail)
     if audit is not None:
-        audit.queue_change(ChangeRecord(round(time.time(), 6), new_request_id(), None,
+        audit.record_later(ChangeRecord(round(time.time(), 6), new_request_id(), None,
                                         "tool_quarantined", "quarantined", detail))

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,10 @@ from ironhold.mcp.upstream import Progress, ToolServer
 from ironhold.policy.authorizer import Authorizer, denied
 from ironhold.telemetry.metrics import Metrics
 
-__all__ = ["ToolCall", "ToolGateway"]
+__all__ = ["RECENT", "ToolCall", "ToolGateway"]
+
+#: Calls the console can list.
+RECENT = 50
 
 
 @dataclass(slots=True)
@@ -69,8 +73,11 @@ class ToolGateway:
     def __init__(self, config: McpConfig, servers: dict[str, ToolServer], catalogue: Catalogue,
                  quotas: Quotas, metrics: Metrics, *, authorizer: Authorizer | None,
                  guard: ToolGuard | None, audit: Auditor | None, sessions: Sessions,
-                 config_version: str = ""):
+                 recent: deque[dict[str, Any]] | None = None, config_version: str = ""):
         self.config = config
+        #: The latest calls, for the console (kept across reloads: ``mcp.build``).
+        self.recent: deque[dict[str, Any]] = recent if recent is not None else deque(
+            maxlen=RECENT)
         self.sessions = sessions
         #: Calls in flight by (session, JSON-RPC id), for ``notifications/cancelled``, and
         #: those a client cancelled so.
@@ -155,9 +162,10 @@ class ToolGateway:
             outcome, error = _outcome(exc), exc.code
             await self._record(call, tool, outcome, error, refused=True)
             raise
-        except BaseException:
-            outcome = "cancelled"
-            self._count(call, tool, outcome)
+        except BaseException:  # cancelled (the client's notification, or it left)
+            self._count(call, tool, "cancelled")
+            if self._audit is not None:
+                self._audit.record_later(self._audit_record(call, tool, "cancelled", None))
             raise
         await self._record(call, tool, outcome, error, refused)
         return result
@@ -256,10 +264,25 @@ class ToolGateway:
     async def _record(self, call: ToolCall, tool: CatalogueTool | None, outcome: str,
                       error: str | None, refused: bool) -> None:
         self._count(call, tool, outcome)
-        if self._audit is None:
-            return
+        seq = None
+        if self._audit is not None:
+            seq = await self._audit.record_tool_call(self._audit_record(
+                call, tool, outcome, error), refused=refused)
+        # What the console lists (names, decisions and digests: never arguments or results).
+        decided = call.policy
+        self.recent.append({
+            "id": call.request_id, "at": time.time(), "principal": call.principal.id,
+            "chain": list(call.principal.chain),
+            "tool": tool.qualified if tool else call.name[:200], "outcome": outcome,
+            "error": error, "latency_ms": round((time.perf_counter() - call.started) * 1000, 1),
+            "policy": ", ".join(decided.policies) if decided is not None else "",
+            "guard": sorted({f"{n.category or n.scanner}:{n.action}" for n in call.guard}),
+            "audit_seq": seq})
+
+    def _audit_record(self, call: ToolCall, tool: CatalogueTool | None, outcome: str,
+                      error: str | None) -> ToolCallRecord:
         server, name = (tool.server, tool.name) if tool else ("unknown", call.name[:200])
-        await self._audit.record_tool_call(ToolCallRecord(
+        return ToolCallRecord(
             time=round(time.time() - (time.perf_counter() - call.started), 6),
             request_id=call.request_id, principal=call.principal, client_ip=call.client_ip,
             session=call.session, server=server, tool=name, policy=call.policy,
@@ -267,8 +290,7 @@ class ToolGateway:
             arguments_sha256=call.arguments_sha256, result_sha256=call.result_sha256,
             outcome=outcome, error=error,
             latency_ms=round((time.perf_counter() - call.started) * 1000, 3),
-            tool_digest=tool.digest if tool else None, config_version=self._version),
-            refused=refused)
+            tool_digest=tool.digest if tool else None, config_version=self._version)
 
     def _count(self, call: ToolCall, tool: CatalogueTool | None, outcome: str) -> None:
         server, name = (tool.server, tool.name) if tool else ("unknown", "unknown")

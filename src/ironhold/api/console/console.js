@@ -116,15 +116,29 @@ function renderSignals(signals) {
 const SHOWN = 25;
 
 function renderRecent(recent) {
-  fill($("recent").tBodies[0], recent.slice(0, SHOWN).map((r) => {
-    let audit = "–";
-    if (r.audit_seq !== null) {
-      audit = el("button", `#${r.audit_seq} verify`, "link");
-      audit.addEventListener("click", () => verify(r.audit_seq, r.id));
-    }
-    return row([when(r.at), r.id, r.principal, r.model, r.deployment,
-                r.status ?? r.outcome, `${r.latency_ms} ms`, r.guard.join(" ") || "–",
-                r.policy, audit]);
+  fill($("recent").tBodies[0], recent.slice(0, SHOWN).map((r) => row(
+    [when(r.at), r.id, r.principal, r.model, r.deployment, r.status ?? r.outcome,
+     `${r.latency_ms} ms`, r.guard.join(" ") || "–", r.policy, auditButton(r.audit_seq, r.id)])));
+}
+
+function auditButton(seq, id) {
+  if (seq === null || seq === undefined) return "–";
+  const button = el("button", `#${seq} verify`, "link");
+  button.addEventListener("click", () => verify(seq, id));
+  return button;
+}
+
+function renderTools(calls) {
+  $("tools").hidden = calls.length === 0;
+  fill($("tool-calls").tBodies[0], calls.slice(0, SHOWN).map((c) => {
+    const who = c.chain.length ? c.chain.join(" → ") : c.principal;
+    const outcome = el("span", c.error ? `${c.outcome} (${c.error})` : c.outcome,
+                       `state tool-${c.outcome}`);
+    const tr = row([when(c.at), c.id, who, c.tool, outcome, `${c.latency_ms} ms`,
+                    c.guard.join(" ") || "–", c.policy || "–", auditButton(c.audit_seq, c.id)]);
+    tr.dataset.tool = c.tool;
+    tr.dataset.outcome = c.outcome;
+    return tr;
   }));
 }
 
@@ -161,6 +175,7 @@ function render(state) {
   fill($("tenants").tBodies[0], [...tenants].map((t) => row(
     [t, state.limit_refusals[t] || 0, (state.spend_usd[t] || 0).toFixed(4)])));
   renderRecent(state.recent);
+  renderTools(state.tool_calls || []);
   $("status").textContent = `live · ${new Date(state.time * 1000).toLocaleTimeString()} · ` +
     `config ${state.config_version.slice(0, 12)}`;
 }

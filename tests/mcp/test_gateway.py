@@ -227,3 +227,24 @@ def test_resources_and_prompts_are_namespaced(tool_gateway: GatewayServer) -> No
             assert read.contents[0].text == "q3.txt"  # type: ignore[union-attr]
 
     run(go())
+
+
+def test_an_http_tool_server_that_goes_away_is_retried(tool_gateway: GatewayServer,
+                                                      http_tools: Any) -> None:
+    key = tool_gateway.create_key("reader")
+    assert run(call(tool_gateway, key, "files.echo", {"text": "before"})) == "before"
+    http_tools.stop()
+
+    async def echo() -> str | None:
+        async with mcp_client(tool_gateway, key) as client:
+            try:
+                return text_of(await client.call_tool("files.echo", {"text": "after"}))
+            except MCPError as exc:  # a fast, clear 503 while it is away: never a hang
+                assert exc.error.data["code"] == "tool_server_unavailable", exc.error.data
+                return None
+
+    assert wait_until(lambda: run(echo()) is None, 30)
+    # Other servers carry on meanwhile.
+    assert run(call(tool_gateway, key, "local.echo", {"text": "still"})) == "still"
+    http_tools.start()
+    assert wait_until(lambda: run(echo()) == "after", 60)

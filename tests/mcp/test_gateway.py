@@ -248,3 +248,14 @@ def test_an_http_tool_server_that_goes_away_is_retried(tool_gateway: GatewayServ
     assert run(call(tool_gateway, key, "local.echo", {"text": "still"})) == "still"
     http_tools.start()
     assert wait_until(lambda: run(echo()) == "after", 60)
+
+
+def test_a_result_over_the_size_limit_is_refused(
+        make_tool_gateway: Callable[..., GatewayServer]) -> None:
+    gw = make_tool_gateway(mcp={"max_result_bytes": 1024})
+    key = gw.create_key("reader")
+    assert run(call(gw, key, "files.echo", {"text": "short"})) == "short"
+    data = run(refusal(gw, key, "files.echo", {"text": "x" * 4000}))
+    assert data["code"] == "result_too_large"
+    record = tool_records(gw)[-1]
+    assert record["outcome"] == "failed" and record["error"] == "result_too_large"

@@ -136,8 +136,8 @@ class ToolServerError(UpstreamError):
 
     code = "tool_server_error"
 
-    def __init__(self, message: str, *, rpc_code: int):
-        super().__init__(message)
+    def __init__(self, message: str, *, rpc_code: int, code: str | None = None):
+        super().__init__(message, code=code)
         self.rpc_code = rpc_code
 
 

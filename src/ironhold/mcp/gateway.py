@@ -215,7 +215,7 @@ class ToolGateway:
                 raise ToolServerError(
                     f"The tool's result is {size} bytes, over the limit of "
                     f"{self.config.max_result_bytes} (mcp.max_result_bytes).",
-                    rpc_code=-32603)
+                    rpc_code=-32603, code="result_too_large")
             if plan is not None and self._guard is not None:
                 await self._guard.result(plan, result, call.guard)
             call.result_sha256 = _digest(result)

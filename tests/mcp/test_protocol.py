@@ -213,8 +213,14 @@ def test_cancelling_a_call_cancels_it(tool_gateway: GatewayServer) -> None:
 
     async def go() -> None:
         async with mcp_client(tool_gateway, key) as client:
-            call = asyncio.create_task(client.call_tool("files.slow", {"steps": 200}))
-            await asyncio.sleep(0.5)
+            running = asyncio.Event()
+
+            async def report(progress: float, total: float | None, message: str | None) -> None:
+                running.set()  # the tool server is working on it: the call reached it
+
+            call = asyncio.create_task(client.call_tool("files.slow", {"steps": 200},
+                                                        progress_callback=report))
+            await asyncio.wait_for(running.wait(), 30)
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call

@@ -43,17 +43,17 @@ from ironhold.core.errors import (
     InvalidRequestError,
     IronholdError,
     NotFoundError,
-    PayloadTooLargeError,
     RateLimitedError,
     ToolServerError,
 )
 from ironhold.core.principal import Principal
+from ironhold.mcp.connection import PROTOCOL_VERSIONS
 from ironhold.mcp.gateway import ToolCall, ToolGateway
 from ironhold.mcp.sessions import Session
 
 __all__ = ["add_mcp_routes"]
 
-SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
+SUPPORTED_VERSIONS = PROTOCOL_VERSIONS
 LATEST = SUPPORTED_VERSIONS[0]
 _SESSION = "Mcp-Session-Id"
 _VERSION = "MCP-Protocol-Version"
@@ -187,8 +187,7 @@ async def _post(request: web.Request) -> web.StreamResponse:
         if "id" not in message:
             _notification(tools, session, method, params)
             return web.Response(status=202)
-        return await _request(request, gateway, tools, principal, session, rpc_id, method,
-                              params)
+        return await _request(request, tools, principal, session, rpc_id, method, params)
     finally:
         gateway.leave()
 
@@ -221,8 +220,8 @@ def _notification(tools: ToolGateway, session: Session | None, method: str,
             task.cancel()
 
 
-async def _request(request: web.Request, gateway: Gateway, tools: ToolGateway,
-                   principal: Principal, session: Session | None, rpc_id: Any, method: str,
+async def _request(request: web.Request, tools: ToolGateway, principal: Principal,
+                   session: Session | None, rpc_id: Any, method: str,
                    params: dict[str, Any]) -> web.StreamResponse:
     ip = request.remote or "0.0.0.0"
     try:
@@ -250,14 +249,14 @@ async def _request(request: web.Request, gateway: Gateway, tools: ToolGateway,
         if method == "logging/setLevel":
             return _rpc_result(rpc_id, {})
         if method == "tools/call":
-            return await _call(request, gateway, tools, principal, session, rpc_id, params)
+            return await _call(request, tools, principal, session, rpc_id, params)
         return _rpc_error(rpc_id, METHOD_NOT_FOUND, f"Method {method[:100]!r} not found.")
     except IronholdError as exc:
         return _rpc_error(rpc_id, *_rpc_of(exc))
 
 
-async def _call(request: web.Request, gateway: Gateway, tools: ToolGateway,
-                principal: Principal, session: Session | None, rpc_id: Any,
+async def _call(request: web.Request, tools: ToolGateway, principal: Principal,
+                session: Session | None, rpc_id: Any,
                 params: dict[str, Any]) -> web.StreamResponse:
     name = _string(params, "name")
     arguments = params.get("arguments") or {}
@@ -290,9 +289,7 @@ async def _call(request: web.Request, gateway: Gateway, tools: ToolGateway,
         answer = {"jsonrpc": "2.0", "id": rpc_id,
                   "result": await _tracked(tools, session, rpc_id, call)}
     except IronholdError as exc:
-        code, text, data = _rpc_of(exc)
-        answer = {"jsonrpc": "2.0", "id": rpc_id,
-                  "error": {"code": code, "message": text, "data": data}}
+        answer = _error_message(rpc_id, *_rpc_of(exc))
     with contextlib.suppress(ConnectionResetError):
         await response.write(_event(answer))
         await response.write_eof()
@@ -338,25 +335,25 @@ def _rpc_of(exc: IronholdError) -> tuple[int, str, dict[str, Any]]:
         data["param"] = exc.param
     if isinstance(exc, GuardBlockedError):
         data.update(category=exc.category, owasp=exc.owasp)
+    # Most specific first: a guard block and an unknown tool are also a 400 and a 404.
     if isinstance(exc, ToolServerError):
-        return exc.rpc_code, exc.message, data
-    if isinstance(exc, RateLimitedError):
+        code = exc.rpc_code
+    elif isinstance(exc, RateLimitedError):
         data["retry_after"] = round(exc.retry_after, 3)
-        return RATE_LIMITED, exc.message, data
-    if exc.code == "cancelled":
-        return CANCELLED, exc.message, data
-    if exc.code in ("unknown_tool", "invalid_arguments") or (
-            isinstance(exc, InvalidRequestError) and exc.param is not None):
-        return INVALID_PARAMS, exc.message, data
-    if exc.code == "guard_blocked" or kind == "guard_blocked":
-        return BLOCKED, exc.message, data
-    if status in (401, 403):
-        return DENIED, exc.message, data
-    if status == 404:
-        return INVALID_PARAMS, exc.message, data
-    if isinstance(exc, PayloadTooLargeError) or status == 400:
-        return INVALID_REQUEST, exc.message, data
-    return (UNAVAILABLE if status in (503, 504) else INTERNAL), exc.message, data
+        code = RATE_LIMITED
+    elif isinstance(exc, GuardBlockedError):
+        code = BLOCKED
+    elif exc.code == "cancelled":
+        code = CANCELLED
+    elif status == 404 or (status == 400 and exc.param is not None):
+        code = INVALID_PARAMS  # no such tool, prompt or resource; a parameter at fault
+    elif status in (401, 403):
+        code = DENIED
+    elif status in (400, 413):
+        code = INVALID_REQUEST
+    else:
+        code = UNAVAILABLE if status in (503, 504) else INTERNAL
+    return code, exc.message, data
 
 
 def _rpc_result(rpc_id: Any, result: dict[str, Any]) -> web.Response:
@@ -366,11 +363,15 @@ def _rpc_result(rpc_id: Any, result: dict[str, Any]) -> web.Response:
 
 def _rpc_error(rpc_id: Any, code: int, message: str, data: Any = None,
                status: int = 200) -> web.Response:
+    return web.Response(status=status, content_type="application/json",
+                        body=orjson.dumps(_error_message(rpc_id, code, message, data)))
+
+
+def _error_message(rpc_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return web.Response(status=status, content_type="application/json",
-                        body=orjson.dumps({"jsonrpc": "2.0", "id": rpc_id, "error": error}))
+    return {"jsonrpc": "2.0", "id": rpc_id, "error": error}
 
 
 def _event(message: dict[str, Any]) -> bytes:

@@ -21,14 +21,15 @@ from ironhold.guard.pii import PiiOptions
 from ironhold.guard.redact import Redactor
 from ironhold.guard.scanners import Scanner, ScannerResources, build_scanner
 
-__all__ = ["Guard", "Plan", "RequestGuard", "blocked", "describe"]
+__all__ = ["ACTION_RANK", "Guard", "Plan", "RequestGuard", "blocked", "describe"]
 
 log = logging.getLogger("ironhold.guard")
 
 _NAMES = {"prompt_injection": "prompt injection", "jailbreak": "jailbreak",
           "system_prompt_leak": "system prompt leak", "exfiltration": "data exfiltration",
           "invisible_text": "invisible text", "high_entropy_string": "secret"}
-_RANK = {"block": 4, "reroute": 3, "redact": 2, "flag": 1, "off": 0}
+#: How much each action does: the strongest of a text's findings wins.
+ACTION_RANK = {"block": 4, "reroute": 3, "redact": 2, "flag": 1, "off": 0}
 
 
 def describe(finding: Finding) -> str:
@@ -150,7 +151,7 @@ class Guard:
             findings = self.guarded(state, seg.where, self._input_findings, plan, seg)
             if not findings:
                 continue
-            worst = max(findings, key=lambda f: _RANK[plan.input[f.scanner].action])
+            worst = max(findings, key=lambda f: ACTION_RANK[plan.input[f.scanner].action])
             action = plan.input[worst.scanner].action
             for f in findings:
                 state.note(f, plan.input[f.scanner].action)
@@ -190,7 +191,7 @@ class Guard:
                     state.note(f, "flag" if f.category == "refusal"
                                else plan.output[f.scanner].action)
                 if acted:
-                    worst = max(acted, key=lambda f: _RANK[plan.output[f.scanner].action])
+                    worst = max(acted, key=lambda f: ACTION_RANK[plan.output[f.scanner].action])
                     if plan.output[worst.scanner].action == "block":
                         raise blocked("Response", worst)
                     redact = [f for f in acted if plan.output[f.scanner].action == "redact"]

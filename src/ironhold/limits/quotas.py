@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ironhold.config.security import LimitsConfig, PriceConfig
 from ironhold.core.errors import RateLimitedError, UpstreamUnavailableError
@@ -23,9 +24,20 @@ from ironhold.limits.store import (
     StoreUnavailableError,
 )
 
-__all__ = ["Pricer", "Quotas", "rate_headers", "refusal"]
+__all__ = ["Held", "Pricer", "Quotas", "rate_headers", "refusal"]
 
 log = logging.getLogger("ironhold.limits")
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A request admitted by ``Quotas.hold`` (or refused: ``admission.allowed``)."""
+
+    charges: tuple[Charge, ...]
+    admission: Admission
+    lease: str
+    #: When it was admitted (Unix seconds).
+    at: float
 
 _WHAT = {
     "rpm": "requests per minute",
@@ -97,20 +109,33 @@ class Quotas:
         """Count one request that reaches no model (minting a passport) against the caller's
         requests-per-minute and concurrency limits; raises ``RateLimitedError`` when over."""
         charges = self.charges(principal)
-        if not charges:
+        held = await self.hold(charges)
+        if held is None:
             return
-        now = time.time()
-        lease = self.lease()
+        if not held.admission.allowed:
+            raise refusal(held.admission, charges, 0, rate_headers(held.admission))
+        await self.release(held)
+
+    async def hold(self, charges: Sequence[Charge]) -> Held | None:
+        """Admit one request that uses no tokens (a passport minted, a tool called) against
+        ``charges``' requests-per-minute and concurrency. Admitted, it holds a concurrency
+        slot until ``release``. None: nothing to count, or the store failed and the policy
+        admits (``store_failed``)."""
+        if not charges:
+            return None
+        lease, now = self.lease(), time.time()
         try:
             admission = await self.store.admit(charges, Ask(lease, 0, 0, now,
                                                             self.config.lease_ttl))
         except Exception as exc:
             self.store_failed(exc)  # returns only when the policy admits
-            return
-        if not admission.allowed:
-            raise refusal(admission, charges, 0, rate_headers(admission))
+            return None
+        return Held(tuple(charges), admission, lease, now)
+
+    async def release(self, held: Held) -> None:
+        """Give back an admitted ``hold``'s concurrency slot (its request stays counted)."""
         try:
-            await self.store.settle(charges, lease, now, 0, 0, time.time())
+            await self.store.settle(held.charges, held.lease, held.at, 0, 0, time.time())
         except Exception as exc:  # the lease lapses by itself after lease_ttl
             log.error("limits_settle_failed", extra={"error": type(exc).__name__})
 

@@ -78,7 +78,7 @@ async def _listed(catalogue: Catalogue, metrics: Metrics, server: ToolServer) ->
 
 
 def _quarantined(audit: Auditor | None, signals: SignalBoard | None,
-                 tool: CatalogueTool, verdict: str, pin: Pin) -> None:
+                 tool: CatalogueTool, pin: Pin) -> None:
     """A pinned tool's definition changed: raise a signal and record it."""
     detail = {"tool": tool.qualified, "pinned_digest": pin.digest, "new_digest": tool.digest,
               "changed_at": pin.changed_at}

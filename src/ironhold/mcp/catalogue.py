@@ -26,8 +26,8 @@ __all__ = ["Catalogue", "CatalogueTool", "Changed"]
 
 log = logging.getLogger("ironhold.mcp")
 
-#: Told of each tool whose definition changed (quarantined) or was approved again.
-Changed = Callable[["CatalogueTool", str, Pin], None]
+#: Told of each tool whose definition changed since it was pinned (now quarantined).
+Changed = Callable[["CatalogueTool", Pin], None]
 
 
 @dataclass(slots=True)
@@ -69,7 +69,7 @@ class Catalogue:
             for tool, verdict, pin in checked:
                 self.tools[tool.qualified] = tool
                 if verdict == "changed" and self._on_change is not None:
-                    self._on_change(tool, verdict, pin)
+                    self._on_change(tool, pin)
             self._entries(server)
 
     def _check(self, server: str, tools: list[dict[str, Any]]

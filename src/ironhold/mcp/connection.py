@@ -36,12 +36,13 @@ from ironhold.upstream.http import HttpResponse, HttpTransport
 from ironhold.upstream.transport import Deadlines, UpstreamRequest
 from mcp import Client, StdioServerParameters
 
-__all__ = ["Connection", "ConnectionLost", "Progress", "RpcError", "open_connection"]
+__all__ = ["PROTOCOL_VERSIONS", "Connection", "ConnectionLost", "Progress", "RpcError",
+           "open_connection"]
 
 #: Called with each progress notification of a call: progress, total, message.
 Progress = ProgressFnT
-PROTOCOL_VERSION = "2025-11-25"
-_ACCEPTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
+#: The handshake-era revisions spoken, newest first (by the gateway to agents and to servers).
+PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
 #: The largest SSE event or JSON answer read from a tool server.
 _MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -149,12 +150,12 @@ class HttpConnection:
 
     async def _initialize(self) -> None:
         result = await self.request("initialize", {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+            "protocolVersion": PROTOCOL_VERSIONS[0], "capabilities": {},
             "clientInfo": {"name": "ironhold", "version": __version__}})
         version = result.get("protocolVersion")
-        if version not in _ACCEPTED_VERSIONS:
+        if version not in PROTOCOL_VERSIONS:
             raise ConnectionLost(f"the server speaks MCP {str(version)[:40]!r}, not one of "
-                                 f"{', '.join(_ACCEPTED_VERSIONS)}")
+                                 f"{', '.join(PROTOCOL_VERSIONS)}")
         self._headers["MCP-Protocol-Version"] = version
         capabilities = result.get("capabilities")
         self.capabilities = capabilities if isinstance(capabilities, dict) else {}

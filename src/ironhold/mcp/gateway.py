@@ -12,7 +12,6 @@ call it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from collections import deque
@@ -36,7 +35,7 @@ from ironhold.core.errors import (
 from ironhold.core.exchange import GuardNote, LimitOutcome, PolicyDecision
 from ironhold.core.principal import Principal, Quota
 from ironhold.limits.quotas import Quotas, rate_headers, refusal
-from ironhold.limits.store import Ask, Charge
+from ironhold.limits.store import Charge
 from ironhold.mcp.catalogue import Catalogue, CatalogueTool, Entry
 from ironhold.mcp.guard import ToolGuard
 from ironhold.mcp.sessions import Sessions
@@ -91,7 +90,7 @@ class ToolGateway:
         self._guard = guard
         self._audit = audit
         self._version = config_version
-        self._limits = {s.name: s for s in config.servers}
+        self._server_configs = {s.name: s for s in config.servers}
 
     # -- seeing ------------------------------------------------------------------------------
 
@@ -152,22 +151,18 @@ class ToolGateway:
     async def call(self, call: ToolCall) -> dict[str, Any]:
         """Take one call through the trust stack; the tool's result (``CallToolResult``)."""
         tool = self.catalogue.tools.get(call.name)
-        outcome, error = "failed", None
-        refused = True
         try:
             result = await self._call(call, tool)
-            outcome = "tool_error" if result.get("isError") else "ok"
-            refused = False
         except IronholdError as exc:
-            outcome, error = _outcome(exc), exc.code
-            await self._record(call, tool, outcome, error, refused=True)
+            await self._record(call, tool, _outcome(exc), exc.code, refused=True)
             raise
         except BaseException:  # cancelled (the client's notification, or it left)
             self._count(call, tool, "cancelled")
             if self._audit is not None:
                 self._audit.record_later(self._audit_record(call, tool, "cancelled", None))
             raise
-        await self._record(call, tool, outcome, error, refused)
+        await self._record(call, tool, "tool_error" if result.get("isError") else "ok", None,
+                           refused=False)
         return result
 
     async def _call(self, call: ToolCall, tool: CatalogueTool | None) -> dict[str, Any]:
@@ -202,12 +197,17 @@ class ToolGateway:
                                                        call.arguments, call.client_ip)
             if not call.policy.allowed:
                 raise denied(principal, call.policy)
-        charges = self._charges(principal, tool)
-        lease = await self._admit(call, charges)
+        held = await self._quotas.hold(self._charges(principal, tool))
+        if held is not None:
+            call.limits = LimitOutcome(held.admission.allowed,
+                                       tuple(c.counter for c in held.charges),
+                                       held.admission.refused_by)
+            if not held.admission.allowed:
+                raise refusal(held.admission, held.charges, 0, rate_headers(held.admission))
+        guard = self._guard
         try:
-            plan = self._guard.plan(tool.server, tool.name) if self._guard else None
-            if plan is not None and self._guard is not None:
-                await self._guard.arguments(plan, call.arguments, call.guard)
+            if guard is not None:
+                await guard.arguments(tool.server, tool.name, call.arguments, call.guard)
             result = await self.servers[tool.server].call_tool(tool.name, call.arguments,
                                                                call.progress)
             size = len(orjson.dumps(result))
@@ -216,13 +216,13 @@ class ToolGateway:
                     f"The tool's result is {size} bytes, over the limit of "
                     f"{self.config.max_result_bytes} (mcp.max_result_bytes).",
                     rpc_code=-32603, code="result_too_large")
-            if plan is not None and self._guard is not None:
-                await self._guard.result(plan, result, call.guard)
+            if guard is not None:
+                await guard.result(tool.server, tool.name, result, call.guard)
             call.result_sha256 = _digest(result)
             return result
         finally:
-            if lease is not None:
-                await self._settle(charges, lease)
+            if held is not None:
+                await self._quotas.release(held)
 
     def _charges(self, principal: Principal, tool: CatalogueTool) -> list[Charge]:
         """The caller's own limits (a tool call counts as a request) and the per-tool ones."""
@@ -234,32 +234,15 @@ class ToolGateway:
         return charges
 
     def _tool_limits(self, tool: CatalogueTool) -> ToolLimits:
-        server = self._limits.get(tool.server)
-        for limits in ((server.tools[tool.name].limits if server and tool.name in server.tools
-                        else None), server.limits if server else None):
-            if limits is not None:
-                return limits
+        """The most specific limits set: the tool's, its server's, or ``mcp.limits``."""
+        server = self._server_configs.get(tool.server)
+        if server is not None:
+            own = server.tools.get(tool.name)
+            if own is not None and own.limits is not None:
+                return own.limits
+            if server.limits is not None:
+                return server.limits
         return self.config.limits
-
-    async def _admit(self, call: ToolCall, charges: list[Charge]) -> str | None:
-        if not charges:
-            return None
-        lease = self._quotas.lease()
-        try:
-            admission = await self._quotas.store.admit(
-                charges, Ask(lease, 0, 0, time.time(), self._quotas.config.lease_ttl))
-        except Exception as exc:
-            self._quotas.store_failed(exc)  # returns only when the policy admits
-            return None
-        call.limits = LimitOutcome(admission.allowed, tuple(c.counter for c in charges),
-                                   admission.refused_by)
-        if not admission.allowed:
-            raise refusal(admission, charges, 0, rate_headers(admission))
-        return lease
-
-    async def _settle(self, charges: list[Charge], lease: str) -> None:
-        with contextlib.suppress(Exception):  # the lease lapses by itself after lease_ttl
-            await self._quotas.store.settle(charges, lease, time.time(), 0, 0, time.time())
 
     async def _record(self, call: ToolCall, tool: CatalogueTool | None, outcome: str,
                       error: str | None, refused: bool) -> None:

@@ -25,7 +25,7 @@ from ironhold.config.mcp import McpConfig
 from ironhold.core.errors import GuardBlockedError, GuardUnavailableError
 from ironhold.core.exchange import GuardNote
 from ironhold.guard.classifier import InjectionModel
-from ironhold.guard.engine import describe
+from ironhold.guard.engine import ACTION_RANK, describe
 from ironhold.guard.findings import Finding
 from ironhold.guard.redact import Redactor
 from ironhold.guard.scanners import Scanner, ScannerResources, build_scanner
@@ -34,7 +34,6 @@ __all__ = ["ToolGuard", "ToolPlan"]
 
 log = logging.getLogger("ironhold.guard")
 
-_RANK = {"block": 3, "redact": 2, "flag": 1}
 #: Keys whose values are not prose: ids, kinds, addresses, media.
 _NOT_TEXT = frozenset({"type", "mimeType", "uri", "data", "blob", "_meta", "annotations"})
 #: Scans of more text than this run in a worker thread, off the event loop.
@@ -78,17 +77,19 @@ class ToolGuard:
         return tuple((build_scanner(name, o, self._shared), o, name)
                      for name, o in options.items() if o.action != "off")
 
-    async def arguments(self, plan: ToolPlan, arguments: dict[str, Any],
+    async def arguments(self, server: str, tool: str, arguments: dict[str, Any],
                         notes: list[GuardNote]) -> None:
         """Scan and act on a call's arguments, in place (raises ``GuardBlockedError``)."""
-        if plan.arguments:
-            await self._scan(plan.arguments, "Tool call", "arguments", arguments, notes)
+        scanners = self.plan(server, tool).arguments
+        if scanners:
+            await self._scan(scanners, "Tool call", "arguments", arguments, notes)
 
-    async def result(self, plan: ToolPlan, result: dict[str, Any],
+    async def result(self, server: str, tool: str, result: dict[str, Any],
                      notes: list[GuardNote]) -> None:
         """Scan and act on a tool's result, in place (raises ``GuardBlockedError``)."""
-        if plan.results:
-            await self._scan(plan.results, "Tool result", "result", result, notes)
+        scanners = self.plan(server, tool).results
+        if scanners:
+            await self._scan(scanners, "Tool result", "result", result, notes)
 
     async def _scan(self, scanners: tuple[tuple[Scanner, ScannerConfig, str], ...], what: str,
                     root: str, node: dict[str, Any], notes: list[GuardNote]) -> None:
@@ -118,7 +119,7 @@ class ToolGuard:
             if not found:
                 continue
             notes.extend(f.note(action) for f, action in found)
-            worst, action = max(found, key=lambda fa: _RANK.get(fa[1], 0))
+            worst, action = max(found, key=lambda fa: ACTION_RANK[fa[1]])
             if action == "block":
                 raise GuardBlockedError(
                     f"{what} blocked by the guard: {describe(worst)} in {worst.where}.",

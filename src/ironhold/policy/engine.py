@@ -48,7 +48,6 @@ class PolicyEngine:
         # Parsing the entity graph is most of a decision's cost, and a principal's entities
         # only change when the principal does: one pre-parsed handle per principal.
         self._entities: dict[Principal, cedarpy.Entities] = {}
-        self._principal_json: dict[Principal, bytes] = {}
         self.sources = sources
         self.schema_path = schema_path
         #: Whether any policy reads the remaining budget (only then is it looked up).
@@ -125,13 +124,17 @@ class PolicyEngine:
             "resource": uid(resource_type, resource_id),
             "context": context.as_cedar(principal),
         }
+        return self._decision(cedarpy.is_authorized(request, self._policies,
+                                                    self._entities_of(principal)))
+
+    def _entities_of(self, principal: Principal) -> cedarpy.Entities:
         entities = self._entities.get(principal)
         if entities is None:
             if len(self._entities) >= _ENTITY_CACHE:
                 self._entities.clear()
             entities = self._entities[principal] = cedarpy.Entities.from_json_str(
                 json.dumps([*principal_entities(principal), *self._actions]))
-        return self._decision(cedarpy.is_authorized(request, self._policies, entities))
+        return entities
 
     def decide_tool(self, principal: Principal, server: str, tool: str,
                     arguments: Mapping[str, Any] | None, context: RequestContext
@@ -147,18 +150,11 @@ class PolicyEngine:
             "resource": uid("Tool", f"{server}.{tool}"),
             "context": cedar_context,
         }
-        # The call's entities change with every call: sent as text, the principal's part
-        # encoded once. ``call_tool`` is in no action group, so no action entity is needed.
-        known = self._principal_json.get(principal)
-        if known is None:
-            if len(self._principal_json) >= _ENTITY_CACHE:
-                self._principal_json.clear()
-            known = self._principal_json[principal] = orjson.dumps(
-                principal_entities(principal))[1:-1]
-        entities = b"[" + known + b"," + orjson.dumps(
-            tool_entities(server, tool, arguments or {}))[1:]
+        # The caller's pre-parsed entities, with this call's tool and arguments added.
+        entities = self._entities_of(principal).with_added_json_str(
+            orjson.dumps(tool_entities(server, tool, arguments or {})).decode())
         policies = self._policies if arguments is not None else self._listing
-        return self._decision(cedarpy.is_authorized(request, policies, entities.decode()))
+        return self._decision(cedarpy.is_authorized(request, policies, entities))
 
     def _decision(self, result: cedarpy.AuthzResult) -> PolicyDecision:
         diagnostics = result.diagnostics

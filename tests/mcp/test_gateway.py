@@ -169,13 +169,69 @@ def test_tools_calls_are_audited_with_the_whole_chain(tool_gateway: GatewayServe
     assert refused["policy"]["policies"] == ["no-large-delegated-transfers"]
 
 
-def tool_records(gw: GatewayServer) -> list[dict[str, Any]]:
-    """Every ``kind: tool`` record in the audit log, oldest first (each call waited for its
-    record to be durable before it was answered)."""
+def audit_records(gw: GatewayServer) -> list[dict[str, Any]]:
     audit = gw.gateway.audit
     assert audit is not None
-    records = (orjson.loads(stored.record) for stored in audit.log.store.records())
-    return [r for r in records if r["kind"] == "tool"]
+    return [orjson.loads(stored.record) for stored in audit.log.store.records()]
+
+
+def tool_records(gw: GatewayServer, kind: str = "tool") -> list[dict[str, Any]]:
+    """Every record of ``kind`` in the audit log, oldest first, once every call's full record
+    has followed its intent (an answered call waited only for its intent)."""
+
+    def complete() -> bool:
+        records = audit_records(gw)
+        return ({r["request_id"] for r in records if r["kind"] == "tool_intent"}
+                <= {r["request_id"] for r in records if r["kind"] == "tool"})
+
+    assert wait_until(complete)
+    return [r for r in audit_records(gw) if r["kind"] == kind]
+
+
+def test_a_calls_intent_is_durable_before_its_result_is_passed_on(
+        tool_gateway: GatewayServer) -> None:
+    key = tool_gateway.create_key("treasurer")
+    agent = passport(tool_gateway, key, "payments-bot")
+
+    def intents() -> list[dict[str, Any]]:
+        return [r for r in audit_records(tool_gateway) if r["kind"] == "tool_intent"]
+
+    before = len(intents())
+
+    async def go() -> list[dict[str, Any]]:
+        async with mcp_client(tool_gateway, agent) as client:
+            await client.call_tool("files.transfer", {"amount": 20, "to": "acme"})
+            return intents()  # read at once: the answer waited for it
+
+    seen = run(go())
+    assert len(seen) == before + 1
+    intent = seen[-1]
+    full = next(r for r in tool_records(tool_gateway) if r["request_id"] == intent["request_id"])
+    # The intent says who called what, with which arguments, under which decision; the
+    # full record adds how it ended.
+    for same in ("principal", "server", "tool", "tool_digest", "policy", "limits",
+                 "arguments_sha256", "session"):
+        assert intent[same] == full[same], same
+    assert intent["principal"]["chain"][1] == "agent:payments-bot"
+    assert not {"result_sha256", "outcome", "latency_ms"} & intent.keys()
+    assert full["outcome"] == "ok" and len(full["result_sha256"]) == 64
+
+
+@pytest.mark.parametrize("on_error", ["closed", "open"])
+def test_a_result_is_not_passed_on_unrecorded(make_tool_gateway: Callable[..., GatewayServer],
+                                              on_error: str) -> None:
+    gw = make_tool_gateway(audit={"on_store_error": on_error})
+    key = gw.create_key("reader")
+    assert run(call(gw, key, "files.echo", {"text": "recorded"})) == "recorded"
+    assert gw.gateway.audit is not None
+    tool_records(gw)  # the first call's full record is in before the table goes
+    with gw.gateway.audit.log.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE ironhold_audit_records")
+    if on_error == "closed":
+        data = run(refusal(gw, key, "files.echo", {"text": "unrecorded"}))
+        assert data["code"] == "audit_unavailable" and data["status"] == 503
+    else:
+        assert run(call(gw, key, "files.echo", {"text": "unrecorded"})) == "unrecorded"
 
 
 def test_progress_notifications_reach_the_agent(tool_gateway: GatewayServer) -> None:

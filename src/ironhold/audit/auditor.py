@@ -21,6 +21,7 @@ from ironhold.audit.record import (
     build_record,
 )
 from ironhold.audit.redact import redact, redact_text
+from ironhold.audit.store import StoredRecord
 from ironhold.core.errors import AuditUnavailableError
 from ironhold.core.exchange import Exchange
 from ironhold.core.ids import new_request_id
@@ -83,18 +84,21 @@ class Auditor:
         """Queue a shadow comparison without waiting (a lost one is logged)."""
         self._queue(ShadowRecord(round(time.time(), 6), f"shadow-{new_request_id()}", pair))
 
-    def record_later(self, record: AuditRecord) -> None:
+    def record_later(self, record: AuditRecord) -> asyncio.Future[StoredRecord] | None:
         """Queue a record without waiting for it: a change the gateway noticed itself (a tool
-        quarantined), or a call whose task is being cancelled and can wait for nothing."""
-        self._queue(record)
+        quarantined), a call whose task is being cancelled and can wait for nothing, or the
+        full record of a tool call whose intent is durable already. Its future resolves once
+        it is durable (None: the log took nothing; a lost record is logged either way)."""
+        return self._queue(record)
 
-    def _queue(self, record: AuditRecord) -> None:
+    def _queue(self, record: AuditRecord) -> asyncio.Future[StoredRecord] | None:
         try:
             future = self.log.enqueue(record)
         except AuditUnavailableError:
             log.error("audit_record_lost", extra={"request_id": record.request_id})
-            return
+            return None
         future.add_done_callback(lambda done: _logged_if_lost(done, record.request_id))
+        return future
 
     async def record_event(self, record: AuditRecord) -> None:
         """Record a change to who may do what (made already), durably, before answering."""
@@ -107,6 +111,30 @@ class Auditor:
                     "The change was made but could not be recorded in the audit log; check "
                     "the log's storage."
                 ) from None
+
+    def record_ahead(self, record: AuditRecord) -> asyncio.Future[StoredRecord]:
+        """Queue a record that must be durable before what it covers goes out, without waiting
+        yet (a tool call's intent, committed while the tool works); ``durable`` waits for it.
+        Raises ``AuditUnavailableError`` at once if the log takes nothing now."""
+        try:
+            return self.log.enqueue(record)
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": record.request_id})
+            raise AuditUnavailableError(
+                "The call could not be recorded in the audit log, so it was not made "
+                f"(request id {record.request_id}); try again shortly.") from None
+
+    async def durable(self, ahead: asyncio.Future[StoredRecord], request_id: str) -> None:
+        """Wait for a record queued by ``record_ahead``. Raises ``AuditUnavailableError`` if it
+        was lost and what it covers must not go out unrecorded (``on_store_error: closed``)."""
+        try:
+            await ahead
+        except AuditUnavailableError:
+            log.error("audit_record_lost", extra={"request_id": request_id})
+            if self._closed:
+                raise AuditUnavailableError(
+                    "The tool call could not be recorded in the audit log, so its result is "
+                    f"not passed on (request id {request_id}); try again shortly.") from None
 
     async def record_tool_call(self, record: AuditRecord, refused: bool) -> int | None:
         """Append a tool call's record and wait until it is durable (its ``seq``). A tool's

@@ -27,7 +27,8 @@ from ironhold.core.exchange import (
 )
 
 __all__ = ["RECORD_VERSION", "AuditRecord", "ChangeRecord", "EventRecord", "RequestRecord",
-           "ShadowRecord", "SignalRecord", "ToolCallRecord", "build_event_record",
+           "ShadowRecord", "SignalRecord", "ToolCallRecord", "ToolIntentRecord",
+           "build_event_record",
            "build_record", "encode_record"]
 
 RECORD_VERSION = 1
@@ -217,9 +218,12 @@ class ToolCallRecord:
     config_version: str = ""
 
     def fields(self) -> dict[str, Any]:
+        return self._fields("tool")
+
+    def _fields(self, kind: str) -> dict[str, Any]:
         policy, limits = self.policy, self.limits
         out: dict[str, Any] = {
-            "v": RECORD_VERSION, "kind": "tool", "time": self.time,
+            "v": RECORD_VERSION, "kind": kind, "time": self.time,
             "request_id": self.request_id,
             "principal": None if self.principal is None else self.principal.describe(),
             "client_ip": self.client_ip, "action": "call_tool", "session": self.session,
@@ -236,6 +240,27 @@ class ToolCallRecord:
         }
         if self.guard:
             out["guard"] = [note.record() for note in self.guard]
+        return out
+
+
+@dataclass(slots=True)
+class ToolIntentRecord:
+    """A ``tools/call`` as it goes to the tool server, written ahead of its ``ToolCallRecord``:
+    who, which tool, what policy, limits and the guard on the arguments decided, and the
+    arguments' digest. It is durable before the tool's result is passed on; the full record,
+    with the result's digest and the outcome, follows in the next commit. A ``tool_intent``
+    without its ``tool`` record is a call whose end the gateway did not live to write."""
+
+    call: ToolCallRecord
+
+    @property
+    def request_id(self) -> str:
+        return self.call.request_id
+
+    def fields(self) -> dict[str, Any]:
+        out = self.call._fields("tool_intent")
+        for unknown_yet in ("result_sha256", "outcome", "error", "latency_ms"):
+            del out[unknown_yet]
         return out
 
 

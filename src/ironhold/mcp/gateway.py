@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 
 from ironhold.audit.auditor import Auditor
-from ironhold.audit.record import ToolCallRecord
+from ironhold.audit.record import ToolCallRecord, ToolIntentRecord
+from ironhold.audit.store import StoredRecord
 from ironhold.config.mcp import McpConfig, ToolLimits
 from ironhold.core.errors import (
     GuardBlockedError,
@@ -161,8 +162,9 @@ class ToolGateway:
             if self._audit is not None:
                 self._audit.record_later(self._audit_record(call, tool, "cancelled", None))
             raise
-        await self._record(call, tool, "tool_error" if result.get("isError") else "ok", None,
-                           refused=False)
+        # The call's intent is durable already (``_call`` waited for it): the full record
+        # follows in the next commit rather than holding the answer for a second one.
+        self._record_later(call, tool, "tool_error" if result.get("isError") else "ok")
         return result
 
     async def _call(self, call: ToolCall, tool: CatalogueTool | None) -> dict[str, Any]:
@@ -208,6 +210,10 @@ class ToolGateway:
         try:
             if guard is not None:
                 await guard.arguments(tool.server, tool.name, call.arguments, call.guard)
+            # Written ahead: the intent commits while the tool works, and the result is not
+            # passed on until it is durable.
+            ahead = (self._audit.record_ahead(ToolIntentRecord(self._audit_record(
+                call, tool, "calling", None))) if self._audit is not None else None)
             result = await self.servers[tool.server].call_tool(tool.name, call.arguments,
                                                                call.progress)
             size = len(orjson.dumps(result))
@@ -219,6 +225,9 @@ class ToolGateway:
             if guard is not None:
                 await guard.result(tool.server, tool.name, result, call.guard)
             call.result_sha256 = _digest(result)
+            if ahead is not None:
+                assert self._audit is not None
+                await self._audit.durable(ahead, call.request_id)
             return result
         finally:
             if held is not None:
@@ -246,21 +255,38 @@ class ToolGateway:
 
     async def _record(self, call: ToolCall, tool: CatalogueTool | None, outcome: str,
                       error: str | None, refused: bool) -> None:
+        """A call that was refused or failed: its record, durable before the error goes out."""
         self._count(call, tool, outcome)
         seq = None
         if self._audit is not None:
             seq = await self._audit.record_tool_call(self._audit_record(
                 call, tool, outcome, error), refused=refused)
-        # What the console lists (names, decisions and digests: never arguments or results).
+        self._list(call, tool, outcome, error)["audit_seq"] = seq
+
+    def _record_later(self, call: ToolCall, tool: CatalogueTool | None, outcome: str) -> None:
+        """A call answered: its full record queued; the console learns its number once it is
+        durable."""
+        self._count(call, tool, outcome)
+        listed = self._list(call, tool, outcome, None)
+        if self._audit is not None:
+            stored = self._audit.record_later(self._audit_record(call, tool, outcome, None))
+            if stored is not None:
+                stored.add_done_callback(lambda done: _numbered(listed, done))
+
+    def _list(self, call: ToolCall, tool: CatalogueTool | None, outcome: str,
+              error: str | None) -> dict[str, Any]:
+        """What the console lists (names, decisions and digests: never arguments or results)."""
         decided = call.policy
-        self.recent.append({
+        listed = {
             "id": call.request_id, "at": time.time(), "principal": call.principal.id,
             "chain": list(call.principal.chain),
             "tool": tool.qualified if tool else call.name[:200], "outcome": outcome,
             "error": error, "latency_ms": round((time.perf_counter() - call.started) * 1000, 1),
             "policy": ", ".join(decided.policies) if decided is not None else "",
             "guard": sorted({f"{n.category or n.scanner}:{n.action}" for n in call.guard}),
-            "audit_seq": seq})
+            "audit_seq": None}
+        self.recent.append(listed)
+        return listed
 
     def _audit_record(self, call: ToolCall, tool: CatalogueTool | None, outcome: str,
                       error: str | None) -> ToolCallRecord:
@@ -292,6 +318,11 @@ def _outcome(exc: IronholdError) -> str:
     if isinstance(exc, InvalidRequestError | NotFoundError):
         return "invalid"
     return "failed"
+
+
+def _numbered(listed: dict[str, Any], stored: asyncio.Future[StoredRecord]) -> None:
+    if not stored.cancelled() and stored.exception() is None:
+        listed["audit_seq"] = stored.result().seq
 
 
 def _digest(value: Any) -> str:

@@ -197,6 +197,27 @@ async def test_an_idle_connection_the_server_closed_is_not_reused(
     await transport.close()
 
 
+async def test_a_connection_idle_too_long_is_not_reused(
+        serve: Callable[[Handler], Awaitable[Server]]) -> None:
+    """A server closes idle keep-alive connections on its own timer; a request sent as it does
+    is reset. So a connection idle past ``max_idle`` is dropped, not tried."""
+    server = await serve(keep_alive(ok(), times=100))  # would keep it open
+    transport = HttpTransport(server.url, max_idle=0.3)
+    for _ in range(3):  # back to back: one connection
+        assert await (await transport.send(request())).read() == BODY
+    assert server.connections == 1
+    await asyncio.sleep(0.5)
+    assert await (await transport.send(request())).read() == BODY
+    assert server.connections == 2
+    # The stale one was closed, not kept beside the new one.
+    for _ in range(2000):  # 10 s at most, however long a loaded machine takes
+        if server.open_now == 1:
+            break
+        await asyncio.sleep(0.005)
+    assert server.open_now == 1 and len(transport._idle) == 1
+    await transport.close()
+
+
 async def test_the_connection_cap_holds(serve: Callable[[Handler], Awaitable[Server]]) -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    server: Server) -> None:

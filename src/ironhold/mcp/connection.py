@@ -137,7 +137,7 @@ class HttpConnection:
     @contextlib.asynccontextmanager
     async def open(cls, config: McpServerConfig) -> AsyncIterator[HttpConnection]:
         assert config.url is not None
-        transport = HttpTransport(config.url, max_connections=64)
+        transport = HttpTransport(config.url, max_connections=64, peer="tool server")
         try:
             connection = cls(config, transport)
             await connection._initialize()

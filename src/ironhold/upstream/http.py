@@ -10,9 +10,10 @@ or (HTTP/1.0 style) by the server closing.
 
 What it keeps: ``https`` (the system's trust store), a cap on connections per deployment, a
 connection goes back to the pool only when its answer was read to the end and the server
-keeps it open (an idle one the server closed is dropped, never reused), the deadlines
-(``connect`` for the TCP and TLS handshake, ``total`` for the whole exchange including waiting
-for a free connection, and for a stream ``first_token`` as the longest silence between reads),
+keeps it open (an idle one the server closed, or one idle longer than ``MAX_IDLE``, is
+dropped, never reused), the deadlines (``connect`` for the TCP and TLS handshake, ``total``
+for the whole exchange including waiting for a free connection, and for a stream
+``first_token`` as the longest silence between reads),
 and bounds on what a broken server can send (a 64 KiB head, a 512 MiB body).
 
 Errors follow the seam (``upstream/transport.py``); messages name the kind of failure and the
@@ -46,6 +47,12 @@ MAX_HEAD = 64 * 1024
 MAX_BODY = 512 * 1024 * 1024
 #: Read at most this much at a time from a stream.
 _READ = 64 * 1024
+#: Seconds a pooled connection may sit idle and still be used. Servers close idle keep-alive
+#: connections on their own timer (uvicorn, so vLLM and the mcp SDK's servers, and llama.cpp's
+#: server: 5 s); a request sent just as the server closes is reset, and a tool call cannot be
+#: retried. Staying well inside that timer avoids the race; after 3 s idle a new connection's
+#: handshake is cheap by comparison.
+MAX_IDLE = 3.0
 
 
 class _Broken(Exception):
@@ -53,11 +60,13 @@ class _Broken(Exception):
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
+        #: When it went back to the pool (the loop's clock).
+        self.idle_since = 0.0
 
     def usable(self) -> bool:
         """Still open both ways: an idle connection the server closed is not reused."""
@@ -106,10 +115,11 @@ class HttpResponse:
             # (A whole answer with a Content-Length was read with its head: above.)
             parts = [part async for part in self._body(whole=True)]
         except TimeoutError as exc:
-            raise UpstreamTimeoutError("the model server did not finish in time") from exc
-        except (_Broken, OSError, asyncio.IncompleteReadError) as exc:
-            raise BadGatewayError(f"the model server broke off its response: {_why(exc)}") \
+            raise UpstreamTimeoutError(f"the {self._transport.peer} did not finish in time") \
                 from exc
+        except (_Broken, OSError, asyncio.IncompleteReadError) as exc:
+            raise BadGatewayError(f"the {self._transport.peer} broke off its response: "
+                                 f"{_why(exc)}") from exc
         finally:
             self.close()
         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -124,10 +134,10 @@ class HttpResponse:
             async for part in self._body(whole=False):
                 yield part
         except TimeoutError as exc:
-            raise UpstreamTimeoutError("the model server stalled mid-stream") from exc
+            raise UpstreamTimeoutError(f"the {self._transport.peer} stalled mid-stream") from exc
         except (_Broken, OSError, asyncio.IncompleteReadError) as exc:
-            raise BadGatewayError(f"the model server broke off the stream: {_why(exc)}") \
-                from exc
+            raise BadGatewayError(f"the {self._transport.peer} broke off the stream: "
+                                 f"{_why(exc)}") from exc
         finally:
             self.close()
 
@@ -198,7 +208,11 @@ class HttpTransport:
     """Sends requests to one deployment's base URL over a pool of keep-alive connections."""
 
     def __init__(self, base_url: str, api_key: str | None = None, max_connections: int = 256,
-                 uuid_request_ids_only: bool = False):
+                 uuid_request_ids_only: bool = False, max_idle: float = MAX_IDLE,
+                 peer: str = "model server"):
+        #: What errors call the other end ("model server", "tool server").
+        self.peer = peer
+        self._max_idle = max_idle
         self._base_url = base_url.rstrip("/")
         parts = urlsplit(self._base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -248,11 +262,11 @@ class HttpTransport:
         try:
             return await self._exchange(data, deadlines, stream)
         except TimeoutError as exc:
-            raise UpstreamTimeoutError("the model server did not answer in time") from exc
+            raise UpstreamTimeoutError(f"the {self.peer} did not answer in time") from exc
         except _Broken as exc:
-            raise BadGatewayError(f"the model server failed: {exc}") from exc
+            raise BadGatewayError(f"the {self.peer} failed: {exc}") from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
-            raise UpstreamUnavailableError(f"cannot reach the model server: {_why(exc)}") \
+            raise UpstreamUnavailableError(f"cannot reach the {self.peer}: {_why(exc)}") \
                 from exc
 
     async def check(self, path: str, within: float) -> bool:
@@ -323,20 +337,31 @@ class HttpTransport:
         return HttpResponse(self, conn, head, deadline, pause, body)
 
     async def _connection(self, deadline: float, connect: float) -> _Connection:
+        loop = asyncio.get_running_loop()
         while self._idle:
             conn = self._idle.pop()
+            if loop.time() - conn.idle_since > self._max_idle:
+                # The pool is newest last: this one and all below it have idled too long.
+                self._idle.append(conn)
+                self._drop_idle()
+                break
             if conn.usable():
                 return conn
             conn.close()
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(min(deadline, loop.time() + connect)):
             reader, writer = await asyncio.open_connection(
                 self._host, self._port, ssl=self._ssl, limit=MAX_HEAD,
                 server_hostname=self._host if self._ssl else None)
         return _Connection(reader, writer)
 
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
     def _release(self, conn: _Connection, reuse: bool) -> None:
         if reuse and not self._closed and conn.usable():
+            conn.idle_since = asyncio.get_running_loop().time()
             self._idle.append(conn)
         else:
             conn.close()

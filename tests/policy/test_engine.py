@@ -96,3 +96,26 @@ def test_a_schema_of_ones_own_replaces_the_built_in_one(tmp_path: Path) -> None:
     (tmp_path / "mine.cedarschema").write_text("namespace {")
     with pytest.raises(ConfigError, match="not a valid Cedar schema"):
         PolicyEngine.load([tmp_path])
+
+
+def test_a_request_carries_only_the_context_policies_read(tmp_path: Path) -> None:
+    from ironhold.policy.engine import context_read
+
+    (tmp_path / "p.cedar").write_text(
+        'permit(principal, action, resource) when { context.estimated_tokens < 10 };\n'
+        'forbid(principal, action, resource) when {\n'
+        '  context has stream && context["stream"] && context.client_ip.isLoopback() };\n')
+    engine = PolicyEngine.load([tmp_path / "p.cedar"])
+    assert engine._context_keys == frozenset({"estimated_tokens", "stream", "client_ip"})
+    # The attributes left out change no decision: every read one is there.
+    small = RequestContext(estimated_tokens=5, client_ip="10.0.0.1", stream=True)
+    assert engine.decide(SVC, "chat", "Model", "m", small).allowed
+    local = RequestContext(estimated_tokens=5, client_ip="127.0.0.1", stream=True)
+    decision = engine.decide(SVC, "chat", "Model", "m", local)
+    assert not decision.allowed and decision.policies == ("p.cedar#2",) and not decision.errors
+    big = RequestContext(estimated_tokens=50, client_ip="10.0.0.1")
+    assert not engine.decide(SVC, "chat", "Model", "m", big).allowed
+    # A policy that compares the context whole gets all of it.
+    whole = {"staticPolicies": {"policy0": {"conditions": [{"kind": "when", "body": {
+        "==": {"left": {"Var": "context"}, "right": {"Record": {}}}}}]}}}
+    assert context_read(whole) is None

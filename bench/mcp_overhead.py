@@ -4,6 +4,7 @@ Cedar policy with an argument condition, limits, the guard on arguments and resu
 log with fsync), side by side in one run.
 
     python bench/mcp_overhead.py [--calls 2000] [--block 50] [--bare] [--sdk] [--one-core]
+                                 [--base REV]
 
 Layout on a 2-core machine: Ironhold on CPU 0; the tool server (the official SDK's server) and
 this client on CPU 1. Both paths use the same client, one call at a time, in alternating blocks
@@ -32,9 +33,11 @@ import aiohttp
 import httpx2
 import orjson
 from mcp.client.streamable_http import streamable_http_client
-from overhead import PY, free_port, machine, pinned, progress, save, stop, wait_http
+from overhead import HERE, PY, free_port, machine, pinned, progress, save, stop, wait_http
 
 from mcp import Client
+
+ROOT = HERE.parent
 
 POLICY = """
 @id("echo-short-texts")
@@ -63,8 +66,11 @@ guard: {enabled: false}
 """
 
 
-def start_gateway(workdir: Path, tools_url: str, stack: str, cpu: int
+def start_gateway(workdir: Path, tools_url: str, stack: str, cpu: int, src: Path | None = None
                   ) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A gateway in ``workdir``: this checkout's, or the one whose sources are at ``src``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
     port = free_port()
     (workdir / "policy.cedar").write_text(POLICY)
     config = workdir / "ironhold.yaml"
@@ -81,12 +87,12 @@ mcp:
     key = json.loads(subprocess.run(
         [PY, "-m", "ironhold", "keys", "create", "-c", str(config), "--name", "bench", "--json",
          "--tools", "files.echo"],
-        capture_output=True, text=True, check=True, cwd=workdir).stdout)["key"]
+        capture_output=True, text=True, check=True, cwd=workdir, env=env).stdout)["key"]
     log = (workdir / "ironhold.log").open("wb")
     profile = os.environ.get("BENCH_PROFILE")  # a cProfile output file for the gateway
     profiler = ["-m", "cProfile", "-o", profile] if profile else []
     process = subprocess.Popen([*pinned(cpu), PY, *profiler, "-m", "ironhold", "serve", "-c",
-                                str(config)], stdout=log, stderr=log, cwd=workdir)
+                                str(config)], stdout=log, stderr=log, cwd=workdir, env=env)
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return process, f"http://127.0.0.1:{port}/mcp", key
 
@@ -131,16 +137,19 @@ class RawClient:
 
 
 async def measure(direct_url: str, gateway_url: str, key: str, calls: int, block: int,
-                  sdk: bool) -> dict[str, list[float]]:
+                  sdk: bool, base: tuple[str, str] | None = None) -> dict[str, list[float]]:
     if sdk:
         return await measure_sdk(direct_url, gateway_url, key, calls, block)
     async with aiohttp.ClientSession() as http:
         direct = await RawClient(http, direct_url, {}).open()
         gateway = await RawClient(http, gateway_url, {"Authorization": f"Bearer {key}"}).open()
-        return await alternate({
+        paths: dict[str, Callable[[], Awaitable[Any]]] = {
             "direct": lambda: direct.call("echo", {"text": "hello"}),
-            "ironhold": lambda: gateway.call("files.echo", {"text": "hello"}),
-        }, calls, block)
+                 "ironhold": lambda: gateway.call("files.echo", {"text": "hello"})}
+        if base is not None:  # the base revision's gateway, in the same rotation
+            before = await RawClient(http, base[0], {"Authorization": f"Bearer {base[1]}"}).open()
+            paths["base"] = lambda: before.call("files.echo", {"text": "hello"})
+        return await alternate(paths, calls, block)
 
 
 async def measure_sdk(direct_url: str, gateway_url: str, key: str, calls: int,
@@ -206,27 +215,41 @@ def main() -> None:
                              "idle vCPU costs more than the work of a small call).")
     parser.add_argument("--bare", action="store_true",
                         help="Policy, guard and audit off: what the extra hop alone costs.")
+    parser.add_argument("--base", metavar="REV",
+                        help="Also run this git revision's gateway (from a temporary worktree, "
+                             "on the same core), its calls in the same rotation: before and "
+                             "after in one run.")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})  # the client beside the tool server, off Ironhold's core
+    stack, core = BARE if args.bare else FULL, 1 if args.one_core else 0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         tools, tools_url = start_tools(workdir, 1)
-        gateway, gateway_url, key = start_gateway(workdir, tools_url,
-                                                  BARE if args.bare else FULL,
-                                                  1 if args.one_core else 0)
+        gateway, gateway_url, key = start_gateway(workdir, tools_url, stack, core)
+        base: tuple[subprocess.Popen[bytes], str, str] | None = None
+        if args.base:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach",
+                            str(workdir / "base-src"), args.base], check=True,
+                           capture_output=True)
+            base = start_gateway(workdir / "base", tools_url, stack, core,
+                                 workdir / "base-src" / "src")
         try:
             progress("measuring tools/call of echo, direct and through Ironhold")
             cpu = cpu_seconds(gateway.pid), cpu_seconds(tools.pid)
             times = asyncio.run(measure(tools_url, gateway_url, key, args.calls, args.block,
-                                        args.sdk))
+                                        args.sdk, base[1:] if base else None))
             # Warm-up included: 100 more calls through each path than measured.
             through = args.calls + 100
             gateway_cpu = (cpu_seconds(gateway.pid) - cpu[0]) / through * 1000
-            tools_cpu = (cpu_seconds(tools.pid) - cpu[1]) / (2 * through) * 1000
+            tools_cpu = (cpu_seconds(tools.pid) - cpu[1]) / (len(times) * through) * 1000
         finally:
             stop(gateway)
             stop(tools)
+            if base is not None:
+                stop(base[0])
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(workdir / "base-src")], check=False, capture_output=True)
     direct, ironhold = summary(times["direct"]), summary(times["ironhold"])
     results = {
         "machine": machine(),
@@ -244,9 +267,13 @@ def main() -> None:
         "tool_server_cpu_ms_per_call": round(tools_cpu, 3),
         "target_added_p50_ms": 2.0,
     }
+    if "base" in times:
+        before = summary(times["base"])
+        results["base"] = {"revision": args.base, **before,
+                           "added_p50_ms": round(before["p50_ms"] - direct["p50_ms"], 3)}
     print(json.dumps(results, indent=2))
     save(results, "mcp_overhead" + ("_bare" if args.bare else "") + ("_sdk" if args.sdk else "")
-         + ("_one_core" if args.one_core else ""))
+         + ("_one_core" if args.one_core else "") + ("_before_after" if args.base else ""))
 
 
 if __name__ == "__main__":

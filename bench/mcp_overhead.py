@@ -38,6 +38,8 @@ from overhead import HERE, PY, free_port, machine, pinned, progress, save, stop,
 from mcp import Client
 
 ROOT = HERE.parent
+#: Calls that failed, by path (measured calls only).
+FAILED: dict[str, int] = {}
 
 POLICY = """
 @id("echo-short-texts")
@@ -171,6 +173,7 @@ async def alternate(paths: dict[str, Callable[[], Awaitable[Any]]], calls: int,
                     block: int) -> dict[str, list[float]]:
     """Each path's latencies (ms), measured in alternating blocks after a warm-up."""
     times: dict[str, list[float]] = {name: [] for name in paths}
+    failed = FAILED
     for call in paths.values():  # warm up: connections, caches, the classifier
         for _ in range(100):
             await call()
@@ -179,7 +182,12 @@ async def alternate(paths: dict[str, Callable[[], Awaitable[Any]]], calls: int,
         for name, call in paths.items():
             for _ in range(block):
                 started = time.perf_counter()
-                await call()
+                try:
+                    await call()
+                except AssertionError as exc:  # counted, and said, not timed
+                    failed[name] = failed.get(name, 0) + 1
+                    progress(f"{name}: a call failed: {str(exc)[:300]}")
+                    continue
                 times[name].append((time.perf_counter() - started) * 1000)
         done += block
         if done % (block * 10) == 0:
@@ -266,11 +274,13 @@ def main() -> None:
         "ironhold_cpu_ms_per_call": round(gateway_cpu, 3),
         "tool_server_cpu_ms_per_call": round(tools_cpu, 3),
         "target_added_p50_ms": 2.0,
+        "failed_calls": {"ironhold": FAILED.get("ironhold", 0), "direct": FAILED.get("direct", 0)},
     }
     if "base" in times:
         before = summary(times["base"])
         results["base"] = {"revision": args.base, **before,
-                           "added_p50_ms": round(before["p50_ms"] - direct["p50_ms"], 3)}
+                           "added_p50_ms": round(before["p50_ms"] - direct["p50_ms"], 3),
+                           "failed_calls": FAILED.get("base", 0)}
     print(json.dumps(results, indent=2))
     save(results, "mcp_overhead" + ("_bare" if args.bare else "") + ("_sdk" if args.sdk else "")
          + ("_one_core" if args.one_core else "") + ("_before_after" if args.base else ""))

@@ -71,6 +71,11 @@ def test_the_example_agent_reads_but_may_not_write(tmp_path: Path) -> None:
     tools = [r for r in records if r["kind"] == "tool"]
     chain = delegation["target"]["chain"]
     assert all(r["principal"]["chain"] == chain for r in tools)
+    # Every call that reached the tool server was written ahead, and a clean stop wrote how
+    # each ended; the refused write never reached it.
+    intents = {r["request_id"]: r for r in records if r["kind"] == "tool_intent"}
+    assert intents and set(intents) <= {r["request_id"] for r in tools}
+    assert all(r["tool"] != "write_file" for r in intents.values())
     assert tools[0]["tool"] == "list_files"
     assert tools[0]["outcome"] == "ok"
     assert tools[0]["policy"]["policies"] == ["everyone-reads-the-shared-folder"]

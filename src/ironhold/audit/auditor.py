@@ -112,14 +112,17 @@ class Auditor:
                     "the log's storage."
                 ) from None
 
-    def record_ahead(self, record: AuditRecord) -> asyncio.Future[StoredRecord]:
+    def record_ahead(self, record: AuditRecord) -> asyncio.Future[StoredRecord] | None:
         """Queue a record that must be durable before what it covers goes out, without waiting
         yet (a tool call's intent, committed while the tool works); ``durable`` waits for it.
-        Raises ``AuditUnavailableError`` at once if the log takes nothing now."""
+        If the log takes nothing now: ``AuditUnavailableError`` at once, or (``on_store_error:
+        open``) None, logged."""
         try:
             return self.log.enqueue(record)
         except AuditUnavailableError:
             log.error("audit_record_lost", extra={"request_id": record.request_id})
+            if not self._closed:
+                return None
             raise AuditUnavailableError(
                 "The call could not be recorded in the audit log, so it was not made "
                 f"(request id {record.request_id}); try again shortly.") from None

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import ssl
+import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -65,7 +66,7 @@ class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.reader = reader
         self.writer = writer
-        #: When it went back to the pool (the loop's clock).
+        #: When it went back to the pool (``time.monotonic``).
         self.idle_since = 0.0
 
     def usable(self) -> bool:
@@ -337,17 +338,17 @@ class HttpTransport:
         return HttpResponse(self, conn, head, deadline, pause, body)
 
     async def _connection(self, deadline: float, connect: float) -> _Connection:
-        loop = asyncio.get_running_loop()
         while self._idle:
             conn = self._idle.pop()
-            if loop.time() - conn.idle_since > self._max_idle:
-                # The pool is newest last: this one and all below it have idled too long.
-                self._idle.append(conn)
+            if time.monotonic() - conn.idle_since > self._max_idle:
+                # The pool is newest last: every one below has idled longer still.
+                conn.close()
                 self._drop_idle()
                 break
             if conn.usable():
                 return conn
             conn.close()
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(min(deadline, loop.time() + connect)):
             reader, writer = await asyncio.open_connection(
                 self._host, self._port, ssl=self._ssl, limit=MAX_HEAD,
@@ -361,7 +362,7 @@ class HttpTransport:
 
     def _release(self, conn: _Connection, reuse: bool) -> None:
         if reuse and not self._closed and conn.usable():
-            conn.idle_since = asyncio.get_running_loop().time()
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
             conn.close()

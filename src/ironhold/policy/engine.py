@@ -56,7 +56,8 @@ class PolicyEngine:
         self.sources = sources
         self.schema_path = schema_path
         #: Whether any policy reads the remaining budget (only then is it looked up).
-        self.uses_budget = False
+        self.uses_budget = context_keys is None or not context_keys.isdisjoint(
+            {"remaining_budget_cents", "has_budget"})
 
     @property
     def policy_ids(self) -> list[str]:
@@ -116,10 +117,8 @@ class PolicyEngine:
         combined = "\n".join(texts)
         policy_json = json.loads(cedarpy.policies_to_json_str(combined))
         listing = cedarpy.policies_from_json_str(json.dumps(listing_policies(policy_json)))
-        engine = cls(cedarpy.PolicySet.from_str(combined), names, files, schema_path,
-                     cedarpy.PolicySet.from_str(listing), context_read(policy_json))
-        engine.uses_budget = "remaining_budget_cents" in combined or "has_budget" in combined
-        return engine
+        return cls(cedarpy.PolicySet.from_str(combined), names, files, schema_path,
+                   cedarpy.PolicySet.from_str(listing), context_read(policy_json))
 
     def decide(self, principal: Principal, action: str, resource_type: ResourceType,
                resource_id: str, context: RequestContext) -> PolicyDecision:
